@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-timm lint format bench clean
 
 install: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): requirements/dev.txt osgd/pyproject.toml timm_anytime/pyproject.toml
 demo: install
 	$(BIN)/python examples/osgd_multitask_digits.py
 
-## Lint, format check and the whole test suite (what CI runs).
+## Lint, format check, the whole test suite, and timm's own model tests on our models (what CI runs).
 test: install lint
 	$(BIN)/python -m pytest
+	$(BIN)/python tests/timm_suite/run.py
+
+## timm's tests/test_models.py (from the installed timm's sdist, cached in .venv) on every model we register.
+test-timm: install
+	$(BIN)/python tests/timm_suite/run.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,11 +1,38 @@
-"""timm-anytime: nested anytime networks as timm models (work in progress).
+"""timm-anytime: nested anytime networks as timm models.
 
-Today this package only exposes the optimizer it trains with; the models, trainer and Hub support
-land in later releases (see the repository README).
+``import timm_anytime`` registers the models with timm::
+
+    import timm, timm_anytime
+    model = timm.create_model("anytime_cifar_resnet20_w124")
+    all_logits = model.forward_stages(x)
 """
+
+import timm
 
 from osgd import OSGD, combine
 
+from .models import AnytimeMixin, CifarResNet, NestedResNet
+from .stripes import StripeSpec
+
 __version__ = "0.1.0"
 
-__all__ = ["OSGD", "combine"]
+#: timm registry modules holding this package's models (timm keys them by the module's last name).
+MODEL_MODULES = ("width_registry", "cifar_resnet")
+
+
+def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:
+    """Names this package registers with timm (``anytime_only``: just the nested anytime ones)."""
+    names = timm.list_models(filter or "", module=MODEL_MODULES)
+    return [n for n in names if n.startswith("anytime_")] if anytime_only else names
+
+
+__all__ = [
+    "MODEL_MODULES",
+    "OSGD",
+    "AnytimeMixin",
+    "CifarResNet",
+    "NestedResNet",
+    "StripeSpec",
+    "combine",
+    "list_models",
+]

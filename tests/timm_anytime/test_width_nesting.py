@@ -1,0 +1,263 @@
+"""Width-nested ResNets: the nesting invariant, the four ways to run a stage, FLOPs, errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import timm
+import torch
+from timm.models.resnet import ResNet
+from torch.utils.flop_counter import FlopCounterMode
+
+import timm_anytime  # noqa: F401  (registers the models)
+from timm_anytime import StripeSpec
+from timm_anytime.cost import stage_costs
+from timm_anytime.models.cifar_resnet import CifarResNet
+
+# Small members of every family and nesting keep the suite fast; the shapes are what matter.
+CASES = [
+    ("anytime_cifar_resnet20_w124", {}, 32),
+    ("anytime_cifar_resnet20_e1234", {}, 32),
+    ("anytime_resnet18_w124", {"width": 0.25}, 64),
+    ("anytime_resnet50_e1234", {"width": 0.25}, 64),
+]
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial weights and BN statistics (timm zero-inits the last BN of every branch, which
+    would make every residual branch vanish and the comparisons below vacuous)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=gen) + 0.5)
+            elif name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=gen) * 0.1)
+        for name, param in model.named_parameters():
+            if param.dim() == 1:
+                base = 1.0 if name.endswith("weight") and ".bn" in f".{name}" else 0.0
+                param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))
+            else:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 / fan_in) ** 0.5)
+        for module in model.modules():
+            if hasattr(module, "weight_mask"):
+                module.weight.mul_(module.weight_mask)
+    return model
+
+
+def make(name: str, kwargs: dict, seed: int = 0) -> torch.nn.Module:
+    return randomize(timm.create_model(name, **kwargs), seed)
+
+
+def images(size: int, n: int = 3, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
+@pytest.mark.parametrize("train", [False, True])
+def test_perturbing_a_later_stage_leaves_earlier_stages_bit_for_bit_unchanged(name, kwargs, size, train) -> None:
+    model = make(name, kwargs).train(train)
+    x = images(size)
+    with torch.no_grad():
+        before_stages = model.forward_stages(x)
+        before_anytime = list(model.forward_anytime(x))
+    for j in range(2, model.num_stages + 1):
+        perturbed = make(name, kwargs).train(train)
+        masks = perturbed.stage_masks(j)
+        with torch.no_grad():
+            for param, mask in masks.items():
+                param.add_(torch.randn_like(param) * mask)
+            after_stages = perturbed.forward_stages(x)
+            after_anytime = list(perturbed.forward_anytime(x))
+            for k in range(1, j):
+                perturbed.set_active_stage(k)
+                torch.testing.assert_close(perturbed(x), before_stages[k - 1], rtol=0, atol=0)
+        for k in range(1, j):
+            assert torch.equal(after_stages[k - 1], before_stages[k - 1]), f"stage {k} moved when stage {j} changed"
+            assert torch.equal(after_anytime[k - 1], before_anytime[k - 1])
+        # ...while the perturbed stage itself does change (so the test can fail).
+        assert not torch.allclose(after_stages[j - 1], before_stages[j - 1])
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
+@pytest.mark.parametrize("train", [False, True])
+def test_gradients_of_a_stage_loss_are_zero_on_later_parameters(name, kwargs, size, train) -> None:
+    model = make(name, kwargs).train(train)
+    x = images(size)
+    params = list(model.parameters())
+    for i, logits in enumerate(model.forward_stages(x), start=1):
+        grads = torch.autograd.grad(logits.square().mean(), params, retain_graph=True, allow_unused=True)
+        by_param = dict(zip(params, grads, strict=True))
+        reached = model.subnetwork_masks(i)
+        for j in range(i + 1, model.num_stages + 1):
+            for param, mask in model.stage_masks(j).items():
+                grad = by_param[param]
+                if grad is not None:
+                    assert torch.count_nonzero(grad[mask]) == 0, f"L_{i} has a gradient on stage {j}"
+        # ... and L_i does reach its own subnetwork (so the test above is not vacuous).
+        own = [by_param[p][m] for p, m in model.stage_masks(i).items() if by_param[p] is not None]
+        assert any(torch.count_nonzero(g) > 0 for g in own)
+        for param, grad in by_param.items():  # nothing outside D_i moves under L_i
+            if grad is not None and param not in reached:
+                assert torch.count_nonzero(grad) == 0
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
+def test_four_ways_to_run_a_stage_agree(name, kwargs, size) -> None:
+    model = make(name, kwargs).eval()
+    x = images(size)
+    with torch.no_grad():
+        stages = model.forward_stages(x)
+        anytime = list(model.forward_anytime(x))
+        assert len(stages) == len(anytime) == model.num_stages
+        for k in range(1, model.num_stages + 1):
+            model.set_active_stage(k)
+            active = model(x)
+            plain = model.extract_stage(k).eval()
+            standalone = plain(x)
+            for other in (anytime[k - 1], active, standalone):
+                torch.testing.assert_close(other, stages[k - 1], rtol=1e-4, atol=1e-4)
+            assert stages[k - 1].abs().max() > 0.1  # a real signal, not a vanished network
+        model.set_active_stage(model.num_stages)
+        torch.testing.assert_close(model(x), stages[-1], rtol=0, atol=0)
+
+
+def test_extract_stage_returns_plain_networks() -> None:
+    imagenet = make("anytime_resnet18_w124", {"width": 0.25})
+    plain = imagenet.extract_stage(2)
+    assert type(plain) is ResNet
+    assert plain.fc.in_features == imagenet.feature_splits[2]
+    cifar = make("anytime_cifar_resnet20_w124", {})
+    small = cifar.extract_stage(1)
+    assert type(small) is CifarResNet
+    assert small.conv1.out_channels == 4
+    reference = timm.create_model("cifar_resnet20", width=0.25)  # the registered plain network
+    assert {k: v.shape for k, v in small.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
+def test_every_parameter_gets_a_gradient(name, kwargs, size) -> None:
+    """Replaces timm's test_model_backward for anytime models: model(x) is D_S alone, so earlier
+    heads only receive gradients from their own stage's loss."""
+    model = timm.create_model(name, num_classes=42, **kwargs).train()
+    sum(logits.mean() for logits in model.forward_stages(images(size, n=2))).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    model.zero_grad()
+    model(images(size, n=2)).mean().backward()
+    heads = {id(p) for k in range(1, model.num_stages) for p in model.head_parameters(k)}
+    assert all((p.grad is None) == (id(p) in heads) for p in model.parameters())
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
+def test_stage_flops_match_the_dense_fraction_formula(name, kwargs, size) -> None:
+    """FLOPs(D_k), counted on the striped forward_anytime path, equals stem + head + the SPEC's
+    dense fraction of the body of a dense network of D_k's width (extract_stage(k): a timm ResNet
+    or CifarResNet, which runs every layer as one dense kernel)."""
+    model = timm.create_model(name, **kwargs)
+    costs = stage_costs(model, (3, size, size))
+    x = torch.randn(1, 3, size, size)
+    for k, cost in enumerate(costs, start=1):
+        dense = model.extract_stage(k).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            dense.conv1(x)
+        stem = counter.get_total_flops()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            dense.fc(torch.zeros(1, dense.fc.in_features))
+        head = counter.get_total_flops()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            dense(x)
+        body = counter.get_total_flops() - stem - head
+        expected = stem + head + float(model.spec.dense_fraction(k)) * body
+        assert abs(cost.flops - expected) / expected < 0.02, f"stage {k}: {cost.flops} vs {expected:.0f}"
+        assert cost.active_flops == counter.get_total_flops()  # set_active_stage runs the dense kernels
+        assert cost.anytime_flops >= cost.flops
+    assert costs[-1].flops > 2 * costs[0].flops  # the stages really grow
+
+
+def test_dense_fraction_values_from_the_spec() -> None:
+    assert StripeSpec.parse("w124").dense_fraction() == Fraction(11, 16)
+    assert StripeSpec.parse("e1234").dense_fraction() == Fraction(10, 16)
+    assert StripeSpec.parse("w124").splits(64) == (0, 16, 32, 64)
+    assert StripeSpec.parse("w1248").widths == (1, 1, 2, 4)
+
+
+def test_subnetwork_sizes_feed_osgd_reach_masks() -> None:
+    model = timm.create_model("anytime_cifar_resnet20_w124")
+    sizes = model.subnetwork_sizes()
+    assert sizes[0] < sizes[1] < sizes[2]
+    masks = model.osgd_reach_masks()
+    assert [sum(int(m.sum()) for m in task.values()) for task in masks] == sizes
+    # d_S counts every parameter element except the structural zeros and the earlier heads.
+    zeros = sum(
+        int((m.weight_mask.expand_as(m.weight) == 0).sum()) for m in model.modules() if hasattr(m, "weight_mask")
+    )
+    earlier_heads = sum(p.numel() for k in (1, 2) for p in model.head_parameters(k))
+    assert sizes[-1] == sum(p.numel() for p in model.parameters()) - zeros - earlier_heads
+
+
+def test_osgd_trains_a_nested_model_without_touching_earlier_stages_from_later_losses() -> None:
+    from osgd import OSGD
+
+    model = timm.create_model("anytime_cifar_resnet20_w124").train()
+    opt = OSGD(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        method="norm",
+        reach_masks=model.osgd_reach_masks(),
+    )
+    x, y = images(32, n=8), torch.randint(0, 10, (8,))
+    info = opt.backward([torch.nn.functional.cross_entropy(z, y) for z in model.forward_stages(x)])
+    assert info.task_dims.tolist() == [float(d) for d in model.subnetwork_sizes()]
+    opt.step()
+    for module in model.modules():  # the structural zeros stay zero through a step
+        if hasattr(module, "weight_mask"):
+            assert torch.count_nonzero(module.weight * (1 - module.weight_mask)) == 0
+
+
+def test_bad_names_specs_and_stages_give_clear_errors() -> None:
+    with pytest.raises(RuntimeError, match="anytime_resnet51_w124"):
+        timm.create_model("anytime_resnet51_w124")
+    with pytest.raises(ValueError, match="power-of-two nesting lists 1, 2, 4"):
+        StripeSpec.parse("w142")
+    with pytest.raises(ValueError, match="even nesting lists 1, 2, 3"):
+        StripeSpec.parse("e1324")
+    with pytest.raises(ValueError, match="unknown width nesting"):
+        timm.create_model("anytime_cifar_resnet20_w124", nesting="x12")
+    with pytest.raises(ValueError, match=r"must be a\s+multiple of 4"):
+        timm.create_model("anytime_cifar_resnet20_w124", width=0.3)
+    model = timm.create_model("anytime_cifar_resnet20_w124")
+    for bad in (0, 4, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match=r"stage must be an integer in 1\.\.3"):
+            model.set_active_stage(bad)
+        with pytest.raises(ValueError, match=r"stage must be an integer in 1\.\.3"):
+            model.extract_stage(bad)
+
+
+def test_timm_citizenship() -> None:
+    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=7)
+    assert model.pretrained_cfg["classifier"] == ("fc.0", "fc.1", "fc.2")
+    assert model.get_classifier() is model.fc[2]
+    model.set_active_stage(1)
+    assert model.get_classifier(name_only=True) == "fc.0"
+    assert model.forward_head(model.forward_features(images(32)), pre_logits=True).shape == (3, 16)
+    model.set_active_stage(3)
+    model.reset_classifier(5)
+    assert [h.out_features for h in model.fc] == [5, 5, 5]
+    model.reset_classifier(0)
+    assert model(images(32)).shape == (3, model.num_features)
+    features = timm.create_model("anytime_cifar_resnet20_w124", features_only=True)
+    assert [f.shape[1] for f in features(images(32))] == [16, 16, 32, 64]
+    matcher = model.group_matcher()
+    assert set(matcher) == {"stem", "blocks"}
+    ref = make("anytime_cifar_resnet20_w124", {}).eval()
+    out = ref(images(32))
+    ref.set_grad_checkpointing(True)
+    torch.testing.assert_close(ref(images(32)), out)
+    scripted = torch.jit.script(make("anytime_cifar_resnet20_w124", {}).eval())
+    torch.testing.assert_close(scripted(images(32)), out, rtol=1e-5, atol=1e-5)
+    on_meta = timm.create_model("anytime_cifar_resnet20_w124", device="meta", dtype=torch.bfloat16)
+    assert all(p.device.type == "meta" and p.dtype == torch.bfloat16 for p in on_meta.parameters())

@@ -1,0 +1,151 @@
+"""Width-nested layers: every weight that writes stripe j reads only input stripes <= j.
+
+Each layer keeps the full-size tensors of an ordinary layer, under the ordinary names, so a
+nested network's state dict has the keys and shapes of the dense network it nests. The parts
+above the block diagonal are structurally zero: a non-persistent mask zeroes them in every
+forward, so they get no gradient and nothing ever reads them.
+
+Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stage):
+
+* ``forward(x)``: one dense op over the prefix channels of ``self.stage`` (what ``model(x)`` and
+  ``set_active_stage`` use: the fastest kernel, later stripes never read).
+* ``forward_stripe(x, k)``: only the new stripe k, from the prefix of stripes <= k (what
+  ``forward_anytime`` uses: stage k costs only what D_k adds to D_{k-1}).
+"""
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..stripes import StripeSpec
+
+
+class NestedConv2d(nn.Conv2d):
+    """A Conv2d whose output stripe j reads input stripes 1..j (all of the input if not striped)."""
+
+    out_splits: list[int]
+    in_splits: list[int]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        spec: StripeSpec,
+        striped_input: bool = True,
+        bias: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, device=device, dtype=dtype)
+        stages = spec.num_stages
+        self.num_stages = stages
+        self.stage = stages
+        self.out_splits = list(spec.splits(out_channels))
+        self.in_splits = list(spec.splits(in_channels)) if striped_input else [0] + [in_channels] * stages
+        mask = torch.zeros(out_channels, in_channels, 1, 1, device=device, dtype=self.weight.dtype)
+        for j in range(1, stages + 1):
+            mask[self.out_splits[j - 1] : self.out_splits[j], : self.in_splits[j]] = 1
+        self.register_buffer("weight_mask", mask, persistent=False)
+        with torch.no_grad():
+            self.weight.mul_(mask)
+
+    def masked_weight(self) -> Tensor:
+        return self.weight * self.weight_mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.stage
+        weight = self.masked_weight()[: self.out_splits[k], : self.in_splits[k]]
+        bias = self.bias
+        if bias is not None:
+            bias = bias[: self.out_splits[k]]
+        return self._conv_forward(x, weight, bias)
+
+    def forward_stripe(self, x: Tensor, k: int) -> Tensor:
+        """Output stripe k from the input prefix of stripes <= k (inside the mask: no zeros)."""
+        lo, hi = self.out_splits[k - 1], self.out_splits[k]
+        weight = self.weight[lo:hi, : self.in_splits[k]]
+        bias = self.bias
+        if bias is not None:
+            bias = bias[lo:hi]
+        return self._conv_forward(x, weight, bias)
+
+    @torch.jit.ignore
+    def stage_of_elements(self) -> dict[str, Tensor]:
+        """For each parameter, the stage owning each element (0: structurally zero, unused)."""
+        rows = torch.zeros(self.out_channels, dtype=torch.long)
+        for j in range(1, self.num_stages + 1):
+            rows[self.out_splits[j - 1] : self.out_splits[j]] = j
+        owner = rows[:, None, None, None] * (self.weight_mask.cpu() > 0).long()
+        out = {"weight": owner.expand_as(self.weight).clone()}
+        if self.bias is not None:
+            out["bias"] = rows.clone()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, stripes={self.out_splits}"
+
+
+class NestedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the prefix channels of the active stage; per-channel, so nesting-safe."""
+
+    splits: list[int]
+
+    def __init__(self, num_features: int, *, spec: StripeSpec, device=None, dtype=None, **kwargs) -> None:
+        super().__init__(num_features, device=device, dtype=dtype, **kwargs)
+        self.num_stages = spec.num_stages
+        self.stage = spec.num_stages
+        self.splits = list(spec.splits(num_features))
+
+    def _normalize(self, x: Tensor, lo: int, hi: int, count: bool) -> Tensor:
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and count:
+            assert self.num_batches_tracked is not None
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or self.running_mean is None
+        running_mean: Tensor | None = None
+        running_var: Tensor | None = None
+        mean, var = self.running_mean, self.running_var
+        if mean is not None and var is not None and (not self.training or self.track_running_stats):
+            running_mean = mean[lo:hi]
+            running_var = var[lo:hi]
+        weight = self.weight
+        if weight is not None:
+            weight = weight[lo:hi]
+        bias = self.bias
+        if bias is not None:
+            bias = bias[lo:hi]
+        return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._normalize(x, 0, self.splits[self.stage], True)
+
+    def forward_stripe(self, x: Tensor, k: int) -> Tensor:
+        """Normalize stripe k alone (``x`` holds only that stripe's channels)."""
+        return self._normalize(x, self.splits[k - 1], self.splits[k], False)
+
+    @torch.jit.ignore
+    def stage_of_elements(self) -> dict[str, Tensor]:
+        rows = torch.zeros(self.num_features, dtype=torch.long)
+        for j in range(1, self.num_stages + 1):
+            rows[self.splits[j - 1] : self.splits[j]] = j
+        return {name: rows.clone() for name in ("weight", "bias") if getattr(self, name) is not None}
+
+
+def grow(cache: dict[str, Tensor], key: str, new: Tensor) -> Tensor:
+    """Append stripe ``new`` to the cached prefix under ``key`` (channels dim) and return the prefix."""
+    previous = cache.get(key)
+    prefix = new if previous is None else torch.cat([previous, new], dim=1)
+    cache[key] = prefix
+    return prefix
+
+
+def zero_pad_stripe(x: Tensor, stride: int) -> Tensor:
+    """CIFAR option-A shortcut for one stripe: subsample, then double the channels with zeros."""
+    x = x[:, :, ::stride, ::stride]
+    return torch.cat([x, torch.zeros_like(x)], dim=1)

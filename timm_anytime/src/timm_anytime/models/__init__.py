@@ -1,0 +1,8 @@
+"""Model families; importing this package registers them with timm."""
+
+from . import cifar_resnet, width_registry  # noqa: F401  (registration side effects)
+from .anytime import AnytimeMixin
+from .cifar_resnet import CifarResNet
+from .width_resnet import NestedResNet
+
+__all__ = ["AnytimeMixin", "CifarResNet", "NestedResNet"]

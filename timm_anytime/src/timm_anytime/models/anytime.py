@@ -1,0 +1,97 @@
+"""The anytime model contract shared by every nested network (SPEC section 2).
+
+A subclass provides ``num_stages``, ``forward_stages``, ``forward_anytime``, ``extract_stage``
+and ``heads`` (one classifier per stage). This mixin adds stage selection and the per-stage
+parameter bookkeeping that the optimizers need (stage masks, subnetwork sizes d_i).
+"""
+
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class AnytimeMixin:
+    """Stage selection and per-stage parameter ownership for a nested ``nn.Module``."""
+
+    num_stages: int
+    stage: int
+    __jit_unused_properties__: ClassVar[list[str]] = ["active_stage"]  # not compiled by TorchScript
+
+    def check_stage(self, stage: int) -> int:
+        if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= self.num_stages:
+            raise ValueError(
+                f"stage must be an integer in 1..{self.num_stages} (1 = the smallest subnetwork), got {stage!r}"
+            )
+        return stage
+
+    @torch.jit.ignore
+    def set_active_stage(self, stage: int) -> nn.Module:
+        """Make ``model(x)`` run subnetwork D_stage alone, at D_stage's cost. Returns the model."""
+        stage = self.check_stage(stage)
+        for module in self.modules():  # type: ignore[attr-defined]
+            if hasattr(module, "stage") and hasattr(module, "num_stages"):
+                module.stage = stage
+        return self  # type: ignore[return-value]
+
+    @property
+    def active_stage(self) -> int:
+        return self.stage
+
+    @torch.jit.ignore
+    def head_parameters(self, stage: int) -> list[nn.Parameter]:
+        return list(self.heads()[self.check_stage(stage) - 1].parameters())  # type: ignore[attr-defined]
+
+    @torch.jit.ignore
+    def element_stages(self) -> dict[nn.Parameter, Tensor]:
+        """For every body parameter, the stage that introduces each element (0: never used)."""
+        owners: dict[nn.Parameter, Tensor] = {}
+        head_params = {id(p) for s in range(1, self.num_stages + 1) for p in self.head_parameters(s)}
+        for module in self.modules():  # type: ignore[attr-defined]
+            if hasattr(module, "stage_of_elements"):
+                for name, owner in module.stage_of_elements().items():
+                    param = getattr(module, name)
+                    owners[param] = owner.to(param.device)
+        for param in self.parameters():  # type: ignore[attr-defined]
+            if param not in owners and id(param) not in head_params:
+                raise RuntimeError("a body parameter has no stage owner; nested layers must define stage_of_elements")
+        return owners
+
+    @torch.jit.ignore
+    def stage_masks(self, stage: int) -> dict[nn.Parameter, Tensor]:
+        """w_stage minus w_(stage-1): per parameter, a bool mask of the elements stage introduces
+        (its stripe of every layer, and its head)."""
+        stage = self.check_stage(stage)
+        masks = {p: owner == stage for p, owner in self.element_stages().items()}
+        masks = {p: m for p, m in masks.items() if bool(m.any())}
+        masks.update({p: torch.ones_like(p, dtype=torch.bool) for p in self.head_parameters(stage)})
+        return masks
+
+    @torch.jit.ignore
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """Parameters holding elements introduced at ``stage`` (see ``stage_masks`` for which)."""
+        return list(self.stage_masks(stage))
+
+    @torch.jit.ignore
+    def subnetwork_masks(self, stage: int) -> dict[nn.Parameter, Tensor]:
+        """What loss L_stage reaches: the body elements of stages <= stage, and head ``stage``."""
+        stage = self.check_stage(stage)
+        masks = {p: (owner >= 1) & (owner <= stage) for p, owner in self.element_stages().items()}
+        masks = {p: m for p, m in masks.items() if bool(m.any())}
+        masks.update({p: torch.ones_like(p, dtype=torch.bool) for p in self.head_parameters(stage)})
+        return masks
+
+    @torch.jit.ignore
+    def subnetwork_sizes(self) -> list[int]:
+        """d_i, the number of parameters that loss L_i reaches, for NormSGD."""
+        return [sum(int(m.sum()) for m in self.subnetwork_masks(s).values()) for s in range(1, self.num_stages + 1)]
+
+    @torch.jit.ignore
+    def osgd_reach_masks(self) -> list[dict[nn.Parameter, Tensor]]:
+        """Per-task reach masks for ``osgd.OSGD(reach_masks=...)``, one per stage."""
+        return [self.subnetwork_masks(s) for s in range(1, self.num_stages + 1)]
+
+    @torch.jit.ignore
+    def iter_stages(self) -> Iterator[int]:
+        return iter(range(1, self.num_stages + 1))

@@ -1,0 +1,175 @@
+"""Plain (non-nested) CIFAR ResNets (He et al. 2016, section 4.2): the Oracle networks.
+
+``cifar_resnet{20,42,56}``: a 3x3 stem, three stages of basic blocks (widths 16, 32, 64 times
+``width``) and the parameter-free option-A shortcut (subsample, then zero-pad the channels).
+Written independently of the nested models, so a nested subnetwork can be checked against it.
+"""
+
+from typing import Any
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
+
+
+class CifarBasicBlock(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(planes, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(planes, **dd)
+        self.act2 = nn.ReLU(inplace=True)
+        self.stride = stride
+        self.pad = planes - inplanes  # option A: the shortcut pads the missing channels with zeros
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        if self.stride != 1 or self.pad != 0:
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        return self.act2(x + shortcut)
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``."""
+
+    def __init__(
+        self,
+        blocks_per_stage: int = 3,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        width: float = 1.0,
+        channels: tuple = (16, 32, 64),
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        widths = [round(c * width) for c in channels]
+        if min(widths) < 1:
+            raise ValueError(f"width={width} leaves a stage with no channels")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(widths[0], **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="act1")]
+        inplanes = widths[0]
+        for index, planes in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            layer = [
+                CifarBasicBlock(inplanes if b == 0 else planes, planes, stride if b == 0 else 1, **dd)
+                for b in range(blocks_per_stage)
+            ]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*layer))
+            self.feature_info.append(dict(num_chs=planes, reduction=2**index, module=f"layer{index + 1}"))
+            inplanes = planes
+        self.num_features = self.head_hidden_size = inplanes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.fc = nn.Linear(inplanes, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        return "fc" if name_only else self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        weight = self.conv1.weight
+        self.fc = (
+            nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 10,
+        "input_size": (3, 32, 32),
+        "pool_size": (8, 8),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": CIFAR10_MEAN,
+        "std": CIFAR10_STD,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({f"cifar_resnet{depth}.untrained": cifar_cfg() for depth in CIFAR_DEPTHS})
+
+
+def _create(depth: int, pretrained: bool, **kwargs: Any) -> CifarResNet:
+    return build_model_with_cfg(
+        CifarResNet,
+        f"cifar_resnet{depth}",
+        pretrained,
+        blocks_per_stage=CIFAR_DEPTHS[depth],
+        feature_cfg=dict(out_indices=(0, 1, 2, 3)),
+        **kwargs,
+    )
+
+
+@register_model
+def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-20 (3 basic blocks per stage); ``width`` scales every layer."""
+    return _create(20, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet42(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-42 (7 basic blocks per stage), the paper's width-nesting base network."""
+    return _create(42, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-56 (9 basic blocks per stage); ``width`` scales every layer."""
+    return _create(56, pretrained, **kwargs)

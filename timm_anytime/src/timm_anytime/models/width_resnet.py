@@ -1,0 +1,354 @@
+"""Width-nested anytime ResNets (SPEC section 3), ImageNet and CIFAR families.
+
+Layout and parameter names follow ``timm.models.resnet.ResNet`` (``conv1``, ``bn1``,
+``layer1.0.conv1``, ``layer1.0.downsample.0``, ...): at full width, the body's state dict has
+the keys and shapes of the dense network. ``fc`` holds one head per stage (``fc.0``, ``fc.1``,
+...), head k reading the pooled prefix of stripes <= k.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import checkpoint_seq
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow, zero_pad_stripe
+from ..stripes import StripeSpec
+from .anytime import AnytimeMixin
+
+POOL_TYPES = ("avg", "max", "")
+
+
+class NestedBasicBlock(nn.Module):
+    expansion = 1
+    in_splits: list[int]
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
+    ) -> None:
+        super().__init__()
+        dd = {"spec": spec, "device": device, "dtype": dtype}
+        out = planes * self.expansion
+        self.conv1 = NestedConv2d(inplanes, planes, 3, stride, 1, **dd)
+        self.bn1 = NestedBatchNorm2d(planes, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = NestedConv2d(planes, out, 3, 1, 1, **dd)
+        self.bn2 = NestedBatchNorm2d(out, **dd)
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample, self.zero_pad = _shortcut(inplanes, out, stride, shortcut, dd)
+        self.stride = stride
+        self.num_stages = spec.num_stages
+        self.stage = spec.num_stages
+        self.in_splits = list(spec.splits(inplanes))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.zero_pad:
+            return _zero_pad_prefix(x, self.in_splits, self.stage, self.stride)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self._shortcut(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        return self.act2(x + shortcut)
+
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+        h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
+        y = self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)
+        return grow(cache, key, self.act2(y + self._shortcut_stripe(x, k)))
+
+    def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
+        return _shortcut_stripe(self.downsample, self.zero_pad, x, self.in_splits, k, self.stride)
+
+
+class NestedBottleneck(nn.Module):
+    expansion = 4
+    in_splits: list[int]
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
+    ) -> None:
+        super().__init__()
+        dd = {"spec": spec, "device": device, "dtype": dtype}
+        out = planes * self.expansion
+        self.conv1 = NestedConv2d(inplanes, planes, 1, **dd)
+        self.bn1 = NestedBatchNorm2d(planes, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = NestedConv2d(planes, planes, 3, stride, 1, **dd)
+        self.bn2 = NestedBatchNorm2d(planes, **dd)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = NestedConv2d(planes, out, 1, **dd)
+        self.bn3 = NestedBatchNorm2d(out, **dd)
+        self.act3 = nn.ReLU(inplace=True)
+        self.downsample, self.zero_pad = _shortcut(inplanes, out, stride, shortcut, dd)
+        self.stride = stride
+        self.num_stages = spec.num_stages
+        self.stage = spec.num_stages
+        self.in_splits = list(spec.splits(inplanes))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.downsample is not None:
+            shortcut = self.downsample(x)
+        elif self.zero_pad:
+            shortcut = _zero_pad_prefix(x, self.in_splits, self.stage, self.stride)
+        else:
+            shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        return self.act3(x + shortcut)
+
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+        h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
+        h = grow(cache, key + ".h2", self.act2(self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)))
+        y = self.bn3.forward_stripe(self.conv3.forward_stripe(h, k), k)
+        s = _shortcut_stripe(self.downsample, self.zero_pad, x, self.in_splits, k, self.stride)
+        return grow(cache, key, self.act3(y + s))
+
+
+def _shortcut(inplanes: int, out: int, stride: int, kind: str, dd: dict[str, Any]) -> tuple[nn.Module | None, bool]:
+    if stride == 1 and inplanes == out:
+        return None, False
+    if kind == "projection":
+        return nn.Sequential(NestedConv2d(inplanes, out, 1, stride, **dd), NestedBatchNorm2d(out, **dd)), False
+    if kind == "zero_pad":
+        if out != 2 * inplanes or stride != 2:
+            raise ValueError("the zero-padded shortcut doubles the channels at stride 2")
+        return None, True
+    raise ValueError(f"unknown shortcut {kind!r}: use 'projection' or 'zero_pad'")
+
+
+def _zero_pad_prefix(x: Tensor, in_splits: list[int], stage: int, stride: int) -> Tensor:
+    """Option-A shortcut, per stripe: each input stripe lands in the first half of its output stripe."""
+    parts = [zero_pad_stripe(x[:, in_splits[j] : in_splits[j + 1]], stride) for j in range(stage)]
+    return torch.cat(parts, dim=1)
+
+
+def _shortcut_stripe(
+    downsample: nn.Module | None, zero_pad: bool, x: Tensor, in_splits: list[int], k: int, stride: int
+) -> Tensor:
+    if downsample is not None:
+        conv, bn = downsample[0], downsample[1]
+        return bn.forward_stripe(conv.forward_stripe(x, k), k)
+    new = x[:, in_splits[k - 1] : in_splits[k]]
+    return zero_pad_stripe(new, stride) if zero_pad else new
+
+
+class NestedResNet(AnytimeMixin, nn.Module):
+    """A width-nested ResNet: S stages, subnetwork D_k = stripes 1..k of every layer.
+
+    Args:
+        block: ``"basic"`` or ``"bottleneck"``.
+        layers: Blocks per stage of the network (e.g. ``(3, 4, 6, 3)``).
+        nesting: Stripe spec, ``"w124"`` (power-of-two), ``"e1234"`` (equal) or a ``StripeSpec``.
+        num_classes: Classes of every head (0: no heads, ``model(x)`` returns pooled features).
+        in_chans: Input channels.
+        stem: ``"imagenet"`` (7x7 stride-2 conv and max-pool) or ``"cifar"`` (3x3 conv).
+        channels: Planes per stage of the full network (before ``width``).
+        stem_width: Stem channels of the full network (before ``width``).
+        width: Multiplier on every layer's width.
+        shortcut: ``"projection"`` (1x1 conv + BN, timm's ResNet) or ``"zero_pad"`` (CIFAR option A).
+        global_pool: ``"avg"``, ``"max"`` or ``""`` (no pooling, no head).
+        drop_rate: Dropout before the heads.
+        zero_init_last: Zero the last BN of every residual branch, as timm does.
+    """
+
+    feature_splits: list[int]
+
+    def __init__(
+        self,
+        block: str = "basic",
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        nesting: str | StripeSpec = "w124",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        stem: str = "imagenet",
+        channels: tuple[int, ...] = (64, 128, 256, 512),
+        stem_width: int = 64,
+        width: float = 1.0,
+        shortcut: str = "projection",
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        zero_init_last: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        spec = nesting if isinstance(nesting, StripeSpec) else StripeSpec.parse(nesting)
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"unknown block {block!r}: use 'basic' or 'bottleneck'")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"unknown stem {stem!r}: use 'imagenet' or 'cifar'")
+        if global_pool not in POOL_TYPES:
+            raise ValueError(f"global_pool must be one of {POOL_TYPES} for a nested network, got {global_pool!r}")
+        if len(layers) != len(channels):
+            raise ValueError(f"layers {layers} and channels {channels} must have the same length")
+        block_cls = NestedBasicBlock if block == "basic" else NestedBottleneck
+        dd = {"device": device, "dtype": dtype}
+        self.spec = spec
+        self.num_stages = spec.num_stages
+        self.stage = spec.num_stages
+        self.nesting = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.block_type, self.layer_sizes, self.stem_type, self.shortcut_type = block, tuple(layers), stem, shortcut
+
+        scaled = [round(c * width) for c in channels]
+        inplanes = round(stem_width * width)
+        self.widths = tuple(scaled)
+        self.stem_channels = inplanes
+        if stem == "imagenet":
+            self.conv1 = NestedConv2d(in_chans, inplanes, 7, 2, 3, spec=spec, striped_input=False, **dd)
+        else:
+            self.conv1 = NestedConv2d(in_chans, inplanes, 3, 1, 1, spec=spec, striped_input=False, **dd)
+        self.bn1 = NestedBatchNorm2d(inplanes, spec=spec, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        reduction = 2 if stem == "imagenet" else 1
+        self.feature_info = [dict(num_chs=inplanes, reduction=reduction, module="act1")]
+        if stem == "imagenet":
+            reduction *= 2
+        for index, (planes, blocks) in enumerate(zip(scaled, layers, strict=True)):
+            stride = 1 if index == 0 else 2
+            modules = []
+            for b in range(blocks):
+                modules.append(block_cls(inplanes, planes, stride if b == 0 else 1, spec=spec, shortcut=shortcut, **dd))
+                inplanes = planes * block_cls.expansion
+            reduction *= stride
+            self.add_module(f"layer{index + 1}", nn.Sequential(*modules))
+            self.feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=f"layer{index + 1}"))
+        self.num_features = self.head_hidden_size = inplanes
+        self.feature_splits = list(spec.splits(inplanes))
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.fc = self._make_heads(num_classes, dd)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                m.weight.data.mul_(m.weight_mask)
+        if zero_init_last:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
+        if num_classes <= 0:
+            return nn.ModuleList(nn.Identity() for _ in range(self.num_stages))
+        return nn.ModuleList(
+            nn.Linear(self.feature_splits[k], num_classes, **dd) for k in range(1, self.num_stages + 1)
+        )
+
+    # ------------------------------------------------------------------ timm model API
+    @torch.jit.ignore
+    def heads(self) -> nn.ModuleList:
+        return self.fc
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        """The active stage's head (``fc.<stage - 1>``)."""
+        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace every stage's head (``num_classes=0``: heads removed, features returned)."""
+        if global_pool is not None:
+            if global_pool not in POOL_TYPES:
+                raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.num_classes = num_classes
+        weight = self.conv1.weight
+        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+    @torch.jit.ignore
+    def _layers(self) -> list[nn.Module]:
+        return [getattr(self, f"layer{i + 1}") for i in range(len(self.layer_sizes))]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self._layers(), x, flatten=True)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if hasattr(self, "layer4"):  # the ImageNet family has four stages, the CIFAR family three
+            x = self.layer4(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if pre_logits:
+            return x
+        out = x
+        for index, head in enumerate(self.fc):
+            if index == self.stage - 1:
+                out = head(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the active stage (default: the last), from D_stage alone."""
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ anytime API
+    @torch.jit.ignore
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """All stages' logits from one pass of the full network (for training)."""
+        if self.global_pool.is_identity():
+            raise RuntimeError("forward_stages needs pooled heads; reset_classifier with global_pool='avg'")
+        active = self.stage
+        self.set_active_stage(self.num_stages)
+        try:
+            pooled = self.global_pool(self.forward_features(x))
+        finally:
+            self.set_active_stage(active)
+        if self.drop_rate > 0.0:
+            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+        return [head(pooled[:, : self.feature_splits[k + 1]]) for k, head in enumerate(self.fc)]
+
+    @torch.jit.ignore
+    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield stage 1, 2, ... logits; stage k computes only stripe k of every layer and reuses
+        every activation of stages < k. Stop iterating whenever time is up."""
+        if self.global_pool.is_identity():
+            raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
+        cache: dict[str, Tensor] = {}
+        for k in range(1, self.num_stages + 1):
+            h = self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k))
+            h = grow(cache, "stem", self.maxpool(h))
+            for layer_index, layer in enumerate(self._layers()):
+                for block_index, block in enumerate(layer):
+                    h = block.forward_stripe(h, k, cache, f"layer{layer_index + 1}.{block_index}")
+            new = h[:, self.feature_splits[k - 1] : self.feature_splits[k]]
+            pooled = grow(cache, "pool", self.global_pool(new))
+            if self.drop_rate > 0.0:
+                pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+            yield self.fc[k - 1](pooled)
+
+    @torch.jit.ignore
+    def extract_stage(self, stage: int) -> nn.Module:
+        """A standalone ordinary network equal to D_stage: a ``timm.models.resnet.ResNet`` for the
+        ImageNet family, a ``CifarResNet`` for the CIFAR family."""
+        from .extract import extract_width_stage
+
+        return extract_width_stage(self, self.check_stage(stage))
