@@ -58,25 +58,34 @@ def images(size: int, n: int = 3, seed: int = 1) -> torch.Tensor:
 @pytest.mark.parametrize(("name", "kwargs", "size"), CASES)
 @pytest.mark.parametrize("train", [False, True])
 def test_perturbing_a_later_stage_leaves_earlier_stages_bit_for_bit_unchanged(name, kwargs, size, train) -> None:
+    """Each of the three execution paths, compared with itself before and after the perturbation."""
     model = make(name, kwargs).train(train)
     x = images(size)
-    with torch.no_grad():
-        before_stages = model.forward_stages(x)
-        before_anytime = list(model.forward_anytime(x))
+
+    def run_all(net: torch.nn.Module) -> tuple[list, list, list]:
+        with torch.no_grad():
+            stages = net.forward_stages(x)
+            anytime = list(net.forward_anytime(x))
+            active = []
+            for k in range(1, net.num_stages + 1):
+                net.set_active_stage(k)
+                active.append(net(x))
+            net.set_active_stage(net.num_stages)
+        return stages, anytime, active
+
+    before = run_all(model)
     for j in range(2, model.num_stages + 1):
         perturbed = make(name, kwargs).train(train)
-        masks = perturbed.stage_masks(j)
         with torch.no_grad():
-            for param, mask in masks.items():
+            for param, mask in perturbed.stage_masks(j).items():
                 param.add_(torch.randn_like(param) * mask)
-            after_stages = perturbed.forward_stages(x)
-            after_anytime = list(perturbed.forward_anytime(x))
+        after = run_all(perturbed)
+        for path, old, new in zip(
+            ("forward_stages", "forward_anytime", "set_active_stage"), before, after, strict=True
+        ):
             for k in range(1, j):
-                perturbed.set_active_stage(k)
-                torch.testing.assert_close(perturbed(x), before_stages[k - 1], rtol=0, atol=0)
-        for k in range(1, j):
-            assert torch.equal(after_stages[k - 1], before_stages[k - 1]), f"stage {k} moved when stage {j} changed"
-            assert torch.equal(after_anytime[k - 1], before_anytime[k - 1])
+                assert torch.equal(new[k - 1], old[k - 1]), f"{path}: stage {k} moved when stage {j} changed"
+        after_stages, before_stages = after[0], before[0]
         # ...while the perturbed stage itself does change (so the test can fail).
         assert not torch.allclose(after_stages[j - 1], before_stages[j - 1])
 
@@ -261,3 +270,21 @@ def test_timm_citizenship() -> None:
     torch.testing.assert_close(scripted(images(32)), out, rtol=1e-5, atol=1e-5)
     on_meta = timm.create_model("anytime_cifar_resnet20_w124", device="meta", dtype=torch.bfloat16)
     assert all(p.device.type == "meta" and p.dtype == torch.bfloat16 for p in on_meta.parameters())
+
+
+def test_inference_stays_nested_when_the_structural_zeros_are_overwritten() -> None:
+    """Inference skips the mask only while the masked-out weights are verified zero; re-initializing
+    the convolutions (which writes the zeros) must not leak later stripes into earlier stages."""
+    model = make("anytime_cifar_resnet20_w124", {}).eval()
+    x = images(32)
+    with torch.no_grad():
+        expected = model.forward_stages(x)
+        model.set_active_stage(1)
+        stage1 = model(x)
+        for module in model.modules():  # e.g. model.apply(some_init) touching every weight element
+            if hasattr(module, "weight_mask"):
+                module.weight.add_(torch.randn_like(module.weight) * (1 - module.weight_mask))
+        torch.testing.assert_close(model(x), stage1, rtol=0, atol=0)
+        model.set_active_stage(3)
+        torch.testing.assert_close(model(x), expected[2], rtol=1e-5, atol=1e-5)
+    assert any(not m._zeros_hold for m in model.modules() if hasattr(m, "weight_mask"))

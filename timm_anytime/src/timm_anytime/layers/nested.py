@@ -15,6 +15,7 @@ Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stag
 
 import torch
 from torch import Tensor, nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
 
 from ..stripes import StripeSpec
@@ -50,15 +51,35 @@ class NestedConv2d(nn.Conv2d):
         for j in range(1, stages + 1):
             mask[self.out_splits[j - 1] : self.out_splits[j], : self.in_splits[j]] = 1
         self.register_buffer("weight_mask", mask, persistent=False)
+        self._zeros_checked_at = -1  # weight version at which the structural zeros were verified
+        self._zeros_hold = False
         with torch.no_grad():
             self.weight.mul_(mask)
+
+    @torch.jit.unused
+    def _needs_mask(self) -> bool:
+        """Whether forward must apply the mask. Always while autograd records (so the structural
+        zeros get no gradient) or FX traces; in inference only if the weights outside the mask
+        are not all zero, checked once per version of the weight (any in-place change bumps it).
+        Traced or compiled graphs always mask: they must not bake in a check made at trace time."""
+        tracing = is_fx_symbolic_tracing() or torch.compiler.is_compiling()
+        if torch.is_grad_enabled() or tracing or self.weight.is_inference():
+            return True  # (inference tensors keep no version counter to cache the check against)
+        version = self.weight._version
+        if self._zeros_checked_at != version:
+            self._zeros_hold = not bool(torch.any(self.weight * (1 - self.weight_mask)))
+            self._zeros_checked_at = version
+        return not self._zeros_hold
 
     def masked_weight(self) -> Tensor:
         return self.weight * self.weight_mask
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.stage
-        weight = self.masked_weight()[: self.out_splits[k], : self.in_splits[k]]
+        out, inp = self.out_splits[k], self.in_splits[k]
+        weight = self.weight[:out, :inp]
+        if torch.jit.is_scripting() or self._needs_mask():
+            weight = weight * self.weight_mask[:out, :inp]
         bias = self.bias
         if bias is not None:
             bias = bias[: self.out_splits[k]]

@@ -143,7 +143,7 @@ def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({f"cifar_resnet{depth}.untrained": cifar_cfg() for depth in CIFAR_DEPTHS})
+default_cfgs = generate_default_cfgs({f"cifar_resnet{depth}": cifar_cfg() for depth in CIFAR_DEPTHS})
 
 
 def _create(depth: int, pretrained: bool, **kwargs: Any) -> CifarResNet:

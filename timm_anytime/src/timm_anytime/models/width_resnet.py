@@ -22,9 +22,52 @@ from .anytime import AnytimeMixin
 POOL_TYPES = ("avg", "max", "")
 
 
-class NestedBasicBlock(nn.Module):
-    expansion = 1
+class _NestedResidualBlock(nn.Module):
+    """What both residual blocks share: the shortcut, dense or one stripe at a time."""
+
     in_splits: list[int]
+
+    def _init_shortcut(self, inplanes: int, out: int, stride: int, kind: str, dd: dict[str, Any]) -> None:
+        spec = dd["spec"]
+        self.downsample = None
+        self.zero_pad = False
+        if stride != 1 or inplanes != out:
+            if kind == "projection":
+                self.downsample = nn.Sequential(
+                    NestedConv2d(inplanes, out, 1, stride, **dd), NestedBatchNorm2d(out, **dd)
+                )
+            elif kind == "zero_pad":
+                if out != 2 * inplanes or stride != 2:
+                    raise ValueError("the zero-padded shortcut doubles the channels at stride 2")
+                self.zero_pad = True
+            else:
+                raise ValueError(f"unknown shortcut {kind!r}: use 'projection' or 'zero_pad'")
+        self.stride = stride
+        self.num_stages = spec.num_stages
+        self.stage = spec.num_stages
+        self.in_splits = list(spec.splits(inplanes))
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.zero_pad:
+            # Option A per stripe: each input stripe lands in the first half of its output stripe.
+            parts = [
+                zero_pad_stripe(x[:, self.in_splits[j] : self.in_splits[j + 1]], self.stride) for j in range(self.stage)
+            ]
+            return torch.cat(parts, dim=1)
+        return x
+
+    def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
+        if self.downsample is not None:
+            conv, bn = self.downsample[0], self.downsample[1]
+            return bn.forward_stripe(conv.forward_stripe(x, k), k)
+        new = x[:, self.in_splits[k - 1] : self.in_splits[k]]
+        return zero_pad_stripe(new, self.stride) if self.zero_pad else new
+
+
+class NestedBasicBlock(_NestedResidualBlock):
+    expansion = 1
 
     def __init__(
         self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
@@ -38,21 +81,10 @@ class NestedBasicBlock(nn.Module):
         self.conv2 = NestedConv2d(planes, out, 3, 1, 1, **dd)
         self.bn2 = NestedBatchNorm2d(out, **dd)
         self.act2 = nn.ReLU(inplace=True)
-        self.downsample, self.zero_pad = _shortcut(inplanes, out, stride, shortcut, dd)
-        self.stride = stride
-        self.num_stages = spec.num_stages
-        self.stage = spec.num_stages
-        self.in_splits = list(spec.splits(inplanes))
+        self._init_shortcut(inplanes, out, stride, shortcut, dd)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
-
-    def _shortcut(self, x: Tensor) -> Tensor:
-        if self.downsample is not None:
-            return self.downsample(x)
-        if self.zero_pad:
-            return _zero_pad_prefix(x, self.in_splits, self.stage, self.stride)
-        return x
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = self._shortcut(x)
@@ -61,17 +93,14 @@ class NestedBasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+        """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
         h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
         y = self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)
         return grow(cache, key, self.act2(y + self._shortcut_stripe(x, k)))
 
-    def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
-        return _shortcut_stripe(self.downsample, self.zero_pad, x, self.in_splits, k, self.stride)
 
-
-class NestedBottleneck(nn.Module):
+class NestedBottleneck(_NestedResidualBlock):
     expansion = 4
-    in_splits: list[int]
 
     def __init__(
         self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
@@ -88,61 +117,24 @@ class NestedBottleneck(nn.Module):
         self.conv3 = NestedConv2d(planes, out, 1, **dd)
         self.bn3 = NestedBatchNorm2d(out, **dd)
         self.act3 = nn.ReLU(inplace=True)
-        self.downsample, self.zero_pad = _shortcut(inplanes, out, stride, shortcut, dd)
-        self.stride = stride
-        self.num_stages = spec.num_stages
-        self.stage = spec.num_stages
-        self.in_splits = list(spec.splits(inplanes))
+        self._init_shortcut(inplanes, out, stride, shortcut, dd)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.downsample is not None:
-            shortcut = self.downsample(x)
-        elif self.zero_pad:
-            shortcut = _zero_pad_prefix(x, self.in_splits, self.stage, self.stride)
-        else:
-            shortcut = x
+        shortcut = self._shortcut(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
         x = self.bn3(self.conv3(x))
         return self.act3(x + shortcut)
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+        """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
         h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
         h = grow(cache, key + ".h2", self.act2(self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)))
         y = self.bn3.forward_stripe(self.conv3.forward_stripe(h, k), k)
-        s = _shortcut_stripe(self.downsample, self.zero_pad, x, self.in_splits, k, self.stride)
-        return grow(cache, key, self.act3(y + s))
-
-
-def _shortcut(inplanes: int, out: int, stride: int, kind: str, dd: dict[str, Any]) -> tuple[nn.Module | None, bool]:
-    if stride == 1 and inplanes == out:
-        return None, False
-    if kind == "projection":
-        return nn.Sequential(NestedConv2d(inplanes, out, 1, stride, **dd), NestedBatchNorm2d(out, **dd)), False
-    if kind == "zero_pad":
-        if out != 2 * inplanes or stride != 2:
-            raise ValueError("the zero-padded shortcut doubles the channels at stride 2")
-        return None, True
-    raise ValueError(f"unknown shortcut {kind!r}: use 'projection' or 'zero_pad'")
-
-
-def _zero_pad_prefix(x: Tensor, in_splits: list[int], stage: int, stride: int) -> Tensor:
-    """Option-A shortcut, per stripe: each input stripe lands in the first half of its output stripe."""
-    parts = [zero_pad_stripe(x[:, in_splits[j] : in_splits[j + 1]], stride) for j in range(stage)]
-    return torch.cat(parts, dim=1)
-
-
-def _shortcut_stripe(
-    downsample: nn.Module | None, zero_pad: bool, x: Tensor, in_splits: list[int], k: int, stride: int
-) -> Tensor:
-    if downsample is not None:
-        conv, bn = downsample[0], downsample[1]
-        return bn.forward_stripe(conv.forward_stripe(x, k), k)
-    new = x[:, in_splits[k - 1] : in_splits[k]]
-    return zero_pad_stripe(new, stride) if zero_pad else new
+        return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)))
 
 
 class NestedResNet(AnytimeMixin, nn.Module):

@@ -1,0 +1,115 @@
+"""Anytime inference cost, measured side by side: is stage-by-stage inference really incremental?
+
+For each model, with a batch of random images in inference mode, per round:
+
+* ``full``: ``model(x)`` at the last stage: one forward of the largest subnetwork alone.
+* ``anytime``: every stage through ``forward_anytime`` (stage k computes only what D_k adds).
+* ``recompute``: every stage from scratch (``set_active_stage(k); model(x)`` for k = 1..S).
+* ``active k``: ``set_active_stage(k); model(x)``, against ``dense k``: an independent ordinary
+  network of stage k's width (``extract_stage(k)``, a timm ResNet / CifarResNet).
+
+Variants run interleaved round after round; medians are compared. Targets (issue): anytime within
+1.10x of full; active k within 1.10x of dense k.
+
+    python benchmarks/anytime_inference.py                           # both default models
+    python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import timm
+import torch
+
+import timm_anytime  # noqa: F401  (registers the models)
+
+DEFAULTS = [("anytime_cifar_resnet20_w124", 32), ("anytime_resnet50_w124", 224)]
+
+
+def variants(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    stages = model.num_stages
+
+    def at(stage: int) -> Callable[[], object]:
+        def run() -> object:
+            model.set_active_stage(stage)
+            return model(x)
+
+        return run
+
+    def anytime() -> object:
+        return list(model.forward_anytime(x))
+
+    def recompute() -> object:
+        return [at(k)() for k in range(1, stages + 1)]
+
+    runs: dict[str, Callable[[], object]] = {"full": at(stages), "anytime": anytime, "recompute": recompute}
+    for k in range(1, stages + 1):
+        runs[f"active {k}"] = at(k)
+        runs[f"dense {k}"] = model.extract_stage(k).eval()
+    return {name: (fn if not isinstance(fn, torch.nn.Module) else (lambda m=fn: m(x))) for name, fn in runs.items()}
+
+
+def measure(name: str, size: int, batch: int, rounds: int, warmup: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(batch, 3, size, size)
+    runs = variants(model, x)
+    with torch.inference_mode():
+        return _time(runs, rounds, warmup)
+
+
+def _time(runs: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {v: [] for v in runs}
+    for _ in range(rounds):
+        for variant, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[variant].append(time.perf_counter() - start)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
+    stages = sum(1 for v in median if v.startswith("active"))
+    print(f"\n{name}, batch {batch} at {size}x{size} (median seconds per call)")
+    print(f"  full (last stage alone)      {median['full']:.4f}")
+    ratio = median["anytime"] / median["full"]
+    print(f"  anytime, all {stages} stages       {median['anytime']:.4f}  = {ratio:.2f}x full (target <= 1.10)")
+    print(
+        f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
+    )
+    for k in range(1, stages + 1):
+        a, d = median[f"active {k}"], median[f"dense {k}"]
+        print(f"  stage {k}: active {a:.4f}  dense {d:.4f}  = {a / d:.2f}x dense (target <= 1.10)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="one registered anytime model (default: a CIFAR and an ImageNet one)")
+    parser.add_argument("--size", type=int, help="input height and width (default: the model's)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = DEFAULTS if args.model is None else [(args.model, args.size)]
+    print(
+        f"anytime inference benchmark: CPU ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, timm {timm.__version__}"
+    )
+    for name, size in cases:
+        size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]
+        report(name, size, args.batch, measure(name, size, args.batch, args.rounds, args.warmup))
+
+
+if __name__ == "__main__":
+    main()
