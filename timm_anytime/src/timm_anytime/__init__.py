@@ -11,13 +11,13 @@ import timm
 
 from osgd import OSGD, combine
 
-from .models import AnytimeMixin, CifarResNet, NestedResNet
+from .models import AnytimeMixin, CifarResNet, NestedResNet, SparseResNet
 from .stripes import StripeSpec
 
 __version__ = "0.1.0"
 
 #: timm registry modules holding this package's models (timm keys them by the module's last name).
-MODEL_MODULES = ("width_registry", "cifar_resnet")
+MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet")
 
 
 def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:
@@ -32,6 +32,7 @@ __all__ = [
     "AnytimeMixin",
     "CifarResNet",
     "NestedResNet",
+    "SparseResNet",
     "StripeSpec",
     "combine",
     "list_models",
