@@ -41,14 +41,7 @@ def combine_with_info(
         raise ValueError(f"grads must be a matrix [num_tasks, num_params], got shape {tuple(grads.shape)}")
     if not grads.is_floating_point():
         raise TypeError(f"grads must be a floating-point tensor, got {grads.dtype}")
-    combiner = Combiner(
-        method,
-        None if priority is None else tuple(priority),
-        None if task_weights is None else tuple(task_weights),
-        norm_scale,
-        reduction,
-        eps,
-    )
+    combiner = Combiner(method, priority, task_weights, norm_scale, reduction, eps)
     if reach is None:
         reach = grads != 0  # the paper's zero padding: a task reaches what its gradient touches
     elif reach.shape != grads.shape or reach.dtype != torch.bool:

@@ -109,8 +109,8 @@ class Combiner:
     """
 
     method: str = "osgd"
-    priority: tuple[int, ...] | None = None
-    task_weights: tuple[float, ...] | None = None
+    priority: Sequence[int] | None = None  # stored as a tuple
+    task_weights: Sequence[float] | None = None  # stored as a tuple
     norm_scale: float = 0.5
     reduction: str | None = None
     eps: float = 1e-6

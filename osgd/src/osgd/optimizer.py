@@ -84,14 +84,7 @@ class OSGD(Optimizer):
             raise TypeError("OSGD cannot wrap another OSGD")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-        self.combiner = Combiner(
-            method,
-            None if priority is None else tuple(priority),
-            None if task_weights is None else tuple(task_weights),
-            norm_scale,
-            reduction,
-            eps,
-        )
+        self.combiner = Combiner(method, priority, task_weights, norm_scale, reduction, eps)
         self.optimizer = optimizer
         self.on_nonfinite = on_nonfinite
         self.process_group = process_group

@@ -13,8 +13,9 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from .cfgs import cifar_cfg
+from .single_head import SingleHeadMixin
+
 CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
 
 
@@ -40,7 +41,7 @@ class CifarBasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(SingleHeadMixin, nn.Module):
     """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``."""
 
     def __init__(
@@ -93,54 +94,14 @@ class CifarResNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False):
-        return "fc" if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        weight = self.conv1.weight
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
         return self.layer3(self.layer2(self.layer1(x)))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (8, 8),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
 
 
 default_cfgs = generate_default_cfgs({f"cifar_resnet{depth}": cifar_cfg() for depth in CIFAR_DEPTHS})

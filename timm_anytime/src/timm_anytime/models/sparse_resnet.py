@@ -16,14 +16,13 @@ reconstruction, like SPEC section 3). ``width`` scales every layer.
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..sparse import sparse_inputs
-from .cifar_resnet import cifar_cfg
+from .cfgs import cifar_cfg, imagenet_cfg
+from .single_head import SingleHeadMixin
 
 
 class SparseUnit(nn.Module):
@@ -84,7 +83,7 @@ class Transition(nn.Sequential):
         self.add_module("pool", nn.AvgPool2d(2))
 
 
-class SparseResNet(nn.Module):
+class SparseResNet(SingleHeadMixin, nn.Module):
     """A Sparse ResNet: resolution stages of sparsely aggregated pre-activation units.
 
     Args:
@@ -158,23 +157,6 @@ class SparseResNet(nn.Module):
             if isinstance(module, SparseStage):
                 module.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False):
-        return "fc" if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.num_classes = num_classes
-        weight = self.conv1.weight
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
         if hasattr(self, "maxpool"):  # the ImageNet stem
@@ -186,12 +168,6 @@ class SparseResNet(nn.Module):
             x = self.stage4(self.transition3(x))
         return self.act(self.norm(x))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
@@ -200,26 +176,10 @@ SPARSE_CIFAR_UNITS = {26: 4, 50: 8, 98: 16}
 SPARSE_IMAGENET_UNITS = {18: 2, 34: 4, 66: 8}
 
 
-def _imagenet_cfg() -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "apache-2.0",
-    }
-
-
 default_cfgs = generate_default_cfgs(
     {
         **{f"cifar_sparse_resnet{depth}": cifar_cfg() for depth in SPARSE_CIFAR_UNITS},
-        **{f"sparse_resnet{depth}": _imagenet_cfg() for depth in SPARSE_IMAGENET_UNITS},
+        **{f"sparse_resnet{depth}": imagenet_cfg() for depth in SPARSE_IMAGENET_UNITS},
     }
 )
 

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..stripes import StripeSpec
-from .cifar_resnet import CIFAR_DEPTHS, cifar_cfg
+from .cfgs import cifar_cfg, imagenet_cfg
+from .cifar_resnet import CIFAR_DEPTHS
 from .width_resnet import NestedResNet
 
 NESTINGS = ("w124", "e1234")
@@ -25,22 +25,6 @@ IMAGENET_ARCHS: dict[int, dict[str, Any]] = {
 
 def _heads(nesting: str) -> tuple[str, ...]:
     return tuple(f"fc.{i}" for i in range(StripeSpec.parse(nesting).num_stages))
-
-
-def _imagenet_cfg(nesting: str) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1",
-        "classifier": _heads(nesting),
-        "license": "apache-2.0",
-    }
 
 
 MODEL_ARGS: dict[str, dict[str, Any]] = {}
@@ -60,16 +44,13 @@ for _depth, _blocks in CIFAR_DEPTHS.items():
             num_classes=10,
         )
 
-default_cfgs = generate_default_cfgs(
-    {
-        name: (
-            cifar_cfg(classifier=_heads(args["nesting"]))
-            if args.get("stem") == "cifar"
-            else _imagenet_cfg(args["nesting"])
-        )
-        for name, args in MODEL_ARGS.items()
-    }
-)
+
+def _cfg(args: dict[str, Any]) -> dict[str, Any]:
+    family_cfg = cifar_cfg if args.get("stem") == "cifar" else imagenet_cfg
+    return family_cfg(classifier=_heads(args["nesting"]))
+
+
+default_cfgs = generate_default_cfgs({name: _cfg(args) for name, args in MODEL_ARGS.items()})
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> NestedResNet:
