@@ -91,6 +91,12 @@ class OSGD(Optimizer):
         self.sync_gradients = sync_gradients
         self.task_dims = None if task_dims is None else tuple(float(d) for d in task_dims)
         self.reach_masks = self._check_masks(reach_masks)
+        # Counted once: masks are static, and counting on every step would sync the device.
+        self._mask_counts = (
+            None if self.reach_masks is None else [{p: int(m.sum()) for p, m in t.items()} for t in self.reach_masks]
+        )
+        self._index_cache: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
+        self._count_cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}  # (id(param), tasks)
         sizes = {
             name: len(spec)
             for name, spec in (
@@ -126,7 +132,7 @@ class OSGD(Optimizer):
         self._pending = False  # gradients added since the last combination
         self._written: list[tuple[Tensor, weakref.ref, int]] = []  # (param, its .grad, version)
         self._scale: float | None = None  # GradScaler scale of the accumulated gradients
-        self._losses: list[float] = []
+        self._losses: list[Tensor] = []  # detached; read only to explain a non-finite gradient
 
     def _grads_untouched(self) -> bool:
         """True while every .grad written by the last combination is still in place, unchanged."""
@@ -207,7 +213,7 @@ class OSGD(Optimizer):
                 if grad is not None:  # never mutated in place: autograd may hand out shared tensors
                     previous = buffers.get(param)
                     buffers[param] = grad.detach() if previous is None else previous + grad
-        self._losses = [float(loss.detach()) / (self._scale or 1.0) for loss in losses]
+        self._losses = [loss.detach() / (self._scale or 1.0) for loss in losses]
         self._pending = True
         if combine:
             return self._combine()
@@ -239,8 +245,8 @@ class OSGD(Optimizer):
             return list(self.task_dims)
         dims = []
         for task, buffers in enumerate(self._task_grads):
-            masks = self.reach_masks[task] if self.reach_masks is not None else {}
-            dims.append(float(sum(int(masks[p].sum()) if p in masks else p.numel() for p in buffers)))
+            counts = self._mask_counts[task] if self._mask_counts is not None else {}
+            dims.append(float(sum(counts.get(p, p.numel()) for p in buffers)))
         return dims
 
     def _synchronize(self) -> None:
@@ -262,7 +268,7 @@ class OSGD(Optimizer):
         for param in params:
             tasks = [t for t in range(n) if param in self._task_grads[t]]
             block = torch.stack([self._task_grads[t][param].reshape(-1) for t in tasks]).to(torch.float64)
-            index = torch.tensor(tasks, device=gram.device)
+            index = self._task_index(tuple(tasks), gram.device)
             gram[index[:, None], index[None, :]] += (block @ block.T).to(gram.device)
         if self._scale is not None:
             gram = gram / self._scale**2  # weights come from the unscaled gradients
@@ -290,19 +296,29 @@ class OSGD(Optimizer):
         self.last_info = info
         return info
 
+    def _task_index(self, tasks: tuple[int, ...], device: torch.device) -> Tensor:
+        key = (device, tasks)
+        if key not in self._index_cache:
+            self._index_cache[key] = torch.tensor(tasks, device=device)
+        return self._index_cache[key]
+
     def _reach_count(self, param: Tensor, tasks: list[int]) -> Tensor | float:
+        """How many of ``tasks`` reach each element of ``param`` (cached: the masks are static)."""
         if self.reach_masks is None or not any(param in self.reach_masks[t] for t in tasks):
             return float(len(tasks))
-        count = torch.zeros(param.shape, dtype=torch.float32, device=param.device)
-        for t in tasks:
-            mask = self.reach_masks[t].get(param)
-            count += 1.0 if mask is None else mask.to(torch.float32)
-        return count.clamp_min_(1.0)
+        key = (id(param), tuple(tasks))
+        if key not in self._count_cache:
+            count = torch.zeros(param.shape, dtype=torch.float32, device=param.device)
+            for t in tasks:
+                mask = self.reach_masks[t].get(param)
+                count += 1.0 if mask is None else mask.to(torch.float32)
+            self._count_cache[key] = count.clamp_min_(1.0)
+        return self._count_cache[key]
 
     def _nonfinite_message(self, info: CombineInfo) -> str:
         parts = []
         for task in info.nonfinite_tasks:
-            loss = self._losses[task] if task < len(self._losses) else math.nan
+            loss = float(self._losses[task]) if task < len(self._losses) else math.nan
             detail = f"its loss is {loss}" if not math.isfinite(loss) else f"its loss is finite ({loss:.4g})"
             parts.append(f"task {task} ({detail})")
         return (
