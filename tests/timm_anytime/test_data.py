@@ -1,0 +1,113 @@
+"""In-memory data: device augmentation against a brute-force reference, loading, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from timm_anytime.data import InMemoryDataset, InMemoryLoader, load_image_folder, normalize, random_crop_flip
+
+CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def crops_of(image: torch.Tensor, padding: int) -> list[tuple[int, int, bool, torch.Tensor]]:
+    """Every crop of the zero-padded image, plain and mirrored (written independently)."""
+    c, h, w = image.shape
+    padded = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=image.dtype)
+    padded[:, padding : padding + h, padding : padding + w] = image
+    out = []
+    for top in range(2 * padding + 1):
+        for left in range(2 * padding + 1):
+            window = padded[:, top : top + h, left : left + w]
+            out.append((top, left, False, window))
+            out.append((top, left, True, window.flip(-1)))
+    return out
+
+
+def test_every_augmented_image_is_a_padded_crop_possibly_mirrored() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (600, 3, 6, 5), generator=gen, dtype=torch.uint8)  # no zeros: crops are unique
+    out = random_crop_flip(images, padding=2, generator=torch.Generator().manual_seed(1))
+    seen = set()
+    for image, augmented in zip(images, out, strict=True):
+        matches = [(t, left, f) for t, left, f, crop in crops_of(image, 2) if torch.equal(crop, augmented)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == 5 * 5 * 2  # every offset and both orientations occur
+
+
+def test_no_padding_and_no_flip_is_the_identity() -> None:
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(random_crop_flip(images, padding=0, flip=False), images)
+
+
+def test_normalize_matches_the_per_channel_formula() -> None:
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    expected = torch.stack([(images[:, c].double() / 255 - mean[c]) / std[c] for c in range(3)], dim=1)
+    torch.testing.assert_close(normalize(images, mean, std, torch.float64), expected)
+
+
+def make_dataset(n: int = 50) -> InMemoryDataset:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=gen, dtype=torch.uint8)
+    return InMemoryDataset(images, torch.arange(n), [str(i) for i in range(n)])
+
+
+def test_training_epochs_cover_every_example_once_and_are_reproducible() -> None:
+    data = make_dataset()
+    loader = InMemoryLoader(data, 16, train=True, mean=(0.5,) * 3, std=(0.5,) * 3, seed=3)
+    assert len(loader) == 4
+    loader.set_epoch(1)
+    first = [(x, y) for x, y in loader]
+    assert sorted(torch.cat([y for _, y in first]).tolist()) == list(range(50))
+    assert first[0][0].dtype == torch.float32
+    assert first[0][0].shape == (16, 3, 8, 8)
+    again = list(loader)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    loader.set_epoch(2)
+    assert not torch.equal(next(iter(loader))[1], first[0][1])
+
+
+def test_evaluation_is_in_order_and_unaugmented() -> None:
+    data = make_dataset()
+    loader = InMemoryLoader(data, 32, train=False, mean=(0.0,) * 3, std=(1.0,) * 3)
+    x, y = next(iter(loader))
+    assert y.tolist() == list(range(32))
+    torch.testing.assert_close(x, data.images[:32].float() / 255)
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
+def test_loading_the_cifar10_folder_matches_pil() -> None:
+    data = load_image_folder(CIFAR / "test", max_per_class=5, progress=False)
+    assert data.classes == CIFAR_CLASSES  # sorted folders give the standard label order
+    assert data.images.shape == (50, 3, 32, 32)
+    assert data.images.dtype == torch.uint8
+    assert data.labels.tolist() == [c for c in range(10) for _ in range(5)]
+    first = sorted((CIFAR / "test" / "airplane").iterdir())[0]
+    with pytest.warns(DeprecationWarning, match="deprecated"):  # torchvision's own decoder: an independent reference
+        reference = torchvision.io.decode_image(torchvision.io.read_file(str(first)))
+    assert torch.equal(data.images[0], reference)
+
+
+def test_bad_folders_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist: expected an ImageFolder tree"):
+        load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="has no class sub-folders"):
+        load_image_folder(tmp_path)
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(ValueError, match=r"cat holds no \.jpg"):
+        load_image_folder(tmp_path)
+    (tmp_path / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot decode image .*broken\.jpg"):
+        load_image_folder(tmp_path, progress=False)
+    (tmp_path / "cat" / "broken.jpg").unlink()
+    Image.new("RGB", (4, 4)).save(tmp_path / "cat" / "a.png")
+    Image.new("RGB", (5, 4)).save(tmp_path / "cat" / "b.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        load_image_folder(tmp_path, progress=False)
