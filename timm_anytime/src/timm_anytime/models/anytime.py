@@ -5,7 +5,6 @@ and ``heads`` (one classifier per stage). This mixin adds stage selection and th
 parameter bookkeeping that the optimizers need (stage masks, subnetwork sizes d_i).
 """
 
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -58,15 +57,22 @@ class AnytimeMixin:
                 raise RuntimeError("a body parameter has no stage owner; nested layers must define stage_of_elements")
         return owners
 
+    def _masks(self, stage: int, up_to: bool) -> dict[nn.Parameter, Tensor]:
+        """Body elements owned by ``stage`` (or by any stage <= ``stage``), plus head ``stage``."""
+        stage = self.check_stage(stage)
+        masks = {}
+        for param, owner in self.element_stages().items():
+            mask = (owner >= 1) & (owner <= stage) if up_to else owner == stage
+            if bool(mask.any()):
+                masks[param] = mask
+        masks.update({p: torch.ones_like(p, dtype=torch.bool) for p in self.head_parameters(stage)})
+        return masks
+
     @torch.jit.ignore
     def stage_masks(self, stage: int) -> dict[nn.Parameter, Tensor]:
         """w_stage minus w_(stage-1): per parameter, a bool mask of the elements stage introduces
         (its stripe of every layer, and its head)."""
-        stage = self.check_stage(stage)
-        masks = {p: owner == stage for p, owner in self.element_stages().items()}
-        masks = {p: m for p, m in masks.items() if bool(m.any())}
-        masks.update({p: torch.ones_like(p, dtype=torch.bool) for p in self.head_parameters(stage)})
-        return masks
+        return self._masks(stage, up_to=False)
 
     @torch.jit.ignore
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
@@ -76,11 +82,7 @@ class AnytimeMixin:
     @torch.jit.ignore
     def subnetwork_masks(self, stage: int) -> dict[nn.Parameter, Tensor]:
         """What loss L_stage reaches: the body elements of stages <= stage, and head ``stage``."""
-        stage = self.check_stage(stage)
-        masks = {p: (owner >= 1) & (owner <= stage) for p, owner in self.element_stages().items()}
-        masks = {p: m for p, m in masks.items() if bool(m.any())}
-        masks.update({p: torch.ones_like(p, dtype=torch.bool) for p in self.head_parameters(stage)})
-        return masks
+        return self._masks(stage, up_to=True)
 
     @torch.jit.ignore
     def subnetwork_sizes(self) -> list[int]:
@@ -91,7 +93,3 @@ class AnytimeMixin:
     def osgd_reach_masks(self) -> list[dict[nn.Parameter, Tensor]]:
         """Per-task reach masks for ``osgd.OSGD(reach_masks=...)``, one per stage."""
         return [self.subnetwork_masks(s) for s in range(1, self.num_stages + 1)]
-
-    @torch.jit.ignore
-    def iter_stages(self) -> Iterator[int]:
-        return iter(range(1, self.num_stages + 1))
