@@ -24,9 +24,8 @@ def _prefix(tensor: Tensor, shape: torch.Size) -> Tensor:
 
 def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
     spec = model.spec
-    frac = spec.prefix_fraction(stage)
-    planes = tuple(int(c * frac) for c in model.widths)
-    stem = int(model.stem_channels * frac)
+    planes = tuple(spec.splits(c)[stage] for c in model.widths)  # D_k's width of every stage
+    stem = spec.splits(model.stem_channels)[stage]
     head = model.fc[stage - 1]
     num_classes = head.out_features if isinstance(head, nn.Linear) else 0
     pool = model.global_pool.pool_type
@@ -38,7 +37,6 @@ def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
             num_classes=num_classes,
             in_chans=model.conv1.in_channels,
             channels=planes,
-            stem_width=stem,
             global_pool=pool,
             drop_rate=model.drop_rate,
             **dd,
