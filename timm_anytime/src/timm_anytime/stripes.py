@@ -45,15 +45,6 @@ class StripeSpec:
     def num_stages(self) -> int:
         return len(self.widths)
 
-    def fractions(self) -> tuple[Fraction, ...]:
-        """Each stripe's share of the full width."""
-        total = sum(self.widths)
-        return tuple(Fraction(w, total) for w in self.widths)
-
-    def prefix_fraction(self, stage: int) -> Fraction:
-        """Width of subnetwork ``stage`` (1-based) relative to the full network."""
-        return sum(self.fractions()[:stage], Fraction(0))
-
     def splits(self, channels: int) -> tuple[int, ...]:
         """Cumulative channel boundaries ``(0, c_1, c_1 + c_2, ..., channels)``."""
         total = sum(self.widths)

@@ -191,7 +191,6 @@ class NestedResNet(AnytimeMixin, nn.Module):
         self.spec = spec
         self.num_stages = spec.num_stages
         self.stage = spec.num_stages
-        self.nesting = spec
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
