@@ -33,7 +33,9 @@ def test_every_stage_learns_with_osgd_on_real_images(method: str) -> None:
     )
 
     def stage_losses() -> list[float]:
-        model.eval()
+        # The fit to the 200 images, with BatchNorm on batch statistics: after 32 steps the running
+        # statistics still lag the weights, so eval mode would measure them rather than learning.
+        model.train()
         with torch.no_grad():
             x, y = data.images.float() / 255, data.labels
             x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
@@ -48,7 +50,7 @@ def test_every_stage_learns_with_osgd_on_real_images(method: str) -> None:
             opt.step()
     before = [2.302585] * 3  # chance level for 10 classes
     after = stage_losses()
-    assert all(a < b - 0.1 for a, b in zip(after, before, strict=True)), after
+    assert all(a < b - 0.25 for a, b in zip(after, before, strict=True)), after
     for module in model.modules():  # the nesting survives training
         if hasattr(module, "weight_mask"):
             assert torch.count_nonzero(module.weight * (1 - module.weight_mask)) == 0

@@ -42,6 +42,9 @@ for _depth, _blocks in CIFAR_DEPTHS.items():
             stem_width=16,
             shortcut="zero_pad",
             num_classes=10,
+            # As He et al.'s CIFAR ResNet and our plain Oracle (cifar_resnet*): no zero-initialized
+            # last BatchNorm. With option-A shortcuts it slows early training badly (docs/models.md).
+            zero_init_last=False,
         )
 
 
