@@ -111,3 +111,43 @@ def test_bad_folders_give_clear_errors(tmp_path: Path) -> None:
     Image.new("RGB", (5, 4)).save(tmp_path / "cat" / "b.png")
     with pytest.raises(ValueError, match="differ in size"):
         load_image_folder(tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_process_shards_together_are_the_whole_batch(train: bool) -> None:
+    data = make_dataset(50)
+    kwargs = dict(train=train, mean=(0.5,) * 3, std=(0.25,) * 3, seed=3)
+    whole = list(InMemoryLoader(data, 12, **kwargs))
+    shards = [list(InMemoryLoader(data, 12, num_shards=3, shard_index=r, **kwargs)) for r in range(3)]
+    for b, (images, labels) in enumerate(whole):
+        assert torch.equal(torch.cat([shards[r][b][0] for r in range(3)]), images)
+        assert torch.equal(torch.cat([shards[r][b][1] for r in range(3)]), labels)
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        InMemoryLoader(data, 10, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, num_shards=3, shard_index=0)
+
+
+def test_digits_are_bundled_and_split_once() -> None:
+    from timm_anytime.data import load_digits
+
+    train, test, spec = load_digits()
+    assert (len(train), len(test)) == (1297, 500)
+    assert train.images.shape[1:] == (1, 8, 8)
+    assert train.images.dtype == torch.uint8
+    assert int(train.images.max()) == 255
+    assert not spec.flip
+    pairs = {(bytes(i.flatten().tolist()), int(y)) for i, y in zip(train.images, train.labels, strict=True)}
+    assert sorted(set(test.labels.tolist())) == list(range(10))
+    overlap = sum((bytes(i.flatten().tolist()), int(y)) in pairs for i, y in zip(test.images, test.labels, strict=True))
+    assert overlap < 5  # a few digits are exact duplicates in the source data; the split itself is disjoint
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
+def test_cifar_folder_evaluation_split_only() -> None:
+    from timm_anytime.data import load_cifar
+
+    train, test, spec = load_cifar("cifar10", CIFAR, eval_per_class=3, train=False, progress=False)
+    assert train is None
+    assert len(test) == 30
+    assert test.classes == CIFAR_CLASSES
+    assert spec.num_classes == 10
+    assert spec.image_size == 32

@@ -1,6 +1,17 @@
-"""Data for training anytime networks: small image datasets held in memory, augmented on device."""
+"""Data for training anytime networks: small datasets held in memory and augmented on the device,
+large ImageFolder trees streamed with timm's factories."""
 
 from .augment import normalize, random_crop_flip
 from .memory import InMemoryDataset, InMemoryLoader, load_image_folder
+from .sources import DataSpec, load_cifar, load_digits
 
-__all__ = ["InMemoryDataset", "InMemoryLoader", "load_image_folder", "normalize", "random_crop_flip"]
+__all__ = [
+    "DataSpec",
+    "InMemoryDataset",
+    "InMemoryLoader",
+    "load_cifar",
+    "load_digits",
+    "load_image_folder",
+    "normalize",
+    "random_crop_flip",
+]

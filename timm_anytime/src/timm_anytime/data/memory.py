@@ -95,6 +95,10 @@ class InMemoryLoader:
 
     The dataset is moved to ``device`` once. ``set_epoch(e)`` makes the shuffle and augmentation
     of epoch ``e`` reproducible from ``seed``.
+
+    Data parallel: with ``num_shards=W``, every process draws the same global batch of
+    ``batch_size`` and keeps its contiguous slice ``shard_index`` (so W processes together see
+    exactly what one process sees, augmentation included).
     """
 
     def __init__(
@@ -111,14 +115,23 @@ class InMemoryLoader:
         drop_last: bool = False,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        num_shards: int = 1,
+        shard_index: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index}")
+        if train and batch_size % num_shards:
+            raise ValueError(
+                f"the global batch size {batch_size} must be a multiple of the number of processes {num_shards}"
+            )
         self.device = torch.device(device)
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
         self.batch_size, self.train, self.mean, self.std = batch_size, train, tuple(mean), tuple(std)
         self.padding, self.flip, self.drop_last, self.seed, self.dtype = padding, flip, drop_last, seed, dtype
+        self.num_shards, self.shard_index = num_shards, shard_index
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -139,6 +152,14 @@ class InMemoryLoader:
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             images = self.images[index]
+            labels = self.labels[index]
             if self.train:
                 images = random_crop_flip(images, self.padding, self.flip, generator)
-            yield normalize(images, self.mean, self.std, self.dtype), self.labels[index]
+            if self.num_shards > 1:
+                shard = self._shard(len(index))
+                images, labels = images[shard], labels[shard]
+            yield normalize(images, self.mean, self.std, self.dtype), labels
+
+    def _shard(self, size: int) -> slice:
+        bounds = [size * i // self.num_shards for i in range(self.num_shards + 1)]
+        return slice(bounds[self.shard_index], bounds[self.shard_index + 1])
