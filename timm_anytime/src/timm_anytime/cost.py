@@ -85,3 +85,21 @@ def format_costs(costs: list[StageCost]) -> str:
             f"{c.active_flops / 1e9:>14.4f}"
         )
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def model_costs(model: nn.Module, input_size: tuple[int, ...]) -> list[StageCost]:
+    """:func:`stage_costs` for an anytime model; one stage (the whole network) for any other."""
+    if hasattr(model, "forward_anytime"):
+        return stage_costs(model, input_size)
+    weight = next(model.parameters())
+    x = torch.randn(1, *input_size, device=weight.device, dtype=weight.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    flops = counter.get_total_flops()
+    return [StageCost(1, sum(p.numel() for p in model.parameters()), flops, flops, flops)]

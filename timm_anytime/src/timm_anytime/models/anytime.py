@@ -93,3 +93,13 @@ class AnytimeMixin:
     def osgd_reach_masks(self) -> list[dict[nn.Parameter, Tensor]]:
         """Per-task reach masks for ``osgd.OSGD(reach_masks=...)``, one per stage."""
         return [self.subnetwork_masks(s) for s in range(1, self.num_stages + 1)]
+
+
+def num_stages_of(model: nn.Module) -> int:
+    """Stages of an anytime model; 1 for any other classifier (a plain network is a 1-stage predictor)."""
+    return int(getattr(model, "num_stages", 1)) if hasattr(model, "forward_stages") else 1
+
+
+def stage_logits(model: nn.Module, x: Tensor) -> list[Tensor]:
+    """Every stage's logits from one pass: ``forward_stages`` for anytime models, ``[model(x)]`` otherwise."""
+    return model.forward_stages(x) if hasattr(model, "forward_stages") else [model(x)]

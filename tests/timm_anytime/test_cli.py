@@ -1,0 +1,137 @@
+"""The three commands end to end, and a clear one-line error for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.timm_anytime.runs import tiny_args, weights
+from timm_anytime.cli.evaluate import main as evaluate_main
+from timm_anytime.cli.report import main as report_main
+from timm_anytime.cli.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fails(main, argv: list[str], capsys: pytest.CaptureFixture, *needles: str, status: int = 2) -> str:
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, f"expected one line, got:\n{err}"
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert train_main(tiny_args(run, "--method=osgd", "--epochs=1")) == 0
+    return run
+
+
+def test_train_eval_report(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert (trained / "model.safetensors").is_file()
+    assert evaluate_main([str(trained), "--latency-inputs=5", "--device=cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 err" in out
+    assert len(out.strip().splitlines()) == 2 + 3
+    result = json.loads((trained / "eval.json").read_text())
+    assert [s["stage"] for s in result["stages"]] == [1, 2, 3]
+    assert result["latency_inputs"] == 5
+    assert result["eval_inputs"] == 80
+    flops = [s["flops"] for s in result["stages"]]
+    assert flops == sorted(flops)
+    assert flops[0] > 0
+    assert report_main([str(trained), "--output", str(tmp_path / "report")]) == 0
+    for name in ("report.md", "stage_error.png", "error_vs_flops.png", "deadlines.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+
+def test_config_file_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("method: sgd\nepochs: 5\nlr: 0.3\n")
+    run = tmp_path / "run"
+    assert train_main(["--config", str(config), *tiny_args(run, "--epochs=1")]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "method: sgd" in saved
+    assert "epochs: 1" in saved
+    assert "lr: 0.05" in saved  # tiny_args sets --lr too
+
+
+def test_every_example_config_is_valid() -> None:
+    import timm
+
+    import timm_anytime  # noqa: F401
+    from timm_anytime.train.config import TrainConfig
+
+    configs = sorted((REPO / "examples" / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        cfg = TrainConfig.load(path)
+        assert timm.is_model(cfg.model), f"{path.name}: {cfg.model}"
+
+
+# ---------------------------------------------------------------------- bad input
+def test_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = [*tiny_args(tmp_path / "r"), "--model=anytime_cifar_resnet20_w12"]
+    _fails(train_main, argv, capsys, "unknown model 'anytime_cifar_resnet20_w12'", "anytime_cifar_resnet20_w124")
+
+
+def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = [*tiny_args(tmp_path / "r"), "--dataset=cifar10", f"--data-dir={tmp_path / 'nowhere'}"]
+    _fails(train_main, argv, capsys, "no cifar10 under", "--download")
+    argv = [*tiny_args(tmp_path / "r2"), "--dataset=cifar10"]
+    _fails(train_main, argv, capsys, "needs --data-dir")
+    (tmp_path / "tree" / "train").mkdir(parents=True)
+    argv = [a for a in tiny_args(tmp_path / "r3") if "per-class" not in a]
+    argv += ["--dataset=imagefolder", f"--data-dir={tmp_path / 'tree'}"]
+    _fails(train_main, argv, capsys, "no val/, validation/ or test/ split")
+
+
+def test_existing_run_is_never_overwritten(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    before = weights(trained)
+    _fails(train_main, tiny_args(trained, "--method=osgd", "--epochs=1"), capsys, "already holds a run", "--resume")
+    _fails(train_main, tiny_args(trained, "--method=sgd", "--resume"), capsys, "method: 'osgd' -> 'sgd'")
+    after = weights(trained)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = str(tmp_path / "r")
+    _fails(train_main, [*tiny_args(Path(run)), "--method=sgd", "--priority", "1", "2"], capsys, "priority applies to")
+    _fails(train_main, [*tiny_args(Path(run)), "--method=osgd", "--priority", "1", "3"], capsys, "every stage once")
+    _fails(train_main, [*tiny_args(Path(run)), "--method=osgd", "--priority", "2", "1"], capsys, "has 3 stage(s)")
+    _fails(train_main, [*tiny_args(Path(run)), "--grad-accum=3"], capsys, "multiple of grad_accum")
+    argv = [*tiny_args(Path(run)), "--method=osgd", "--stage-weights", "1", "1", "1"]
+    _fails(train_main, argv, capsys, "stage_weights apply to the sgd method only")
+    _fails(train_main, [*tiny_args(Path(run)), "--method=sgd", "--reduction=mean"], capsys, "reduction applies to")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methd: osgd\n")
+    _fails(train_main, ["--config", str(bad), *tiny_args(Path(run))], capsys, "unknown setting(s) ['methd']")
+    bad.write_text("method: [osgd\n")
+    _fails(train_main, ["--config", str(bad), *tiny_args(Path(run))], capsys, "not valid YAML")
+    assert not Path(run).exists()
+
+
+def test_nan_loss_stops_with_advice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = tiny_args(tmp_path / "r", "--method=sgd", "--lr=1e30", "--momentum=0.99")
+    _fails(train_main, argv, capsys, "training loss per stage became", "lower --lr", status=1)
+
+
+def test_corrupt_checkpoint_and_missing_results(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text((trained / "config.yaml").read_text())
+    data = (trained / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated download
+    _fails(evaluate_main, [str(broken), "--no-progress"], capsys, "not a readable safetensors file", "truncated")
+    _fails(evaluate_main, [str(tmp_path)], capsys, "is not a run folder")
+    _fails(report_main, [str(broken), "--output", str(tmp_path / "rep")], capsys, "run `anytime-eval")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text((trained / "config.yaml").read_text().replace("width: 0.5", "width: 1.0"))
+    (other / "model.safetensors").write_bytes(data)
+    _fails(evaluate_main, [str(other), "--no-progress"], capsys, "do not fit")

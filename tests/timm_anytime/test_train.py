@@ -1,0 +1,125 @@
+"""The trainer end to end on tiny runs: every method, the greedy schedule, resume equality."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.nn import functional as F
+
+import timm_anytime  # noqa: F401
+from tests.timm_anytime.runs import MODEL, tiny_config, weights
+from timm_anytime.train import METHODS, Trainer, plan_phases, train
+from timm_anytime.train.methods import Greedy
+
+
+def _initial_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    set_seed(seed)
+    model = timm.create_model(MODEL, num_classes=10, in_chans=1, width=0.5)
+    return {k: v for k, v in model.state_dict().items()}
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_every_stage(tmp_path: Path, method: str) -> None:
+    epochs = 3 if method == "greedy" else 2
+    run = train(tiny_config(tmp_path / method, method=method, epochs=epochs))
+    records = _metrics(run)
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    assert all(len(r["train_loss"]) in (1, 3) for r in records)
+    assert len(records[-1]["eval_top1_err"]) == 3
+    assert len(records[-1]["eval_top5_err"]) == 3
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])).all() for r in records)
+    final, initial = weights(run), _initial_weights()
+    for stage in range(3):  # every stage's head was trained
+        assert not torch.equal(final[f"fc.{stage}.weight"], initial[f"fc.{stage}.weight"]), (method, stage)
+    assert not torch.equal(final["conv1.weight"], initial["conv1.weight"])
+    for p in ("config.yaml", "environment.jsonl", "checkpoint/state.json", "checkpoint/model.safetensors"):
+        assert (run / p).is_file(), p
+    environment = json.loads((run / "environment.jsonl").read_text().splitlines()[0])
+    assert environment["packages"]["torch"] == metadata.version("torch")
+    assert environment["num_processes"] == 1
+
+
+def test_greedy_splits_the_epochs_across_stages() -> None:
+    assert [(p.first_epoch, p.num_epochs, p.stage) for p in plan_phases("greedy", 7, 3)] == [
+        (0, 3, 1),
+        (3, 2, 2),
+        (5, 2, 3),
+    ]
+    assert [(p.first_epoch, p.num_epochs, p.stage) for p in plan_phases("osgd", 7, 3)] == [(0, 7, None)]
+    with pytest.raises(ValueError, match="at least one epoch per stage"):
+        plan_phases("greedy", 2, 3)
+
+
+def test_greedy_step_changes_only_the_elements_its_stage_introduces() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model(MODEL, num_classes=10, in_chans=1, width=0.5)
+    owners = model.element_stages()
+    before = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    rule = Greedy(Accelerator(), model, stage=2)  # (Accelerator() may already be set up on a GPU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
+    model.train()
+    model.set_active_stage(2)
+    for _ in range(2):
+        opt.zero_grad()
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+        rule.backward([F.cross_entropy(model(x), y)], last_micro=True)
+        opt.step()
+        rule.after_step()
+    names = {id(p): n for n, p in model.named_parameters()}
+    after = model.state_dict()
+    for param, owner in owners.items():
+        name = names[id(param)]
+        moved = after[name] != before[name]
+        assert not moved[owner != 2].any(), f"{name}: an element of another stage moved"
+        assert moved[owner == 2].any(), f"{name}: none of stage 2's elements trained"
+    for stage in (1, 3):  # weight decay alone would have shrunk the other heads
+        assert torch.equal(after[f"fc.{stage - 1}.weight"], before[f"fc.{stage - 1}.weight"])
+    assert not torch.equal(after["fc.1.weight"], before["fc.1.weight"])
+    bn = model.bn1  # running statistics: stage 1's channels frozen, stage 2's updated
+    owner = bn.stage_of_elements()["weight"]
+    moved = after["bn1.running_mean"] != before["bn1.running_mean"]
+    assert not moved[owner != 2].any()
+    assert moved[owner == 2].all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitwise equality holds on the CPU; CUDA kernels vary run to run")
+@pytest.mark.parametrize("method", ["osgd", "greedy", "adaloss"])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(
+    tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 epochs, dropout on (so the RNG state matters); greedy crosses a stage boundary at the resume.
+    settings = dict(method=method, epochs=3, model_kwargs={"width": 0.5, "drop_rate": 0.3}, decay_milestones=[1, 2])
+    whole = train(tiny_config(tmp_path / "whole", **settings))
+
+    original = Trainer._train_epoch
+
+    def crash_in_third_epoch(self, epoch, phase):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, phase)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "split", **settings))
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())  # epoch 2 saved
+    resumed = train(tiny_config(tmp_path / "split", resume=True, **settings))
+
+    expected, got = weights(whole), weights(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(whole)]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
+    assert len((resumed / "environment.jsonl").read_text().splitlines()) == 2  # one record per start

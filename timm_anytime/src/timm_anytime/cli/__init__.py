@@ -1,0 +1,24 @@
+"""The console scripts: ``anytime-train``, ``anytime-eval``, ``anytime-report``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ..train.checkpoint import CheckpointError
+
+#: Errors caused by the user's input: reported in one line, without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError, ImportError, FloatingPointError)
+
+
+def run(prog: str, main: Callable[[], None]) -> int:
+    """Run ``main``; print a user error as ``prog: error: ...`` and return exit status 2 (1 for NaN)."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1 if isinstance(error, FloatingPointError) else 2
+    return 0

@@ -1,0 +1,232 @@
+"""``anytime-report``: the paper's views of evaluated runs, as a markdown table and PNG plots.
+
+Each run folder must hold ``eval.json`` and ``eval_outputs.safetensors`` (``anytime-eval``).
+Runs with the same label (``--name``, else the method and priority) are seeds of one setting:
+tables show their mean and standard deviation. Plain networks (one stage) are the Oracle: an
+independently trained network per stage size.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from .deadline import deadline_table
+
+DEADLINE_FRACTIONS = (0.5, 7 / 12, 2 / 3, 0.75, 5 / 6, 11 / 12, 1.0)  # the paper's 7 deadlines, 0.5x to 1x
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    info: dict[str, Any]
+    correct: Tensor  # bool [stages, inputs]
+    finish: Tensor  # float64 seconds [stages, latency inputs]
+
+    @property
+    def label(self) -> str:
+        return str(self.info["label"])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.info["stages"])
+
+    def errors(self) -> list[float]:
+        return [s["top1_err"] for s in self.info["stages"]]
+
+    def flops(self) -> list[int]:
+        return [s["flops"] for s in self.info["stages"]]
+
+
+def load_results(folders: Sequence[str | Path]) -> list[RunResult]:
+    results = []
+    for folder in map(Path, folders):
+        if not (folder / "eval.json").is_file() or not (folder / "eval_outputs.safetensors").is_file():
+            raise FileNotFoundError(f"{folder} has no evaluation results: run `anytime-eval {folder}` first")
+        info = json.loads((folder / "eval.json").read_text())
+        outputs = load_file(str(folder / "eval_outputs.safetensors"))
+        results.append(RunResult(folder, info, outputs["correct"].bool(), outputs["finish_s"]))
+    if not results:
+        raise ValueError("no run folders given")
+    evaluated_on = {(r.info["dataset"], r.info["eval_inputs"], r.info["num_classes"]) for r in results}
+    if len(evaluated_on) > 1:
+        raise ValueError(
+            f"the runs were evaluated on different data {sorted(evaluated_on)}: report runs of one dataset together"
+        )
+    return results
+
+
+def group(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    groups: dict[str, list[RunResult]] = {}
+    for result in results:
+        groups.setdefault(result.label, []).append(result)
+    for label, members in groups.items():
+        if len({m.info["model"] for m in members}) > 1:
+            raise ValueError(f"runs labelled {label!r} are different models: give them distinct --name labels")
+    return groups
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def markdown_table(results: Sequence[RunResult]) -> str:
+    """Top-1 error (%) per stage for every label (Tables 1-2), mean ± std over its runs."""
+    groups = group(results)
+    width = max(r.num_stages for r in results)
+    header = "| run | model | runs | " + " | ".join(f"stage {k}" for k in range(1, width + 1)) + " |"
+    lines = [header, "|" + "---|" * (width + 3)]
+    for label, members in groups.items():
+        cells = []
+        for k in range(width):
+            values = [m.errors()[k] for m in members if k < m.num_stages]
+            cells.append(_mean_std(values) if values else "")
+        lines.append(f"| {label} | {members[0].info['model']} | {len(members)} | " + " | ".join(cells) + " |")
+    first = results[0]
+    flops = " / ".join(f"{f / 1e6:.2f}" for f in first.flops())
+    lines.append("")
+    lines.append(f"Top-1 error (%) on {first.info['eval_inputs']} {first.info['dataset']} evaluation images. ")
+    lines.append(f"{first.info['model']} MFLOPs per stage: {flops}.")
+    return "\n".join(lines)
+
+
+def deadline_view(results: Sequence[RunResult]) -> tuple[list[float], dict[str, list[float]]]:
+    """Error (%) at the paper's seven deadlines, 0.5x to 1x the mean latency of the largest network.
+
+    Every anytime label (its first run) uses its most accurate finished stage; the plain networks
+    together form Oracle_All and Oracle_Each. Latencies are this machine's, per input."""
+    groups = group(results)
+    count = min(r.finish.shape[1] for r in results)
+    anytime = {
+        label: (members[0].correct[:, :count], members[0].finish[:, :count])
+        for label, members in groups.items()
+        if members[0].num_stages > 1
+    }
+    plain = sorted((m[0] for m in groups.values() if m[0].num_stages == 1), key=lambda r: r.flops()[0])
+    oracle = None
+    if len(plain) > 1:
+        oracle = (
+            torch.cat([r.correct[:, :count] for r in plain]),
+            torch.cat([r.finish[:, :count] for r in plain]),
+        )
+    largest = plain[-1].finish[0, :count] if plain else max((f[-1] for _, f in anytime.values()), key=torch.mean)
+    reference = float(largest.mean())
+    deadlines = [reference * f for f in DEADLINE_FRACTIONS]
+    table = deadline_table(deadlines, int(results[0].info["num_classes"]), anytime=anytime, oracle=oracle)
+    return deadlines, {name: [100 * e for e in errors] for name, errors in table.items()}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_stage_error(results: Sequence[RunResult], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, members in group(results).items():
+        if members[0].num_stages == 1:
+            continue
+        stages = range(1, members[0].num_stages + 1)
+        errors = torch.tensor([m.errors() for m in members])
+        ax.errorbar(
+            list(stages),
+            errors.mean(0).tolist(),
+            yerr=errors.std(0, unbiased=len(members) > 1).tolist() if len(members) > 1 else None,
+            marker="o",
+            capsize=3,
+            label=f"{label} (n={len(members)})",
+        )
+    ax.set(xlabel="stage", ylabel="top-1 error (%)", title="Error per stage (Tables 1-2, Fig. 8)")
+    ax.set_xticks(list(range(1, max(r.num_stages for r in results) + 1)))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_error_vs_flops(results: Sequence[RunResult], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = group(results)
+    oracle = sorted(
+        (m[0].flops()[0], statistics.mean(x.errors()[0] for x in m)) for m in groups.values() if m[0].num_stages == 1
+    )
+    for label, members in groups.items():
+        if members[0].num_stages > 1:
+            errors = [statistics.mean(m.errors()[k] for m in members) for k in range(members[0].num_stages)]
+            ax.plot([f / 1e6 for f in members[0].flops()], errors, marker="o", label=label)
+    if oracle:
+        ax.plot(
+            [f / 1e6 for f, _ in oracle],
+            [e for _, e in oracle],
+            marker="s",
+            ls="--",
+            color="tab:blue",
+            label="Oracle (independent networks)",
+        )
+    ax.set(xlabel="MFLOPs per image", ylabel="top-1 error (%)", title="Error against cost (Fig. 9)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_deadlines(deadlines: Sequence[float], table: dict[str, list[float]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(table))
+    for i, (name, errors) in enumerate(table.items()):
+        ax.bar([d + i * width for d in range(len(deadlines))], errors, width, label=name)
+    ax.set_xticks([d + 0.4 - width / 2 for d in range(len(deadlines))])
+    ax.set_xticklabels([f"{1000 * d:.2f}" for d in deadlines])
+    ax.set(xlabel="deadline (ms per input, this machine)", ylabel="error (%)", title="Error under deadlines (Fig. 10)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
+    """Write ``report.md`` and its plots into ``output``; returns the markdown file."""
+    results = load_results(folders)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = ["# Anytime evaluation report", "", markdown_table(results), ""]
+    plot_stage_error(results, out / "stage_error.png")
+    plot_error_vs_flops(results, out / "error_vs_flops.png")
+    sections += ["![error per stage](stage_error.png)", "", "![error against FLOPs](error_vs_flops.png)", ""]
+    deadlines, table = deadline_view(results)
+    plot_deadlines(deadlines, table, out / "deadlines.png")
+    hardware = results[0].info["hardware"]
+    sections += [
+        f"## Deadlines (per-input latency measured on {hardware}, batch size 1)",
+        "",
+        "| scheme | " + " | ".join(f"{1000 * d:.3f} ms" for d in deadlines) + " |",
+        "|---|" + "---|" * len(deadlines),
+    ]
+    sections += [f"| {name} | " + " | ".join(f"{e:.2f}" for e in errors) + " |" for name, errors in table.items()]
+    sections += ["", "![error under deadlines](deadlines.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(sections))
+    return path

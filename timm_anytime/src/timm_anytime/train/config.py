@@ -1,0 +1,218 @@
+"""The settings of one training run: defaults, YAML config files, command-line overrides."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("greedy", "sgd", "normsgd", "osgd", "osgd_norm", "adaloss")
+#: The ``osgd`` package's name for each method that combines per-stage gradients.
+OSGD_METHODS = {"normsgd": "norm", "osgd": "osgd", "osgd_norm": "osgd_norm"}
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Saved as ``config.yaml`` in the run folder.
+
+    The defaults are the paper's CIFAR setting (SPEC section 8): SGD with momentum 0.9, 200 epochs,
+    learning rate 0.1 multiplied by 0.2 at 30%, 60% and 80% of training (ending at 0.0008).
+    """
+
+    # model
+    model: str = "anytime_cifar_resnet20_w124"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = False
+    train_per_class: int | None = None
+    eval_per_class: int | None = None
+    batch_size: int = 128
+    grad_accum: int = 1
+    eval_batch_size: int = 500
+    workers: int = 4
+    # method
+    method: str = "osgd"
+    priority: list[int] | None = None
+    stage_weights: list[float] | None = None
+    norm_scale: float = 0.5
+    reduction: str | None = None
+    # optimizer and schedule (timm's create_optimizer_v2 / create_scheduler_v2)
+    opt: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 200
+    sched: str = "multistep"
+    decay_milestones: list[int] | None = None
+    decay_rate: float = 0.2
+    warmup_epochs: int = 0
+    # run
+    output: str = "runs/anytime"
+    name: str | None = None
+    seed: int = 0
+    precision: str = "no"
+    cpu: bool = False
+    log_with: list[str] = field(default_factory=list)
+    eval_every: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def label(self) -> str:
+        """How reports name this run: ``name``, else ``<method>`` (plus the priority if set)."""
+        if self.name:
+            return self.name
+        return self.method if self.priority is None else f"{self.method} p{''.join(map(str, self.priority))}"
+
+    def milestones(self, num_epochs: int) -> list[int]:
+        """Epochs at which the multistep schedule decays: ``decay_milestones``, else 30%, 60% and 80%
+        of ``num_epochs`` (a greedy run schedules each stage's share of the epochs on its own)."""
+        if self.decay_milestones is not None:
+            return list(self.decay_milestones)
+        return sorted({max(1, round(num_epochs * f)) for f in (0.3, 0.6, 0.8)})
+
+    def validate(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+
+        choice("method", METHODS)
+        choice("dataset", DATASETS)
+        choice("precision", PRECISIONS)
+        for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum}): "
+                "batch_size is the global batch of one optimizer step"
+            )
+        if self.lr <= 0 or self.norm_scale <= 0:
+            raise ValueError(f"lr and norm_scale must be positive, got lr={self.lr}, norm_scale={self.norm_scale}")
+        if self.priority is not None and sorted(self.priority) != list(range(1, len(self.priority) + 1)):
+            raise ValueError(f"priority must list every stage once, numbered from 1 (e.g. 3 2 1), got {self.priority}")
+        if self.priority is not None and self.method not in ("osgd", "osgd_norm"):
+            raise ValueError(f"priority applies to the osgd and osgd_norm methods only, not {self.method!r}")
+        if self.stage_weights is not None and self.method != "sgd":
+            raise ValueError(f"stage_weights apply to the sgd method only, not {self.method!r}")
+        if self.reduction is not None and self.method not in OSGD_METHODS:
+            raise ValueError(f"reduction applies to {', '.join(OSGD_METHODS)} only, not {self.method!r}")
+        if self.dataset != "digits" and self.data_dir is None and not (self.download and self.dataset != "imagefolder"):
+            raise ValueError(
+                f"dataset {self.dataset!r} needs --data-dir (an ImageFolder tree, or for CIFAR a torchvision "
+                "folder; add --download to fetch CIFAR there)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; valid settings: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (see examples/configs/ for the paper's runs)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings, got {type(values).__name__}")
+    return values
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``anytime-train``'s arguments. Only flags given on the command line override the config file."""
+    p = argparse.ArgumentParser(
+        prog="anytime-train",
+        description="Train an anytime network (or a plain Oracle network) with one of the paper's methods.",
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML file of settings (examples/configs/); flags override it")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="a registered timm model, e.g. anytime_cifar_resnet42_w124 or cifar_resnet42")
+    g.add_argument("--model-kwargs", nargs="+", type=_key_value, metavar="KEY=VALUE", help="e.g. width=0.5")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS)
+    g.add_argument("--data-dir", help="ImageFolder tree with train/ and test/ (or val/), or a torchvision CIFAR folder")
+    g.add_argument("--download", action="store_true", help="download CIFAR into --data-dir if missing")
+    g.add_argument("--train-per-class", type=int, help="use only the first N training images of each class")
+    g.add_argument("--eval-per-class", type=int, help="use only the first N evaluation images of each class")
+    g.add_argument("--batch-size", type=int, help="global batch per optimizer step (all processes together)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--workers", type=int, help="DataLoader workers (streamed datasets only)")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=METHODS)
+    g.add_argument("--priority", nargs="+", type=int, help="stage order for OSGD, highest first, e.g. 3 2 1")
+    g.add_argument("--stage-weights", nargs="+", type=float, help="loss weights k_i for sgd")
+    g.add_argument("--norm-scale", type=float, help="C of normsgd / osgd_norm")
+    g.add_argument("--reduction", choices=("sum", "mean", "mean_reached"), help="override the method's reduction")
+    g = p.add_argument_group("optimizer and schedule")
+    g.add_argument("--opt", help="any timm optimizer name (create_optimizer_v2)")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--sched", help="any timm scheduler name (create_scheduler_v2)")
+    g.add_argument("--decay-milestones", nargs="+", type=int, help="multistep epochs (default: 30/60/80%% of epochs)")
+    g.add_argument("--decay-rate", type=float)
+    g.add_argument("--warmup-epochs", type=int)
+    g = p.add_argument_group("run")
+    g.add_argument("--output", help="run folder (refuses to reuse a non-empty one without --resume/--overwrite)")
+    g.add_argument("--name", help="label of this run in reports")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--precision", choices=PRECISIONS, help="mixed precision (Accelerate)")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    g.add_argument("--log-with", nargs="+", help="Accelerate trackers, e.g. tensorboard")
+    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (and after the last)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="delete the results already in --output")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the ``--config`` file, then the flags given."""
+    args = vars(build_parser().parse_args(argv))
+    values = read_yaml(args.pop("config")) if "config" in args else {}
+    if "model_kwargs" in args:
+        args["model_kwargs"] = {**values.get("model_kwargs", {}), **dict(args["model_kwargs"])}
+    return TrainConfig.from_dict({**values, **args})

@@ -1,0 +1,127 @@
+"""A run's data: the configured dataset as training and evaluation batches on the right device,
+sharded across processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data import DataSpec, InMemoryDataset, InMemoryLoader, load_cifar, load_digits
+from ..data.sources import first_per_class
+from ..data.stream import attach_transforms, image_folder_datasets, num_classes_of, stream_loader
+from .config import TrainConfig
+
+
+@dataclass
+class Sources:
+    """The loaded (or located) dataset, before any model exists."""
+
+    spec: DataSpec | None  # None for streamed ImageFolder trees: known once the model is
+    train: InMemoryDataset | Dataset | None  # None when only the evaluation split was asked for
+    evaluation: InMemoryDataset | Dataset
+    num_classes: int
+    in_chans: int
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.evaluation, InMemoryDataset)
+
+
+def load_sources(cfg: TrainConfig, progress: bool = True, train: bool = True) -> Sources:
+    """The dataset ``cfg`` names (``train=False``: its evaluation split only, for evaluation)."""
+    if cfg.dataset == "digits":
+        train_data, test, spec = load_digits()
+        train_data = first_per_class(train_data, cfg.train_per_class)
+        test = first_per_class(test, cfg.eval_per_class)
+        return Sources(spec, train_data, test, spec.num_classes, spec.in_chans)
+    root = Path(cfg.data_dir) if cfg.data_dir is not None else Path("data") / cfg.dataset
+    if cfg.dataset in ("cifar10", "cifar100"):
+        train_data, test, spec = load_cifar(
+            cfg.dataset,
+            root,
+            download=cfg.download,
+            train_per_class=cfg.train_per_class,
+            eval_per_class=cfg.eval_per_class,
+            progress=progress,
+            train=train,
+        )
+        return Sources(spec, train_data, test, spec.num_classes, spec.in_chans)
+    if cfg.train_per_class is not None or cfg.eval_per_class is not None:
+        raise ValueError("train_per_class / eval_per_class apply to the in-memory datasets (digits, cifar) only")
+    train_set, evaluation = image_folder_datasets(root)
+    return Sources(None, train_set, evaluation, num_classes_of(train_set), 3)
+
+
+class DeviceLoader:
+    """Batches of a DataLoader moved to ``device`` (evaluation of streamed datasets)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in self.loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+
+@dataclass
+class Loaders:
+    train: Any  # has set_epoch() and __len__ (batches per process)
+    evaluation: Iterable[tuple[Tensor, Tensor]]
+    spec: DataSpec
+
+
+def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerator: Accelerator) -> Loaders:
+    """Training batches (this process's share of each global batch of ``cfg.batch_size``) and this
+    process's share of the evaluation set, on ``accelerator.device``."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum = {world} x {cfg.grad_accum}"
+        )
+    if sources.in_memory:
+        spec = sources.spec
+        assert spec is not None
+        if len(sources.train) < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(sources.train)} training images")
+        common = dict(mean=spec.mean, std=spec.std, device=accelerator.device, num_shards=world, shard_index=rank)
+        train = InMemoryLoader(
+            sources.train,
+            cfg.batch_size,
+            train=True,
+            padding=spec.padding,
+            flip=spec.flip,
+            drop_last=True,
+            seed=cfg.seed,
+            **common,
+        )
+        evaluation = InMemoryLoader(sources.evaluation, cfg.eval_batch_size, train=False, **common)
+        return Loaders(train, evaluation, spec)
+    data_config = attach_transforms(sources.train, sources.evaluation, model)
+    spec = DataSpec(
+        "imagefolder",
+        sources.num_classes,
+        3,
+        int(data_config["input_size"][-1]),
+        tuple(data_config["mean"]),
+        tuple(data_config["std"]),
+        padding=0,
+        flip=True,
+    )
+    train = accelerator.prepare_data_loader(
+        stream_loader(sources.train, cfg.batch_size // world, train=True, workers=cfg.workers, seed=cfg.seed)
+    )
+    shard = Subset(sources.evaluation, range(rank, len(sources.evaluation), world))
+    evaluation = DeviceLoader(
+        stream_loader(shard, cfg.eval_batch_size, train=False, workers=cfg.workers), accelerator.device
+    )
+    return Loaders(train, evaluation, spec)

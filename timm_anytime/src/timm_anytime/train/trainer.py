@@ -1,0 +1,381 @@
+"""The training loop behind ``anytime-train``: one device or many through Accelerate.
+
+A run folder holds ``config.yaml`` (every setting), ``environment.jsonl`` (one record per start
+or resume), ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` (the latest epoch's weights
+and optimizer, scheduler and RNG state, for ``--resume``) and, when training ends,
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import Tensor, nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from osgd import OSGD
+
+from .. import __version__
+from ..evaluate import stage_correct
+from ..models.anytime import num_stages_of, stage_logits
+from .checkpoint import load_state, load_weights, save_checkpoint
+from .config import OSGD_METHODS, TrainConfig
+from .environment import environment_report
+from .loaders import Sources, load_sources, make_loaders
+from .methods import Phase, build_update_rule, plan_phases
+
+#: Settings that may change when a run is resumed (they do not change what is computed).
+RESUMABLE = frozenset({"resume", "overwrite", "progress", "log_with", "eval_every", "workers", "eval_batch_size"})
+LOG_EVERY = 10  # steps between progress updates (each reads the losses back from the device)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A stage's training loss became NaN or infinite."""
+
+
+class StageOutputs(nn.Module):
+    """What DistributedDataParallel wraps: every stage's logits, or the active stage's alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, only_active: bool = False) -> list[Tensor]:
+        return [self.model(x)] if only_active else stage_logits(self.model, x)
+
+
+def create_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    """``timm.create_model`` with the dataset's classes and channels; a clear error for unknown names."""
+    if not timm.is_model(cfg.model):
+        from .. import list_models
+
+        close = difflib.get_close_matches(cfg.model, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {cfg.model!r}.{hint} This package registers: {', '.join(list_models())} "
+            "(any other timm model also works as a plain network)."
+        )
+    return timm.create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
+
+
+def _cpu_processes() -> bool:
+    """Several processes but no GPU (``accelerate launch --multi_gpu`` on a CPU machine): Accelerate
+    only sets up CPU data parallelism (gloo) when told to use the CPU."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG that user code may draw from)
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    return [
+        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(given, f.name)!r}"
+        for f in fields(TrainConfig)
+        if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(given, f.name)
+    ]
+
+
+class Trainer:
+    """Train ``cfg.model`` with ``cfg.method``; ``fit()`` returns the run folder."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method == "greedy")
+        self.accelerator = Accelerator(
+            cpu=cfg.cpu or _cpu_processes(),
+            mixed_precision=cfg.precision,
+            log_with=cfg.log_with or None,
+            project_dir=str(self.out),
+            kwargs_handlers=[ddp],
+        )
+        self.is_main = self.accelerator.is_main_process
+        self._check_folder()
+        set_seed(cfg.seed)
+        sources: Sources = load_sources(cfg, progress=cfg.progress and self.is_main)
+        self.model = create_model(cfg, sources.num_classes, sources.in_chans)
+        self.num_stages = num_stages_of(self.model)
+        self._check_stage_settings()
+        self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
+        self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
+        self._write_folder()  # only once every setting has been checked
+        self.start_epoch, self.global_step, resumed = 0, 0, None
+        if cfg.resume and (self.out / "checkpoint").is_dir():
+            load_weights(self.out / "checkpoint", self.model)
+            resumed = load_state(self.out / "checkpoint")
+            self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
+        self.wrapper = self.accelerator.prepare(StageOutputs(self.model))
+        self.phase: Phase | None = None
+        if resumed is not None and self.start_epoch < cfg.epochs:
+            self._start_phase(self._phase_of(self.start_epoch))
+            if resumed["phase_first_epoch"] == self.phase.first_epoch:
+                self.optimizer.load_state_dict(resumed["optimizer"])
+                self.scheduler.load_state_dict(resumed["scheduler"])
+                self.rule.load_state_dict(resumed["rule"])
+            _set_rng_state(resumed["rng"])
+        if resumed is not None:
+            self._truncate_metrics(self.start_epoch)
+
+    # ------------------------------------------------------------------ setup
+    def _check_folder(self) -> None:
+        """Refuse to reuse another run's folder, or to resume with settings that change the run."""
+        cfg, out = self.cfg, self.out
+        if cfg.resume:
+            if not (out / "config.yaml").is_file():
+                raise FileNotFoundError(f"--resume: {out} holds no run to resume (no config.yaml)")
+            changed = _differences(TrainConfig.load(out / "config.yaml"), cfg)
+            if changed:
+                raise ValueError(
+                    f"--resume: these settings differ from the run in {out}: {'; '.join(changed)}. "
+                    "Resume with the same settings, or start a new run in another --output."
+                )
+        elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
+            raise FileExistsError(
+                f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it, or "
+                "choose another --output"
+            )
+
+    def _write_folder(self) -> None:
+        cfg, out = self.cfg, self.out
+        if self.is_main and not cfg.resume and cfg.overwrite and out.exists():
+            shutil.rmtree(out)
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not cfg.resume:
+                cfg.save(out / "config.yaml")
+            report = environment_report(
+                self.accelerator.num_processes, str(self.accelerator.device), self.accelerator.mixed_precision
+            )
+            with (out / "environment.jsonl").open("a") as handle:
+                handle.write(json.dumps(report) + "\n")
+        self.accelerator.wait_for_everyone()
+
+    def _check_stage_settings(self) -> None:
+        cfg, n = self.cfg, self.num_stages
+        for name in ("priority", "stage_weights"):
+            value = getattr(cfg, name)
+            if value is not None and len(value) != n:
+                raise ValueError(
+                    f"{name} has {len(value)} entries, but {cfg.model} has {n} stage(s): give one per stage"
+                )
+
+    def _phase_of(self, epoch: int) -> Phase:
+        return next(p for p in self.phases if p.first_epoch <= epoch < p.end_epoch)
+
+    def _start_phase(self, phase: Phase) -> None:
+        cfg = self.cfg
+        inner = create_optimizer_v2(
+            self.model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+        )
+        optimizer: torch.optim.Optimizer = inner
+        if cfg.method in OSGD_METHODS and phase.stage is None:
+            optimizer = OSGD(
+                inner,
+                OSGD_METHODS[cfg.method],
+                priority=None if cfg.priority is None else [p - 1 for p in cfg.priority],
+                norm_scale=cfg.norm_scale,
+                reduction=cfg.reduction,
+                reach_masks=self.model.osgd_reach_masks() if hasattr(self.model, "osgd_reach_masks") else None,
+            )
+        self.scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=cfg.sched,
+            num_epochs=phase.num_epochs,
+            decay_milestones=cfg.milestones(phase.num_epochs),
+            decay_rate=cfg.decay_rate,
+            warmup_epochs=cfg.warmup_epochs,
+        )
+        self.rule = build_update_rule(cfg, self.accelerator, self.model, optimizer, phase)
+        self.optimizer = self.accelerator.prepare_optimizer(optimizer)
+        self.phase = phase
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        cfg = self.cfg
+        if self.start_epoch >= cfg.epochs:
+            self.accelerator.print(f"{self.out} has already finished its {cfg.epochs} epochs")
+        if cfg.log_with:
+            self.accelerator.init_trackers(self.out.name, config={k: str(v) for k, v in cfg.to_dict().items()})
+        for epoch in range(self.start_epoch, cfg.epochs):
+            phase = self._phase_of(epoch)
+            if phase != self.phase:
+                self._start_phase(phase)
+            started = time.perf_counter()
+            record = self._train_epoch(epoch, phase)
+            self.scheduler.step(epoch + 1 - phase.first_epoch)
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                record.update(self.evaluate())
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            self._log(record)
+            self._save_checkpoint(epoch + 1)
+        if hasattr(self.model, "set_active_stage"):
+            self.model.set_active_stage(self.num_stages)
+        if self.is_main:
+            shutil.copyfile(self.out / "checkpoint" / "model.safetensors", self.out / "model.safetensors")
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        return self.out
+
+    def _train_epoch(self, epoch: int, phase: Phase) -> dict[str, Any]:
+        cfg, accelerator = self.cfg, self.accelerator
+        loader = self.loaders.train
+        loader.set_epoch(epoch)
+        self.wrapper.train()
+        only_active = phase.stage is not None
+        if only_active:
+            self.model.set_active_stage(phase.stage)
+        outputs = 1 if only_active else self.num_stages
+        device = accelerator.device
+        loss_sum = torch.zeros(outputs, device=device, dtype=torch.float64)
+        correct = torch.zeros(outputs, device=device, dtype=torch.float64)
+        seen = 0
+        stage_note = f" stage {phase.stage}" if only_active else ""
+        bar = tqdm(
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}{stage_note}",
+            disable=not (cfg.progress and self.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for index, (images, labels) in enumerate(loader):
+            self.optimizer.zero_grad()
+            micro = list(zip(images.chunk(cfg.grad_accum), labels.chunk(cfg.grad_accum), strict=True))
+            for j, (x, y) in enumerate(micro):
+                last = j == len(micro) - 1
+                with self.rule.sync_context(self.wrapper, last):
+                    with accelerator.autocast():
+                        logits = self.wrapper(x, only_active=only_active)
+                    losses = [F.cross_entropy(z.float(), y) for z in logits]
+                    self.rule.backward([loss / len(micro) for loss in losses], last)
+                with torch.no_grad():
+                    loss_sum += torch.stack(losses).double() * len(y)
+                    correct += torch.stack([(z.argmax(-1) == y).sum() for z in logits]).double()
+                seen += len(y)
+            self.optimizer.step()
+            self.rule.after_step()
+            self.global_step += 1
+            if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
+                mean_loss = (loss_sum / seen).tolist()
+                if not all(math.isfinite(v) for v in mean_loss):
+                    raise NonFiniteLossError(
+                        f"training loss per stage became {mean_loss} at epoch {epoch + 1}, step {index + 1}: "
+                        "lower --lr, use --precision no (or bf16), or check the data. The checkpoint in "
+                        f"{self.out / 'checkpoint'} (if any) is intact: fix the cause, then --resume."
+                    )
+                accuracy = (correct / seen * 100).tolist()
+                bar.set_postfix_str(
+                    "loss " + "/".join(f"{v:.3f}" for v in mean_loss) + " acc " + "/".join(f"{a:.1f}" for a in accuracy)
+                )
+            bar.update()
+        bar.close()
+        totals = accelerator.reduce(torch.cat([loss_sum, correct, loss_sum.new_tensor([seen])]), "sum")
+        count = float(totals[-1])
+        record = {
+            "epoch": epoch + 1,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": [round(float(v) / count, 6) for v in totals[:outputs]],
+            "train_top1_err": [round(100 - 100 * float(v) / count, 4) for v in totals[outputs:-1]],
+        }
+        if only_active:
+            record["greedy_stage"] = phase.stage
+        return record
+
+    def evaluate(self) -> dict[str, Any]:
+        """Per-stage top-1/top-5 error (%) on the evaluation set, summed over all processes."""
+        top1, top5 = stage_correct(self.model, self.loaders.evaluation, autocast=self.accelerator.autocast)
+        counts = torch.tensor(
+            [*top1.sum(1).tolist(), *top5.sum(1).tolist(), top1.shape[1]],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        counts = self.accelerator.reduce(counts, "sum")
+        n, total = self.num_stages, float(counts[-1])
+        return {
+            "eval_top1_err": [round(100 - 100 * float(c) / total, 4) for c in counts[:n]],
+            "eval_top5_err": [round(100 - 100 * float(c) / total, 4) for c in counts[n : 2 * n]],
+        }
+
+    # ------------------------------------------------------------------ records
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with (self.out / "metrics.jsonl").open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            summary = " ".join(
+                f"{key} {'/'.join(f'{v:.2f}' for v in value)}"
+                for key, value in record.items()
+                if isinstance(value, list)
+            )
+            tqdm.write(f"epoch {record['epoch']}/{self.cfg.epochs}: {summary} ({record['seconds']:.1f} s)")
+        if self.cfg.log_with:
+            scalars = {}
+            for key, value in record.items():
+                if isinstance(value, list):
+                    scalars.update({f"{key}/stage{s + 1}": v for s, v in enumerate(value)})
+                elif isinstance(value, int | float):
+                    scalars[key] = value
+            self.accelerator.log(scalars, step=record["epoch"])
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        assert self.phase is not None
+        state = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "phase_first_epoch": self.phase.first_epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rule": self.rule.state_dict(),
+            "rng": _rng_state(),
+        }
+        if self.is_main:
+            metadata = {"format": "pt", "model": self.cfg.model, "timm_anytime": __version__, "epoch": str(epoch)}
+            save_checkpoint(self.out / "checkpoint", self.model, state, metadata)
+        self.accelerator.wait_for_everyone()
+
+    def _truncate_metrics(self, epochs_done: int) -> None:
+        """Drop log lines of epochs after the checkpoint (logged, then interrupted before saving)."""
+        path = self.out / "metrics.jsonl"
+        if not self.is_main or not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= epochs_done]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train as configured; returns the run folder."""
+    return Trainer(cfg).fit()
