@@ -123,3 +123,35 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(whole)]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
     assert len((resumed / "environment.jsonl").read_text().splitlines()) == 2  # one record per start
+
+
+def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
+    """Any ImageFolder tree (images of different sizes) streams through timm's dataset and transforms."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                size = (40 + 3 * i, 36 + 2 * i)
+                Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = tiny_config(
+        tmp_path / "run",
+        dataset="imagefolder",
+        data_dir=str(tmp_path / "data"),
+        train_per_class=None,
+        eval_per_class=None,
+        batch_size=4,
+        eval_batch_size=4,
+        workers=0,
+        epochs=1,
+        model_kwargs={"width": 0.25},
+    )
+    run = train(cfg)
+    record = _metrics(run)[-1]
+    assert len(record["eval_top1_err"]) == 3
+    assert all(e in (0.0, 25.0, 50.0, 75.0, 100.0) for e in record["eval_top1_err"])  # 4 evaluation images
+    assert weights(run)["fc.0.weight"].shape == (2, 4)  # two classes, found from the folder
