@@ -135,3 +135,16 @@ def test_corrupt_checkpoint_and_missing_results(trained: Path, tmp_path: Path, c
     (other / "config.yaml").write_text((trained / "config.yaml").read_text().replace("width: 0.5", "width: 1.0"))
     (other / "model.safetensors").write_bytes(data)
     _fails(evaluate_main, [str(other), "--no-progress"], capsys, "do not fit")
+
+
+def test_trackers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A requested tracker logs into the run folder, or the run refuses to start without it."""
+    import importlib.util
+
+    argv = tiny_args(tmp_path / "r", "--epochs=1", "--log-with", "tensorboard")
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        _fails(train_main, argv, capsys, "tracker(s) ['tensorboard'] are not installed", "pip install tensorboard")
+        assert not (tmp_path / "r").exists()
+    else:
+        assert train_main(argv) == 0
+        assert list((tmp_path / "r").rglob("events.out.tfevents*"))

@@ -42,7 +42,9 @@ from .loaders import Sources, load_sources, make_loaders
 from .methods import Phase, build_update_rule, plan_phases
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
-RESUMABLE = frozenset({"resume", "overwrite", "progress", "log_with", "eval_every", "workers", "eval_batch_size"})
+RESUMABLE = frozenset(
+    {"resume", "overwrite", "progress", "log_with", "eval_every", "workers", "eval_batch_size", "output", "name"}
+)
 LOG_EVERY = 10  # steps between progress updates (each reads the losses back from the device)
 
 
@@ -124,6 +126,12 @@ class Trainer:
             kwargs_handlers=[ddp],
         )
         self.is_main = self.accelerator.is_main_process
+        enabled = {str(getattr(t, "value", t)) for t in self.accelerator.log_with}
+        missing = [name for name in cfg.log_with if name not in enabled]
+        if missing:  # Accelerate only warns and drops them
+            raise ValueError(
+                f"tracker(s) {missing} are not installed (or unknown to Accelerate): pip install {' '.join(missing)}"
+            )
         self._check_folder()
         set_seed(cfg.seed)
         sources: Sources = load_sources(cfg, progress=cfg.progress and self.is_main)
