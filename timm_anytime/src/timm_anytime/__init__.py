@@ -11,13 +11,13 @@ import timm
 
 from osgd import OSGD, combine
 
-from .models import AnytimeMixin, CifarResNet, NestedResNet, SparseResNet
+from .models import AnytimeMixin, CifarResNet, DepthNestedSparseResNet, NestedResNet, SparseResNet
 from .stripes import StripeSpec
 
 __version__ = "0.1.0"
 
 #: timm registry modules holding this package's models (timm keys them by the module's last name).
-MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet")
+MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet", "depth_resnet")
 
 
 def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:
@@ -31,6 +31,7 @@ __all__ = [
     "OSGD",
     "AnytimeMixin",
     "CifarResNet",
+    "DepthNestedSparseResNet",
     "NestedResNet",
     "SparseResNet",
     "StripeSpec",

@@ -35,7 +35,9 @@ class StageCost:
 
 
 def _head_flops(model: nn.Module, stage: int, like: torch.Tensor) -> int:
-    """FLOPs of head ``stage`` alone, on one pooled feature vector."""
+    """FLOPs of head ``stage`` alone, on one pooled feature vector (or the model's own count)."""
+    if hasattr(model, "head_flops"):
+        return model.head_flops(stage, like)
     head = model.heads()[stage - 1]
     pooled = like.new_zeros(1, model.feature_splits[stage])
     with FlopCounterMode(display=False) as counter:

@@ -131,3 +131,55 @@ def _permute(key: str, tensor: Tensor, perms: dict[int, Tensor]) -> Tensor:
     if tensor.dim() == 4 and in_perm is not None:
         tensor = tensor.index_select(1, in_perm.to(tensor.device))
     return tensor
+
+
+def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+    """D_stage of a depth-nested Sparse ResNet as a standalone network with copied weights.
+
+    The interlacing is recursive: the units of levels <= k, renumbered in order, are exactly the
+    k-level interlacing of N / 2^(L - k) units, with the same wiring. So D_k is the last stage of a
+    k-level network of that size (for k = 1: a plain ``SparseResNet``, whose sparse rule is level
+    1's wiring).
+    """
+    from .depth_resnet import DepthNestedSparseResNet
+    from .sparse_resnet import SparseResNet
+
+    units = model.units_per_stage // 2 ** (model.levels - stage)
+    weight = model.conv1.weight
+    args = dict(
+        units_per_stage=units,
+        channels=model.channels,
+        stem=model.stem_kind,
+        num_classes=model.num_classes,
+        in_chans=model.in_chans,
+        width=model.width,
+        global_pool=model.global_pool.pool_type,
+        drop_rate=model.drop_rate,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    plain = SparseResNet(**args) if stage == 1 else DepthNestedSparseResNet(levels=stage, **args)
+    state = model.state_dict()
+    mapped: dict[str, Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0].startswith("stage") and parts[1] == "units":
+            level_of = getattr(model, parts[0]).level_of
+            index = int(parts[2])
+            if level_of[index] > stage:
+                continue
+            parts[2] = str(sum(1 for lv in level_of[:index] if lv <= stage))  # its place in D_stage
+        elif parts[0].startswith("transition"):  # transitionR.levels.<level - 1>.*
+            if int(parts[2]) >= stage:
+                continue
+            if stage == 1:
+                parts = [parts[0], *parts[3:]]
+        elif parts[0] in ("norms", "fc") and parts[1].isdigit():
+            if int(parts[1]) >= stage:
+                continue
+            if stage == 1:
+                parts = ["norm" if parts[0] == "norms" else "fc", *parts[2:]]
+        mapped[".".join(parts)] = value.clone()
+    plain.load_state_dict(mapped, strict=True)
+    plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    return plain.train(model.training)

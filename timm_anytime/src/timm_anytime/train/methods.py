@@ -137,11 +137,14 @@ class Greedy(WeightedSum):
             mask = trainable.get(param)
             if mask is None or not bool(mask.all()):
                 self.frozen.append((param, mask, param.detach().clone()))
-        for module in model.modules():
-            if hasattr(module, "stage_of_elements") and getattr(module, "running_mean", None) is not None:
-                owner = module.stage_of_elements()["weight"].to(module.running_mean.device)
-                for buffer in (module.running_mean, module.running_var):
-                    self.frozen.append((buffer, owner == stage, buffer.detach().clone()))
+        for module in model.modules():  # BatchNorm statistics follow their channels' weights
+            running = [getattr(module, n, None) for n in ("running_mean", "running_var")]
+            weight = getattr(module, "weight", None)
+            if running[0] is None or running[1] is None or weight is None:
+                continue
+            mask = trainable.get(weight)
+            if mask is None or not bool(mask.all()):
+                self.frozen += [(buffer, mask, buffer.detach().clone()) for buffer in running]
 
     @torch.no_grad()
     def after_step(self) -> None:
