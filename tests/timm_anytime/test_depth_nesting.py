@@ -192,3 +192,17 @@ def test_a_greedy_step_changes_only_its_level() -> None:
     assert not torch.equal(after["transition1.levels.1.conv.weight"], before["transition1.levels.1.conv.weight"])
     assert torch.equal(after["transition1.levels.0.conv.weight"], before["transition1.levels.0.conv.weight"])
     assert torch.equal(after["norms.0.running_mean"], before["norms.0.running_mean"])
+
+
+@pytest.mark.parametrize("name", ["anytime_cifar_sparse_resnet26_d124", "eann_cifar_sparse_resnet50"])
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    """Replaces timm's test_model_backward (see tests/timm_suite/run.py): model(x) is D_S alone, so
+    the earlier heads get gradients only from their own stage's loss."""
+    model = timm.create_model(name, width=0.5).train()
+    x = torch.randn(2, 3, 32, 32)
+    sum(logits.mean() for logits in model.forward_stages(x)).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+    model.zero_grad()
+    model(x).mean().backward()
+    heads = {id(p) for k in range(1, model.num_stages) for p in model.head_parameters(k)}
+    assert all((p.grad is None) == (id(p) in heads) for p in model.parameters())

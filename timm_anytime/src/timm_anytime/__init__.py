@@ -11,19 +11,26 @@ import timm
 
 from osgd import OSGD, combine
 
-from .models import AnytimeMixin, CifarResNet, DepthNestedSparseResNet, NestedResNet, SparseResNet
+from .models import (
+    AnytimeMixin,
+    CifarResNet,
+    DepthNestedSparseResNet,
+    EANNSparseResNet,
+    NestedResNet,
+    SparseResNet,
+)
 from .stripes import StripeSpec
 
 __version__ = "0.1.0"
 
 #: timm registry modules holding this package's models (timm keys them by the module's last name).
-MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet", "depth_resnet")
+MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet", "depth_resnet", "eann")
 
 
 def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:
     """Names this package registers with timm (``anytime_only``: just the nested anytime ones)."""
     names = timm.list_models(filter or "", module=MODEL_MODULES)
-    return [n for n in names if n.startswith("anytime_")] if anytime_only else names
+    return [n for n in names if n.startswith(("anytime_", "eann_"))] if anytime_only else names
 
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "AnytimeMixin",
     "CifarResNet",
     "DepthNestedSparseResNet",
+    "EANNSparseResNet",
     "NestedResNet",
     "SparseResNet",
     "StripeSpec",

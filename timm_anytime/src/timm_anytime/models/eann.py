@@ -1,0 +1,273 @@
+"""The EANN cascade baseline (Hu et al. 2019, SPEC section 6): exits on a plain Sparse ResNet.
+
+An ordinary Sparse ResNet with exit heads after the units k * 2^i of all its T units (numbered
+across the resolution stages), so the exits cost about 1 : 2 : 4 : 8. An exit reads the aggregate
+that would feed the next unit (at the end of a resolution stage: the stage output), through
+BN-ReLU-global pool-Linear. Stage k is the network up to exit k; its loss weighting is AdaLoss
+(``timm_anytime.adaloss``, the trainer's ``--method adaloss``).
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .anytime import AnytimeMixin
+from .cfgs import cifar_cfg
+from .sparse_resnet import SparseStage, Transition
+
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
+
+
+class ExitStage(SparseStage):
+    """A Sparse ResNet stage that can stop after any unit."""
+
+    def forward_until(self, x: Tensor, units: int) -> Tensor:
+        """Run units 1..``units`` and return the aggregate at position ``units + 1`` (for
+        ``units = N``: the stage output)."""
+        outputs = [x]
+        for index, unit in enumerate(self.units):
+            if index < units:
+                outputs.append(unit(self._aggregate(outputs, index)))
+        return self._aggregate(outputs, units)
+
+
+def exit_units(total_units: int, num_exits: int) -> list[int]:
+    """Exits after units T / 2^(num_exits - 1), ..., T / 2, T (1-based, across resolution stages)."""
+    if num_exits < 1 or total_units % 2 ** (num_exits - 1):
+        raise ValueError(f"{num_exits} exits need a unit count divisible by 2^{num_exits - 1}, got {total_units} units")
+    return [total_units // 2 ** (num_exits - 1 - i) for i in range(num_exits)]
+
+
+class EANNSparseResNet(AnytimeMixin, nn.Module):
+    """A CIFAR Sparse ResNet with ``num_exits`` cascade exits (stage k: the network up to exit k).
+
+    Args:
+        units_per_stage: Units in each of the 3 resolution stages.
+        num_exits: Exits (anytime stages); exit i follows unit T / 2^(num_exits - i) of T units.
+        channels: Width of each resolution stage, before ``width``.
+        width: Multiplier on every layer's width.
+    """
+
+    exit_resolution: list[int]
+    exit_position: list[int]
+
+    def __init__(
+        self,
+        units_per_stage: int = 16,
+        num_exits: int = 4,
+        channels: tuple = (16, 32, 64),
+        num_classes: int = 10,
+        in_chans: int = 3,
+        width: float = 1.0,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if len(channels) != 3:
+            raise ValueError(f"the CIFAR layout has 3 resolution stages, got channels={channels}")
+        dd = {"device": device, "dtype": dtype}
+        widths = [round(c * width) for c in channels]
+        if min(widths) < 1:
+            raise ValueError(f"width={width} leaves a stage with no channels")
+        self.exits = exit_units(3 * units_per_stage, num_exits)
+        self.units_per_stage = units_per_stage
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+        self.num_stages = self.stage = num_exits
+        self.grad_checkpointing = False
+        # Exit after global unit u: resolution stage (u - 1) // N, having run its first ((u - 1) % N) + 1 units.
+        self.exit_resolution = [(u - 1) // units_per_stage for u in self.exits]
+        self.exit_position = [(u - 1) % units_per_stage + 1 for u in self.exits]
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False, **dd)
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
+        reduction = 1
+        for index, channels_i in enumerate(widths):
+            if index > 0:
+                self.add_module(f"transition{index}", Transition(widths[index - 1], channels_i, **dd))
+                reduction *= 2
+            self.add_module(f"stage{index + 1}", ExitStage(channels_i, units_per_stage, **dd))
+            self.feature_info.append(dict(num_chs=channels_i, reduction=reduction, module=f"stage{index + 1}"))
+        self.exit_channels = [widths[r] for r in self.exit_resolution]
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c, **dd) for c in self.exit_channels)
+        self.act = nn.ReLU()
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.fc = self._make_heads(num_classes, dd)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
+        if num_classes <= 0:
+            return nn.ModuleList(nn.Identity() for _ in self.exits)
+        return nn.ModuleList(nn.Linear(c, num_classes, **dd) for c in self.exit_channels)
+
+    # ------------------------------------------------------------------ anytime bookkeeping
+    @torch.jit.ignore
+    def heads(self) -> list[nn.Module]:
+        """Exit k's head: its BatchNorm and its classifier."""
+        return [nn.ModuleList([norm, fc]) for norm, fc in zip(self.norms, self.fc, strict=True)]
+
+    @torch.jit.ignore
+    def _owner_of_unit(self, unit: int) -> int:
+        return next(k for k, last in enumerate(self.exits, start=1) if unit <= last)
+
+    @torch.jit.ignore
+    def element_stages(self) -> dict[nn.Parameter, Tensor]:
+        """Whole tensors: a unit (and the transition before it) belongs to the first exit after it."""
+        owners: dict[nn.Parameter, Tensor] = {p: torch.ones_like(p, dtype=torch.long) for p in self.conv1.parameters()}
+        n = self.units_per_stage
+        for r in range(3):
+            for index, unit in enumerate(getattr(self, f"stage{r + 1}").units):
+                stage = self._owner_of_unit(r * n + index + 1)
+                owners.update({p: torch.full_like(p, stage, dtype=torch.long) for p in unit.parameters()})
+            if r > 0:
+                stage = self._owner_of_unit(r * n + 1)
+                transition = getattr(self, f"transition{r}")
+                owners.update({p: torch.full_like(p, stage, dtype=torch.long) for p in transition.parameters()})
+        return owners
+
+    # ------------------------------------------------------------------ timm model API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
+        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norms", (99999,))]
+        return dict(stem=r"^conv1", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in POOL_TYPES:
+                raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.num_classes = num_classes
+        weight = self.conv1.weight
+        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+    def _exit_features(self, x: Tensor, exit_index: int) -> Tensor:
+        """The aggregate that exit ``exit_index`` (0-based) reads, running only the units before it."""
+        resolution, position = self.exit_resolution[exit_index], self.exit_position[exit_index]
+        n = self.units_per_stage
+        h = self.stage1.forward_until(self.conv1(x), position if resolution == 0 else n)
+        if resolution >= 1:
+            h = self.stage2.forward_until(self.transition1(h), position if resolution == 1 else n)
+        if resolution >= 2:
+            h = self.stage3.forward_until(self.transition2(h), position)
+        return h
+
+    def _exit_norm(self, x: Tensor, exit_index: int) -> Tensor:
+        out = x
+        for index, norm in enumerate(self.norms):
+            if index == exit_index:
+                out = self.act(norm(x))
+        return out
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The active exit's features (after its BN-ReLU), running only the units before it."""
+        return self._exit_norm(self._exit_features(x, self.stage - 1), self.stage - 1)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if pre_logits:
+            return x
+        out = x
+        for index, head in enumerate(self.fc):
+            if index == self.stage - 1:
+                out = head(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ anytime API
+    def _logits(self, features: Tensor, exit_index: int) -> Tensor:
+        pooled = self.global_pool(self.act(self.norms[exit_index](features)))
+        if self.drop_rate > 0.0:
+            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+        return self.fc[exit_index](pooled)
+
+    @torch.jit.ignore
+    def head_flops(self, stage: int, x: Tensor) -> int:
+        """FLOPs of exit ``stage``'s head (BN-ReLU-pool-Linear) for input ``x``."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        index = self.check_stage(stage) - 1
+        with torch.no_grad():
+            features = torch.zeros_like(self._exit_features(x, index))
+            with FlopCounterMode(display=False) as counter:
+                self._logits(features, index)
+        return counter.get_total_flops()
+
+    @torch.jit.ignore
+    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield every exit's logits in order, running each unit once."""
+        if self.global_pool.is_identity():
+            raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
+        pending = list(enumerate(self.exits))
+        h = self.conv1(x)
+        n = self.units_per_stage
+        for r in range(3):
+            stage = getattr(self, f"stage{r + 1}")
+            if r > 0:
+                h = getattr(self, f"transition{r}")(h)
+            outputs = [h]
+            for index, unit in enumerate(stage.units):
+                outputs.append(unit(stage._aggregate(outputs, index)))
+                while pending and pending[0][1] == r * n + index + 1:
+                    yield self._logits(stage._aggregate(outputs, index + 1), pending.pop(0)[0])
+            h = stage._aggregate(outputs, n)
+
+    @torch.jit.ignore
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Every exit's logits from one pass of the whole network (for training)."""
+        return list(self.forward_anytime(x))
+
+    @torch.jit.ignore
+    def extract_stage(self, stage: int) -> nn.Module:
+        raise NotImplementedError(
+            "a cascade's stage k is the network up to exit k, not a smaller standalone network; "
+            "use set_active_stage(k) to run it alone at its own cost"
+        )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "eann_cifar_sparse_resnet98": cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(4))),
+        "eann_cifar_sparse_resnet50": cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(4))),
+    }
+)
+
+
+def _create(variant: str, pretrained: bool, units: int, **kwargs: Any) -> EANNSparseResNet:
+    args = dict(units_per_stage=units, num_exits=4, channels=(16, 32, 64), num_classes=10)
+    feature_cfg = dict(out_indices=(0, 1, 2, 3))
+    return build_model_with_cfg(EANNSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs})
+
+
+@register_model
+def eann_cifar_sparse_resnet98(pretrained: bool = False, **kwargs: Any) -> EANNSparseResNet:
+    """The paper's EANN baseline: Sparse ResNet-98 (48 units) with exits after units 6, 12, 24, 48."""
+    return _create("eann_cifar_sparse_resnet98", pretrained, 16, **kwargs)
+
+
+@register_model
+def eann_cifar_sparse_resnet50(pretrained: bool = False, **kwargs: Any) -> EANNSparseResNet:
+    """The same at CPU size: Sparse ResNet-50 (24 units) with exits after units 3, 6, 12, 24."""
+    return _create("eann_cifar_sparse_resnet50", pretrained, 8, **kwargs)
