@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import timm_anytime  # noqa: F401
 from timm_anytime.evaluate import stage_correct, stage_finish_times
-from timm_anytime.report import DEADLINE_FRACTIONS, deadline_view, load_results, markdown_table
+from timm_anytime.report import DEADLINE_FRACTIONS, deadline_view, load_results, markdown_table, write_report
 
 
 def test_stage_correct_matches_a_direct_computation() -> None:
@@ -54,10 +54,11 @@ def _fake_run(
 ) -> Path:
     folder.mkdir()
     stages = [
-        {"stage": k + 1, "top1_err": 100 * (1 - sum(c) / len(c)), "flops": f}
+        {"stage": k + 1, "top1_err": 100 * (1 - sum(c) / len(c)), "flops": f, "anytime_flops": f}
         for k, (c, f) in enumerate(zip(correct, flops, strict=True))
     ]
     info = {"label": label, "model": label, "num_classes": 10, "eval_inputs": 4, "dataset": dataset, "stages": stages}
+    info["hardware"] = "test"
     (folder / "eval.json").write_text(json.dumps(info))
     save_file(
         {"correct": torch.tensor(correct, dtype=torch.uint8), "finish_s": torch.tensor(finish, dtype=torch.float64)},
@@ -94,3 +95,19 @@ def test_runs_on_different_data_are_not_compared(tmp_path: Path) -> None:
     b = _fake_run(tmp_path / "b", "sgd", [[1, 1, 1, 0]], [[1, 1, 1, 1]], [1], dataset="other")
     with pytest.raises(ValueError, match="evaluated on different data"):
         load_results([a, b])
+
+
+def test_deadline_view_with_latency_proportional_to_flops(tmp_path: Path) -> None:
+    nested = _fake_run(tmp_path / "n", "nested", [[1, 0, 1, 0], [1, 1, 1, 0]], [[9, 9, 9, 9], [9, 9, 9, 9]], [1, 3])
+    small = _fake_run(tmp_path / "s", "small", [[1, 0, 0, 0]], [[9, 9, 9, 9]], [1])
+    big = _fake_run(tmp_path / "b", "big", [[1, 1, 1, 1]], [[9, 9, 9, 9]], [4])
+    results = load_results([nested, small, big])
+    deadlines, table = deadline_view(results, cost="flops")
+    assert deadlines == pytest.approx([4 * f for f in DEADLINE_FRACTIONS])  # the largest network: 4 FLOPs
+    # at 2 FLOPs the nested network has stage 1 (1 FLOP) for every input: error 50%; Oracle_All: small
+    assert (table["nested"][0], table["Oracle_All"][0]) == (pytest.approx(50.0), pytest.approx(75.0))
+    # at 4 FLOPs: stage 2 (3 FLOPs) everywhere, and the big network is ready for every input
+    assert (table["nested"][-1], table["Oracle_Each"][-1]) == (pytest.approx(25.0), pytest.approx(0.0))
+    report = write_report([nested, small, big], tmp_path / "report").read_text()
+    assert "latency taken proportional to FLOPs" in report
+    assert (tmp_path / "report" / "deadlines_flops.png").stat().st_size > 0

@@ -100,15 +100,27 @@ def markdown_table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def deadline_view(results: Sequence[RunResult]) -> tuple[list[float], dict[str, list[float]]]:
-    """Error (%) at the paper's seven deadlines, 0.5x to 1x the mean latency of the largest network.
+def _finish(result: RunResult, count: int, cost: str) -> Tensor:
+    """When each stage's output is ready, per input: measured seconds, or cumulative FLOPs."""
+    if cost == "latency":
+        return result.finish[:, :count]
+    if cost != "flops":
+        raise ValueError(f"cost must be 'latency' or 'flops', got {cost!r}")
+    flops = torch.tensor([s["anytime_flops"] for s in result.info["stages"]], dtype=torch.float64)
+    return flops[:, None].expand(-1, count)
+
+
+def deadline_view(results: Sequence[RunResult], cost: str = "latency") -> tuple[list[float], dict[str, list[float]]]:
+    """Error (%) at the paper's seven deadlines, 0.5x to 1x the mean cost of the largest network.
 
     Every anytime label (its first run) uses its most accurate finished stage; the plain networks
-    together form Oracle_All and Oracle_Each. Latencies are this machine's, per input."""
+    together form Oracle_All and Oracle_Each. ``cost="latency"``: this machine's measured latency
+    per input; ``cost="flops"``: latency taken proportional to FLOPs (compute-bound hardware)."""
     groups = group(results)
-    count = min(r.finish.shape[1] for r in results)
+    # Measured latency exists for the first --latency-inputs inputs; the FLOP model covers them all.
+    count = min(r.finish.shape[1] if cost == "latency" else r.correct.shape[1] for r in results)
     anytime = {
-        label: (members[0].correct[:, :count], members[0].finish[:, :count])
+        label: (members[0].correct[:, :count], _finish(members[0], count, cost))
         for label, members in groups.items()
         if members[0].num_stages > 1
     }
@@ -117,9 +129,10 @@ def deadline_view(results: Sequence[RunResult]) -> tuple[list[float], dict[str, 
     if len(plain) > 1:
         oracle = (
             torch.cat([r.correct[:, :count] for r in plain]),
-            torch.cat([r.finish[:, :count] for r in plain]),
+            torch.cat([_finish(r, count, cost) for r in plain]),
         )
-    largest = plain[-1].finish[0, :count] if plain else max((f[-1] for _, f in anytime.values()), key=torch.mean)
+    candidates = [_finish(plain[-1], count, cost)[0]] if plain else [f[-1] for _, f in anytime.values()]
+    largest = max(candidates, key=torch.mean)
     reference = float(largest.mean())
     deadlines = [reference * f for f in DEADLINE_FRACTIONS]
     table = deadline_table(deadlines, int(results[0].info["num_classes"]), anytime=anytime, oracle=oracle)
@@ -190,15 +203,19 @@ def plot_error_vs_flops(results: Sequence[RunResult], path: Path) -> Path:
     return path
 
 
-def plot_deadlines(deadlines: Sequence[float], table: dict[str, list[float]], path: Path) -> Path:
+def plot_deadlines(
+    deadlines: Sequence[float], table: dict[str, list[float]], path: Path, cost: str = "latency"
+) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(table))
     for i, (name, errors) in enumerate(table.items()):
         ax.bar([d + i * width for d in range(len(deadlines))], errors, width, label=name)
     ax.set_xticks([d + 0.4 - width / 2 for d in range(len(deadlines))])
-    ax.set_xticklabels([f"{1000 * d:.2f}" for d in deadlines])
-    ax.set(xlabel="deadline (ms per input, this machine)", ylabel="error (%)", title="Error under deadlines (Fig. 10)")
+    scale, unit = (1000, "ms per input, this machine") if cost == "latency" else (1e-6, "MFLOPs per input")
+    ax.set_xticklabels([f"{scale * d:.2f}" for d in deadlines])
+    title = "Error under deadlines (Fig. 10)" + (", latency = FLOPs" if cost == "flops" else "")
+    ax.set(xlabel=f"deadline ({unit})", ylabel="error (%)", title=title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -216,17 +233,22 @@ def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
     plot_stage_error(results, out / "stage_error.png")
     plot_error_vs_flops(results, out / "error_vs_flops.png")
     sections += ["![error per stage](stage_error.png)", "", "![error against FLOPs](error_vs_flops.png)", ""]
-    deadlines, table = deadline_view(results)
-    plot_deadlines(deadlines, table, out / "deadlines.png")
     hardware = results[0].info["hardware"]
-    sections += [
-        f"## Deadlines (per-input latency measured on {hardware}, batch size 1)",
-        "",
-        "| scheme | " + " | ".join(f"{1000 * d:.3f} ms" for d in deadlines) + " |",
-        "|---|" + "---|" * len(deadlines),
-    ]
-    sections += [f"| {name} | " + " | ".join(f"{e:.2f}" for e in errors) + " |" for name, errors in table.items()]
-    sections += ["", "![error under deadlines](deadlines.png)", ""]
+    for cost, title, unit, scale in (
+        ("latency", f"measured per-input latency on {hardware}, batch size 1", "ms", 1000),
+        ("flops", "latency taken proportional to FLOPs (what compute-bound hardware would show)", "MFLOPs", 1e-6),
+    ):
+        deadlines, table = deadline_view(results, cost)
+        name = "deadlines.png" if cost == "latency" else "deadlines_flops.png"
+        plot_deadlines(deadlines, table, out / name, cost)
+        sections += [
+            f"## Deadlines: {title}",
+            "",
+            "| scheme | " + " | ".join(f"{scale * d:.3f} {unit}" for d in deadlines) + " |",
+            "|---|" + "---|" * len(deadlines),
+        ]
+        sections += [f"| {n} | " + " | ".join(f"{e:.2f}" for e in errors) + " |" for n, errors in table.items()]
+        sections += ["", f"![error under deadlines]({name})", ""]
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path
