@@ -28,7 +28,7 @@ MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet", "depth_resne
 
 
 def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:
-    """Names this package registers with timm (``anytime_only``: just the nested anytime ones)."""
+    """Names this package registers with timm (``anytime_only``: the multi-stage ones, nested or cascade)."""
     names = timm.list_models(filter or "", module=MODEL_MODULES)
     return [n for n in names if n.startswith(("anytime_", "eann_"))] if anytime_only else names
 
