@@ -17,14 +17,12 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..sparse import interlaced_wiring, stage_output_units, unit_levels
 from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg, imagenet_cfg
+from .multi_head import NormedHeadsMixin
 from .sparse_resnet import SparseUnit, Transition
-
-POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
 
 
 class InterlacedStage(nn.Module):
@@ -110,7 +108,7 @@ class LevelTransitions(nn.Module):
         return inputs
 
 
-class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
+class DepthNestedSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A Sparse ResNet with ``levels`` interlaced depth levels; stage s = D_s = levels <= s.
 
     Args:
@@ -182,11 +180,6 @@ class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
 
     # ------------------------------------------------------------------ anytime bookkeeping
     @torch.jit.ignore
-    def heads(self) -> list[nn.Module]:
-        """Stage s's own head: its final BatchNorm and its classifier."""
-        return [nn.ModuleList([norm, fc]) for norm, fc in zip(self.norms, self.fc, strict=True)]
-
-    @torch.jit.ignore
     def element_stages(self) -> dict[nn.Parameter, Tensor]:
         """Whole tensors: the stem belongs to stage 1, a unit to its level, a transition to its level."""
         owners: dict[nn.Parameter, Tensor] = {}
@@ -217,23 +210,6 @@ class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False):
-        """The active stage's classifier (``fc.<stage - 1>``)."""
-        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace every stage's classifier (``num_classes=0``: removed, pooled features returned)."""
-        if global_pool is not None:
-            if global_pool not in POOL_TYPES:
-                raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.num_classes = num_classes
-        weight = self.conv1.weight
-        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
     def _stem(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
         if hasattr(self, "maxpool"):  # the ImageNet stem
@@ -253,50 +229,17 @@ class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
             outputs = self.stage4(self.transition3(outputs))
         return outputs
 
-    def _head_norm(self, x: Tensor, level: int) -> Tensor:
-        out = x
-        for index, norm in enumerate(self.norms):
-            if index == level - 1:
-                out = self.act(norm(x))
-        return out
-
     def forward_features(self, x: Tensor) -> Tensor:
         """D_stage's final features (after its head's BN-ReLU), computing only levels <= stage."""
-        return self._head_norm(self._level_outputs(x, self.stage)[self.stage - 1], self.stage)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        if pre_logits:
-            return x
-        out = x
-        for index, head in enumerate(self.fc):
-            if index == self.stage - 1:
-                out = head(x)
-        return out
+        return self._head_norm(self._level_outputs(x, self.stage)[self.stage - 1], self.stage - 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the active stage (default: the last), from D_stage alone."""
         return self.forward_head(self.forward_features(x))
 
     # ------------------------------------------------------------------ anytime API
-    def _logits(self, features: Tensor, level: int) -> Tensor:
-        pooled = self.global_pool(self.act(self.norms[level - 1](features)))
-        if self.drop_rate > 0.0:
-            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
-        return self.fc[level - 1](pooled)
-
-    @torch.jit.ignore
-    def head_flops(self, stage: int, x: Tensor) -> int:
-        """FLOPs of stage ``stage``'s head (BN-ReLU-pool-Linear) on the final features of input ``x``."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with torch.no_grad():
-            features = torch.zeros_like(self._level_outputs(x, 1)[0])
-            with FlopCounterMode(display=False) as counter:
-                self._logits(features, self.check_stage(stage))
-        return counter.get_total_flops()
+    def _head_input(self, x: Tensor, index: int) -> Tensor:
+        return self._level_outputs(x, 1)[0]  # every level's final features have this shape
 
     @torch.jit.ignore
     def forward_stages(self, x: Tensor) -> list[Tensor]:
@@ -304,7 +247,7 @@ class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
         if self.global_pool.is_identity():
             raise RuntimeError("forward_stages needs pooled heads; reset_classifier with global_pool='avg'")
         outputs = self._level_outputs(x, self.num_stages)
-        return [self._logits(out, level) for level, out in enumerate(outputs, start=1)]
+        return [self._logits(out, index) for index, out in enumerate(outputs)]
 
     @torch.jit.ignore
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
@@ -319,7 +262,7 @@ class DepthNestedSparseResNet(AnytimeMixin, nn.Module):
                 if r > 0:
                     h = getattr(self, f"transition{r}").levels[level - 1](h)
                 h = getattr(self, f"stage{r + 1}").forward_level(h, level, caches[r])
-            yield self._logits(h, level)
+            yield self._logits(h, level - 1)
 
     @torch.jit.ignore
     def extract_stage(self, stage: int) -> nn.Module:

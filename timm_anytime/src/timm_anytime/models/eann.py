@@ -14,13 +14,11 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg
+from .multi_head import NormedHeadsMixin
 from .sparse_resnet import SparseStage, Transition
-
-POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
 
 
 class ExitStage(SparseStage):
@@ -43,7 +41,7 @@ def exit_units(total_units: int, num_exits: int) -> list[int]:
     return [total_units // 2 ** (num_exits - 1 - i) for i in range(num_exits)]
 
 
-class EANNSparseResNet(AnytimeMixin, nn.Module):
+class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet with ``num_exits`` cascade exits (stage k: the network up to exit k).
 
     Args:
@@ -110,11 +108,6 @@ class EANNSparseResNet(AnytimeMixin, nn.Module):
 
     # ------------------------------------------------------------------ anytime bookkeeping
     @torch.jit.ignore
-    def heads(self) -> list[nn.Module]:
-        """Exit k's head: its BatchNorm and its classifier."""
-        return [nn.ModuleList([norm, fc]) for norm, fc in zip(self.norms, self.fc, strict=True)]
-
-    @torch.jit.ignore
     def _owner_of_unit(self, unit: int) -> int:
         return next(k for k, last in enumerate(self.exits, start=1) if unit <= last)
 
@@ -144,21 +137,6 @@ class EANNSparseResNet(AnytimeMixin, nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False):
-        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            if global_pool not in POOL_TYPES:
-                raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.num_classes = num_classes
-        weight = self.conv1.weight
-        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
     def _exit_features(self, x: Tensor, exit_index: int) -> Tensor:
         """The aggregate that exit ``exit_index`` (0-based) reads, running only the units before it."""
         resolution, position = self.exit_resolution[exit_index], self.exit_position[exit_index]
@@ -170,50 +148,16 @@ class EANNSparseResNet(AnytimeMixin, nn.Module):
             h = self.stage3.forward_until(self.transition2(h), position)
         return h
 
-    def _exit_norm(self, x: Tensor, exit_index: int) -> Tensor:
-        out = x
-        for index, norm in enumerate(self.norms):
-            if index == exit_index:
-                out = self.act(norm(x))
-        return out
-
     def forward_features(self, x: Tensor) -> Tensor:
         """The active exit's features (after its BN-ReLU), running only the units before it."""
-        return self._exit_norm(self._exit_features(x, self.stage - 1), self.stage - 1)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        if pre_logits:
-            return x
-        out = x
-        for index, head in enumerate(self.fc):
-            if index == self.stage - 1:
-                out = head(x)
-        return out
+        return self._head_norm(self._exit_features(x, self.stage - 1), self.stage - 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
     # ------------------------------------------------------------------ anytime API
-    def _logits(self, features: Tensor, exit_index: int) -> Tensor:
-        pooled = self.global_pool(self.act(self.norms[exit_index](features)))
-        if self.drop_rate > 0.0:
-            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
-        return self.fc[exit_index](pooled)
-
-    @torch.jit.ignore
-    def head_flops(self, stage: int, x: Tensor) -> int:
-        """FLOPs of exit ``stage``'s head (BN-ReLU-pool-Linear) for input ``x``."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        index = self.check_stage(stage) - 1
-        with torch.no_grad():
-            features = torch.zeros_like(self._exit_features(x, index))
-            with FlopCounterMode(display=False) as counter:
-                self._logits(features, index)
-        return counter.get_total_flops()
+    def _head_input(self, x: Tensor, index: int) -> Tensor:
+        return self._exit_features(x, index)
 
     @torch.jit.ignore
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:

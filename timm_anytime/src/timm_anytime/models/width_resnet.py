@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow, zero_pad_stripe
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin
+from .multi_head import MultiHeadMixin
 
 POOL_TYPES = ("avg", "max", "")
 
@@ -137,7 +138,7 @@ class NestedBottleneck(_NestedResidualBlock):
         return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)))
 
 
-class NestedResNet(AnytimeMixin, nn.Module):
+class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
     """A width-nested ResNet: S stages, subnetwork D_k = stripes 1..k of every layer.
 
     Args:
@@ -256,23 +257,6 @@ class NestedResNet(AnytimeMixin, nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False):
-        """The active stage's head (``fc.<stage - 1>``)."""
-        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace every stage's head (``num_classes=0``: heads removed, features returned)."""
-        if global_pool is not None:
-            if global_pool not in POOL_TYPES:
-                raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.num_classes = num_classes
-        weight = self.conv1.weight
-        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
-    @torch.jit.ignore
     def _layers(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.layer_sizes))]
 
@@ -284,18 +268,6 @@ class NestedResNet(AnytimeMixin, nn.Module):
         if hasattr(self, "layer4"):  # the ImageNet family has four stages, the CIFAR family three
             x = self.layer4(x)
         return x
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        if pre_logits:
-            return x
-        out = x
-        for index, head in enumerate(self.fc):
-            if index == self.stage - 1:
-                out = head(x)
-        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the active stage (default: the last), from D_stage alone."""

@@ -1,0 +1,91 @@
+"""timm's classifier API for anytime networks: one classifier per stage, the active one in use.
+
+``MultiHeadMixin`` serves every anytime model: ``self.fc`` is a ModuleList of per-stage
+classifiers built by the model's ``_make_heads``. ``NormedHeadsMixin`` adds what the Sparse ResNet
+families share: each stage's head is BN (``self.norms``)-ReLU-pool-Linear.
+"""
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class MultiHeadMixin:
+    """``get_classifier``, ``reset_classifier`` and ``forward_head`` over ``self.fc[stage - 1]``.
+
+    A subclass sets ``pool_types`` (the ``global_pool`` values its heads accept) and implements
+    ``_make_heads(num_classes, dd) -> nn.ModuleList``.
+    """
+
+    pool_types = ("avg", "max", "")  # catavgmax would change the feature width the heads read
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        """The active stage's classifier (``fc.<stage - 1>``)."""
+        return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace every stage's classifier (``num_classes=0``: removed, pooled features returned)."""
+        if global_pool is not None:
+            if global_pool not in self.pool_types:
+                raise ValueError(f"global_pool must be one of {self.pool_types}, got {global_pool!r}")
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.num_classes = num_classes
+        weight = self.conv1.weight
+        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if pre_logits:
+            return x
+        out = x
+        for index, head in enumerate(self.fc):
+            if index == self.stage - 1:
+                out = head(x)
+        return out
+
+
+class NormedHeadsMixin(MultiHeadMixin):
+    """Heads of BN (``self.norms[i]``)-ReLU (``self.act``)-pool-Linear (``self.fc[i]``), indexed
+    from 0. A subclass implements ``_head_input(x, index)``: the features head ``index`` reads."""
+
+    pool_types = ("avg", "max", "avgmax", "catavgmax", "")
+
+    @torch.jit.ignore
+    def heads(self) -> list[nn.Module]:
+        """Stage k's own head: its final BatchNorm and its classifier."""
+        return [nn.ModuleList([norm, fc]) for norm, fc in zip(self.norms, self.fc, strict=True)]
+
+    def _head_norm(self, x: Tensor, index: int) -> Tensor:
+        """BN-ReLU of head ``index`` (a loop, so that TorchScript can select the module)."""
+        out = x
+        for i, norm in enumerate(self.norms):
+            if i == index:
+                out = self.act(norm(x))
+        return out
+
+    def _logits(self, features: Tensor, index: int) -> Tensor:
+        pooled = self.global_pool(self.act(self.norms[index](features)))
+        if self.drop_rate > 0.0:
+            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+        return self.fc[index](pooled)
+
+    @torch.jit.ignore
+    def head_flops(self, stage: int, x: Tensor) -> int:
+        """FLOPs of stage ``stage``'s head (BN-ReLU-pool-Linear) for input ``x``."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        index = self.check_stage(stage) - 1
+        with torch.no_grad():
+            features = torch.zeros_like(self._head_input(x, index))
+            with FlopCounterMode(display=False) as counter:
+                self._logits(features, index)
+        return counter.get_total_flops()
+
+    def _head_input(self, x: Tensor, index: int) -> Tensor:
+        raise NotImplementedError
