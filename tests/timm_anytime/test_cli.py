@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,6 +98,15 @@ def test_existing_run_is_never_overwritten(trained: Path, capsys: pytest.Capture
     _fails(train_main, tiny_args(trained, "--method=sgd", "--resume"), capsys, "method: 'osgd' -> 'sgd'")
     after = weights(trained)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_needs_only_the_run_folder(trained: Path) -> None:
+    from timm_anytime.train.config import TrainConfig, config_from_args
+
+    saved = TrainConfig.load(trained / "config.yaml")
+    resumed = config_from_args(["--output", str(trained), "--resume"])
+    assert resumed == dataclasses.replace(saved, resume=True)
+    assert config_from_args(["--output", str(trained), "--resume", "--epochs=9"]).epochs == 9  # flags still win
 
 
 def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

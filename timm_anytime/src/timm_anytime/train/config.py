@@ -210,9 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the ``--config`` file, then the flags given."""
+    """Defaults, then the ``--config`` file, then the flags given. ``--resume`` without
+    ``--config`` starts from the run's own saved settings, so ``--output RUN --resume`` is enough."""
     args = vars(build_parser().parse_args(argv))
-    values = read_yaml(args.pop("config")) if "config" in args else {}
+    if "config" in args:
+        values = read_yaml(args.pop("config"))
+    elif args.get("resume") and "output" in args and (Path(args["output"]) / "config.yaml").is_file():
+        values = read_yaml(Path(args["output"]) / "config.yaml")
+    else:
+        values = {}
     if "model_kwargs" in args:
         args["model_kwargs"] = {**values.get("model_kwargs", {}), **dict(args["model_kwargs"])}
     return TrainConfig.from_dict({**values, **args})
