@@ -10,7 +10,7 @@ N / 2^(L-k) units per stage: ``extract_stage(k)`` returns that smaller network (
 :class:`SparseResNet`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -38,9 +38,19 @@ class InterlacedStage(nn.Module):
     out_reads: list[list[int]]
     out_reads_input: list[bool]
 
-    def __init__(self, channels: int, num_units: int, levels: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        num_units: int,
+        levels: int,
+        device=None,
+        dtype=None,
+        make_unit: Callable[[], nn.Module] | None = None,
+    ) -> None:
         super().__init__()
-        self.units = nn.ModuleList(SparseUnit(channels, device=device, dtype=dtype) for _ in range(num_units))
+        if make_unit is None:
+            make_unit = lambda: SparseUnit(channels, device=device, dtype=dtype)  # noqa: E731
+        self.units = nn.ModuleList(make_unit() for _ in range(num_units))
         self.out = nn.Identity()  # the deepest active level's output passes here (timm's feature hooks)
         wiring = interlaced_wiring(num_units, levels)
         self.level_of = [w.level for w in wiring]
@@ -95,10 +105,19 @@ class InterlacedStage(nn.Module):
 class LevelTransitions(nn.Module):
     """One transition per level between two resolution stages (each level has its own)."""
 
-    def __init__(self, in_channels: int, out_channels: int, levels: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        levels: int,
+        device=None,
+        dtype=None,
+        make_transition: Callable[[], nn.Module] | None = None,
+    ) -> None:
         super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.levels = nn.ModuleList(Transition(in_channels, out_channels, **dd) for _ in range(levels))
+        if make_transition is None:
+            make_transition = lambda: Transition(in_channels, out_channels, device=device, dtype=dtype)  # noqa: E731
+        self.levels = nn.ModuleList(make_transition() for _ in range(levels))
 
     def forward(self, outputs: list[Tensor]) -> list[Tensor]:
         inputs: list[Tensor] = []

@@ -159,27 +159,81 @@ def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
         dtype=weight.dtype,
     )
     plain = SparseResNet(**args) if stage == 1 else DepthNestedSparseResNet(levels=stage, **args)
-    state = model.state_dict()
     mapped: dict[str, Tensor] = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0].startswith("stage") and parts[1] == "units":
-            level_of = getattr(model, parts[0]).level_of
-            index = int(parts[2])
-            if level_of[index] > stage:
-                continue
-            parts[2] = str(sum(1 for lv in level_of[:index] if lv <= stage))  # its place in D_stage
-        elif parts[0].startswith("transition"):  # transitionR.levels.<level - 1>.*
-            if int(parts[2]) >= stage:
-                continue
-            if stage == 1:
-                parts = [parts[0], *parts[3:]]
-        elif parts[0] in ("norms", "fc") and parts[1].isdigit():
-            if int(parts[1]) >= stage:
-                continue
-            if stage == 1:
-                parts = ["norm" if parts[0] == "norms" else "fc", *parts[2:]]
-        mapped[".".join(parts)] = value.clone()
+    for key, value in model.state_dict().items():
+        target = _depth_key(model, key, stage)
+        if target is not None:
+            mapped[target] = value.clone()
     plain.load_state_dict(mapped, strict=True)
+    plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    return plain.train(model.training)
+
+
+def _depth_key(model: nn.Module, key: str, depth: int) -> str | None:
+    """Where ``key`` of a depth-nested model goes in its ``depth``-level extraction (None: not in it).
+    Head keys (``fc``) map by depth level too, for a model with one head per level."""
+    parts = key.split(".")
+    if parts[0].startswith("stage") and parts[1] == "units":
+        level_of = getattr(model, parts[0]).level_of
+        index = int(parts[2])
+        if level_of[index] > depth:
+            return None
+        parts[2] = str(sum(1 for lv in level_of[:index] if lv <= depth))  # its place in D_depth
+    elif parts[0].startswith("transition"):  # transitionR.levels.<level - 1>.*
+        if int(parts[2]) >= depth:
+            return None
+        if depth == 1:
+            parts = [parts[0], *parts[3:]]
+    elif parts[0] in ("norms", "fc") and parts[1].isdigit():
+        if int(parts[1]) >= depth:
+            return None
+        if depth == 1:
+            parts = ["norm" if parts[0] == "norms" else "fc", *parts[2:]]
+    return ".".join(parts)
+
+
+def extract_width_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+    """D_stage of a width-depth-nested Sparse ResNet as a standalone network with dense weights.
+
+    D_stage = (width w, depth d) is the d-level depth-nested network on N / 2^(L - d) units, at the
+    prefix width of stripes <= w, with the block-triangular zeros copied into dense weights (for
+    d = 1 a plain ``SparseResNet``). Its last stage is D_stage. Its head for an earlier depth level
+    l comes from this model's stage (w, l) where the schedule has one, else it stays untrained.
+    """
+    from .depth_resnet import DepthNestedSparseResNet
+    from .sparse_resnet import SparseResNet
+
+    schedule, spec = model.schedule, model.spec
+    width, depth = schedule.width(stage), schedule.depth(stage)
+    weight = model.conv1.weight
+    args = dict(
+        units_per_stage=model.units_per_stage // 2 ** (model.levels - depth),
+        channels=tuple(spec.splits(c)[width] for c in model.widths),
+        stem="cifar",
+        num_classes=model.num_classes,
+        in_chans=model.in_chans,
+        global_pool=model.global_pool.pool_type,
+        drop_rate=model.drop_rate,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    plain = SparseResNet(**args) if depth == 1 else DepthNestedSparseResNet(levels=depth, **args)
+    shapes = {key: value.shape for key, value in plain.state_dict().items()}
+    heads = {schedule.depth(t): t for t in range(1, stage + 1) if schedule.width(t) == width}  # level -> stage
+    mapped: dict[str, Tensor] = {}
+    for key, value in _nested_tensors(model).items():
+        parts = key.split(".")
+        if parts[0] == "fc":
+            stage_of_head = int(parts[1]) + 1
+            level = schedule.depth(stage_of_head)
+            if heads.get(level) != stage_of_head:
+                continue
+            key = ".".join(["fc", str(level - 1), *parts[2:]])
+        target = _depth_key(model, key, depth)
+        if target is not None:
+            mapped[target] = _prefix(value, shapes[target]).clone()
+    missing, unexpected = plain.load_state_dict(mapped, strict=False)
+    if unexpected or not all(k.startswith("fc.") for k in missing):
+        raise RuntimeError(f"extract_stage({stage}) could not map the weights: {missing=} {unexpected=}")
     plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     return plain.train(model.training)

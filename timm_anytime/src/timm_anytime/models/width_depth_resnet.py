@@ -1,0 +1,407 @@
+"""Width-depth-nested Sparse ResNets (SPEC section 5): interlaced depth levels of width-nested units.
+
+The body is the depth-nested Sparse ResNet (``depth_resnet``) built from width-nested layers
+(``layers.nested``): every unit, transition and final BatchNorm is split into the power-of-two
+stripes of the width nesting. A schedule such as ``"w1d1,w2d1,w2d2,w4d2,w4d4"`` lists each stage's
+width and depth; stage s runs the units of depth level <= d_s at the stripes <= w_s. A cell (unit,
+stripe) reads only units its depth level allows and only input stripes <= its own, so it reads only
+cells of its own or earlier stages, and the nesting invariant holds. Each stage has its own head: its
+depth level's final BN-ReLU, pooled over its stripes, and a Linear layer.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow
+from ..sparse import unit_levels
+from ..stripes import StripeSpec
+from ..width_depth import WidthDepthSchedule
+from .anytime import AnytimeMixin
+from .cfgs import cifar_cfg
+from .depth_resnet import InterlacedStage, LevelTransitions
+from .multi_head import MultiHeadMixin
+
+
+class NestedSparseUnit(nn.Module):
+    """Pre-activation basic unit (BN-ReLU-conv3x3-BN-ReLU-conv3x3) over width-nested layers."""
+
+    def __init__(self, channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = {"spec": spec, "device": device, "dtype": dtype}
+        self.bn1 = NestedBatchNorm2d(channels, **dd)
+        self.act1 = nn.ReLU()
+        self.conv1 = NestedConv2d(channels, channels, 3, 1, 1, **dd)
+        self.bn2 = NestedBatchNorm2d(channels, **dd)
+        self.act2 = nn.ReLU()
+        self.conv2 = NestedConv2d(channels, channels, 3, 1, 1, **dd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.act2(self.bn2(self.conv1(self.act1(self.bn1(x))))))
+
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor]) -> Tensor:
+        """Output stripe k from input stripe k alone (BN and ReLU are per channel); the earlier
+        stripes' activations come from ``cache``, which this extends."""
+        h = grow(cache, "h0", self.act1(self.bn1.forward_stripe(x, k)))
+        h = grow(cache, "h1", self.act2(self.bn2.forward_stripe(self.conv1.forward_stripe(h, k), k)))
+        return self.conv2.forward_stripe(h, k)
+
+
+class NestedTransition(nn.Sequential):
+    """BN-ReLU-conv1x1 (widen)-avgpool2 over width-nested layers."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
+        dd = {"spec": spec, "device": device, "dtype": dtype}
+        super().__init__()
+        self.add_module("norm", NestedBatchNorm2d(in_channels, **dd))
+        self.add_module("act", nn.ReLU())
+        self.add_module("conv", NestedConv2d(in_channels, out_channels, 1, **dd))
+        self.add_module("pool", nn.AvgPool2d(2))
+
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor]) -> Tensor:
+        """Output stripe k from input stripe k alone; earlier stripes come from ``cache``."""
+        h = grow(cache, "h0", self.act(self.norm.forward_stripe(x, k)))
+        return self.pool(self.conv.forward_stripe(h, k))
+
+
+class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
+    """A CIFAR Sparse ResNet nested in width and depth along ``schedule`` (SPEC section 5).
+
+    Args:
+        units_per_stage: Units in every resolution stage of the full network (N, a multiple of
+            2^(depth levels - 1)).
+        schedule: Each stage's width and depth factors, e.g. ``"w1d1,w2d1,w2d2,w4d2,w4d4"``.
+            Width level j is stripe j of the power-of-two nesting (w1: 1/4 of the full width
+            when the last stage is w4); depth level l holds N / 2^(L - l) units per stage.
+        channels: Width of each resolution stage of the full network, before ``width``.
+        width: Multiplier on every layer's width.
+    """
+
+    def __init__(
+        self,
+        units_per_stage: int = 16,
+        schedule: str | WidthDepthSchedule = "w1d1,w2d1,w2d2,w4d2,w4d4",
+        channels: tuple = (16, 32, 64),
+        num_classes: int = 10,
+        in_chans: int = 3,
+        width: float = 1.0,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(schedule, WidthDepthSchedule):
+            schedule = WidthDepthSchedule.parse(schedule)
+        levels = schedule.depth_levels
+        unit_levels(units_per_stage, levels)  # validates the interlacing
+        spec = StripeSpec.parse("w" + "".join(str(2**i) for i in range(schedule.width_levels)))
+        widths = [round(c * width) for c in channels]
+        for c in widths:
+            spec.splits(c)  # every layer must split into the stripes
+        dd = {"device": device, "dtype": dtype}
+        nd = {"spec": spec, **dd}
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+        self.units_per_stage, self.schedule, self.channels, self.width = units_per_stage, schedule, channels, width
+        self.spec, self.levels, self.widths = spec, levels, widths
+        self.depth_of_stage = [schedule.depth(s) for s in range(1, schedule.num_stages + 1)]  # (TorchScript)
+        self.num_stages = self.stage = schedule.num_stages
+        self.grad_checkpointing = False
+        self.num_resolution_stages = len(widths)
+        self.conv1 = NestedConv2d(in_chans, widths[0], 3, 1, 1, striped_input=False, **nd)
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
+        reduction = 1
+        for index, c in enumerate(widths):
+            if index > 0:
+                c_in = widths[index - 1]
+                transitions = LevelTransitions(
+                    c_in, c, levels, make_transition=lambda c_in=c_in, c=c: NestedTransition(c_in, c, **nd)
+                )
+                self.add_module(f"transition{index}", transitions)
+                reduction *= 2
+            stage = InterlacedStage(c, units_per_stage, levels, make_unit=lambda c=c: NestedSparseUnit(c, **nd))
+            self.add_module(f"stage{index + 1}", stage)
+            self.feature_info.append(dict(num_chs=c, reduction=reduction, module=f"stage{index + 1}.out"))
+        self.norms = nn.ModuleList(NestedBatchNorm2d(widths[-1], **nd) for _ in range(levels))
+        self.act = nn.ReLU()
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.feature_splits = spec.splits(widths[-1])
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.fc = self._make_heads(num_classes, dd)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                m.weight.data.mul_(m.weight_mask)
+        self.set_active_stage(self.num_stages)
+
+    def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
+        if num_classes <= 0:
+            return nn.ModuleList(nn.Identity() for _ in range(self.num_stages))
+        return nn.ModuleList(
+            nn.Linear(self.feature_splits[self.schedule.width(s)], num_classes, **dd)
+            for s in range(1, self.num_stages + 1)
+        )
+
+    # ------------------------------------------------------------------ anytime bookkeeping
+    @torch.jit.ignore
+    def heads(self) -> nn.ModuleList:
+        """Stage k's own classifier (its final BatchNorm is shared by the stages of one depth
+        level, stripe by stripe; ``element_stages`` assigns it)."""
+        return self.fc
+
+    @torch.jit.ignore
+    def set_active_stage(self, stage: int) -> nn.Module:
+        """Make ``model(x)`` run D_stage alone: its depth levels, every layer at its width."""
+        self.stage = self.check_stage(stage)
+        self._set_width(self.schedule.width(stage))
+        return self
+
+    def _set_width(self, width_level: int) -> None:
+        for module in self.modules():
+            if isinstance(module, (NestedConv2d, NestedBatchNorm2d)):
+                module.stage = width_level
+
+    def _depth_modules(self) -> Iterator[tuple[int, nn.Module, bool]]:
+        """(depth level, module, is a head norm) for every module holding body parameters."""
+        yield 1, self.conv1, False
+        for r in range(self.num_resolution_stages):
+            stage = getattr(self, f"stage{r + 1}")
+            for unit, level in zip(stage.units, stage.level_of, strict=True):
+                yield level, unit, False
+            if r > 0:
+                for level, transition in enumerate(getattr(self, f"transition{r}").levels, start=1):
+                    yield level, transition, False
+        for level, norm in enumerate(self.norms, start=1):
+            yield level, norm, True
+
+    @torch.jit.ignore
+    def element_stages(self) -> dict[nn.Parameter, Tensor]:
+        """Each element's stage: the first stage whose width and depth cover its (level, stripe)
+        cell; structural zeros, and final-BN stripes no stage reads, get 0."""
+        owners: dict[nn.Parameter, Tensor] = {}
+        for level, module, head_norm in self._depth_modules():
+            rule = self.schedule.head_norm_owner if head_norm else self.schedule.body_owner
+            table = torch.tensor([0] + [rule(level, j) for j in range(1, self.spec.num_stages + 1)])
+            for layer in module.modules():
+                if hasattr(layer, "stage_of_elements"):
+                    for name, stripe in layer.stage_of_elements().items():
+                        param = getattr(layer, name)
+                        owners[param] = table[stripe].to(param.device)
+        return owners
+
+    # ------------------------------------------------------------------ timm model API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
+        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norms", (99999,))]
+        return dict(stem=r"^conv1", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
+        """Every depth level's (<= active) output of the last resolution stage, at the set width."""
+        stem = self.conv1(x)
+        inputs: list[Tensor] = []
+        for _ in range(active):
+            inputs.append(stem)
+        outputs = self.stage1(inputs)
+        outputs = self.stage2(self.transition1(outputs))
+        outputs = self.stage3(self.transition2(outputs))
+        return outputs
+
+    def _head_features(self, out: Tensor, level: int) -> Tensor:
+        """BN-ReLU of depth level ``level`` (a loop, so that TorchScript can select the module)."""
+        features = out
+        for i, norm in enumerate(self.norms):
+            if i == level - 1:
+                features = self.act(norm(out))
+        return features
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """D_stage's final features (its depth level's BN-ReLU, its stripes only)."""
+        depth = self.depth_of_stage[self.stage - 1]
+        return self._head_features(self._level_outputs(x, depth)[depth - 1], depth)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the active stage (default: the last), from D_stage alone."""
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ anytime API
+    def _stage_logits(self, pooled: Tensor, stage: int) -> Tensor:
+        pooled = pooled[:, : self.feature_splits[self.schedule.width(stage)]]
+        if self.drop_rate > 0.0:
+            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+        return self.fc[stage - 1](pooled)
+
+    def _check_pooled(self) -> None:
+        if self.global_pool.is_identity():
+            raise RuntimeError("the anytime forwards need pooled heads; reset_classifier with global_pool='avg'")
+
+    @torch.jit.ignore
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """All stages' logits from one pass of the full network (for training): every depth
+        level at full width; stage s's head reads the prefix of its stripes."""
+        self._check_pooled()
+        active = self.stage
+        self._set_width(self.spec.num_stages)
+        try:
+            outputs = self._level_outputs(x, self.levels)
+            pooled = {}
+            for level in sorted({self.schedule.depth(s) for s in range(1, self.num_stages + 1)}):
+                pooled[level] = self.global_pool(self._head_features(outputs[level - 1], level))
+        finally:
+            self.set_active_stage(active)
+        return [self._stage_logits(pooled[self.schedule.depth(s)], s) for s in range(1, self.num_stages + 1)]
+
+    @torch.jit.ignore
+    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield stage 1, 2, ... logits; stage k computes only the (unit, stripe) cells, transition
+        stripes and head stripes that D_k adds to D_(k-1)."""
+        self._check_pooled()
+        run = _AnytimeRun(self, x)
+        for s in range(1, self.num_stages + 1):
+            yield run.advance(s)
+
+    @torch.jit.ignore
+    def extract_stage(self, stage: int) -> nn.Module:
+        """D_stage as a standalone network with dense weights (the structural zeros copied):
+        a plain :class:`SparseResNet` when its depth is d1, else a depth-nested Sparse ResNet
+        whose last stage is D_stage. Shares no tensors with this model."""
+        from .extract import extract_width_depth_stage
+
+        return extract_width_depth_stage(self, self.check_stage(stage))
+
+    @torch.jit.ignore
+    def head_flops(self, stage: int, x: Tensor) -> int:
+        """FLOPs of stage ``stage``'s classifier on one pooled feature vector."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        pooled = x.new_zeros(1, self.num_features)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            self._stage_logits(pooled, self.check_stage(stage))
+        return counter.get_total_flops()
+
+
+class _AnytimeRun:
+    """The incremental state of one ``forward_anytime`` pass: every computed stripe, kept per cell."""
+
+    def __init__(self, model: WidthDepthNestedSparseResNet, x: Tensor) -> None:
+        self.model, self.x = model, x
+        resolutions = model.num_resolution_stages
+        self.stem: list[Tensor] = []
+        # [r][level] -> stripes of that level's stage input / stage output; [r][unit] -> unit output stripes
+        self.inputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
+        self.outputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
+        self.units: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
+        self.caches: dict[tuple, dict[str, Tensor]] = {}
+        self.pooled: dict[int, list[Tensor]] = {}
+        self.head_cache: dict[int, dict[str, Tensor]] = {}
+
+    @staticmethod
+    def _sum(parts: list[Tensor]) -> Tensor:
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
+
+    def advance(self, stage: int) -> Tensor:
+        model, width = self.model, self.model.schedule.width(stage)
+        depth = model.schedule.depth(stage)
+        for j in range(len(self.stem) + 1, width + 1):
+            self.stem.append(model.conv1.forward_stripe(self.x, j))
+        last = model.num_resolution_stages - 1
+        for r in range(model.num_resolution_stages):
+            block = getattr(model, f"stage{r + 1}")
+            for level in range(1, depth + 1):
+                stripes = self.inputs[r].setdefault(level, [])
+                for j in range(len(stripes) + 1, width + 1):
+                    if r == 0:
+                        stripes.append(self.stem[j - 1])
+                    else:
+                        transition = getattr(model, f"transition{r}").levels[level - 1]
+                        cache = self.caches.setdefault(("t", r, level), {})
+                        stripes.append(transition.forward_stripe(self.outputs[r - 1][level][j - 1], j, cache))
+            for index, unit in enumerate(block.units):
+                level = block.level_of[index]
+                if level > depth:
+                    continue
+                stripes = self.units[r].setdefault(index, [])
+                cache = self.caches.setdefault(("u", r, index), {})
+                for j in range(len(stripes) + 1, width + 1):
+                    parts = [self.units[r][u][j - 1] for u in block.reads[index]]
+                    if block.reads_input[index]:
+                        parts.append(self.inputs[r][level][j - 1])
+                    stripes.append(unit.forward_stripe(self._sum(parts), j, cache))
+            for level in range(1, depth + 1):
+                if r == last and level != depth:
+                    continue  # only the stage's own depth level reaches a head
+                stripes = self.outputs[r].setdefault(level, [])
+                for j in range(len(stripes) + 1, width + 1):
+                    parts = [self.units[r][u][j - 1] for u in block.out_reads[level - 1]]
+                    if block.out_reads_input[level - 1]:
+                        parts.append(self.inputs[r][level][j - 1])
+                    stripes.append(self._sum(parts))
+        norm = model.norms[depth - 1]
+        pooled = self.pooled.setdefault(depth, [])
+        for j in range(len(pooled) + 1, width + 1):
+            features = model.act(norm.forward_stripe(self.outputs[last][depth][j - 1], j))
+            pooled.append(model.global_pool(features))
+        return model._stage_logits(torch.cat(pooled, dim=1), stage)
+
+
+# ---------------------------------------------------------------------- registry
+#: name -> (units per resolution stage, schedule); ``schedule=`` builds any other nesting
+WIDTH_DEPTH_MODELS: dict[str, tuple[int, str]] = {
+    "anytime_cifar_sparse_resnet50_wd_alt": (8, "w1d1,w2d1,w2d2,w4d2,w4d4"),
+    "anytime_cifar_sparse_resnet50_wd_sim": (8, "w1d1,w2d2,w4d4"),
+    "anytime_cifar_sparse_resnet98_wd_alt": (16, "w1d1,w2d1,w2d2,w4d2,w4d4"),
+    "anytime_cifar_sparse_resnet98_wd_sim": (16, "w1d1,w2d2,w4d4"),
+}
+
+default_cfgs = generate_default_cfgs(
+    {
+        name: cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(len(schedule.split(",")))))
+        for name, (_, schedule) in WIDTH_DEPTH_MODELS.items()
+    }
+)
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> WidthDepthNestedSparseResNet:
+    units, schedule = WIDTH_DEPTH_MODELS[variant]
+    args: dict[str, Any] = dict(units_per_stage=units, schedule=schedule, channels=(16, 32, 64), num_classes=10)
+    # Feature maps come from hooks: a stage's output exists only inside the level-wise forward.
+    feature_cfg = dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2, 3))
+    return build_model_with_cfg(
+        WidthDepthNestedSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs}
+    )
+
+
+@register_model
+def anytime_cifar_sparse_resnet50_wd_alt(pretrained: bool = False, **kwargs: Any) -> WidthDepthNestedSparseResNet:
+    """Width-depth-nested CIFAR Sparse ResNet-50, alternating schedule w1d1, w2d1, w2d2, w4d2, w4d4."""
+    return _create("anytime_cifar_sparse_resnet50_wd_alt", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_sparse_resnet50_wd_sim(pretrained: bool = False, **kwargs: Any) -> WidthDepthNestedSparseResNet:
+    """Width-depth-nested CIFAR Sparse ResNet-50, simultaneous schedule w1d1, w2d2, w4d4."""
+    return _create("anytime_cifar_sparse_resnet50_wd_sim", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_sparse_resnet98_wd_alt(pretrained: bool = False, **kwargs: Any) -> WidthDepthNestedSparseResNet:
+    """The paper's width-depth-nested Sparse ResNet-98, alternating: w1d1, w2d1, w2d2, w4d2, w4d4."""
+    return _create("anytime_cifar_sparse_resnet98_wd_alt", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_sparse_resnet98_wd_sim(pretrained: bool = False, **kwargs: Any) -> WidthDepthNestedSparseResNet:
+    """The paper's width-depth-nested Sparse ResNet-98, simultaneous: w1d1, w2d2, w4d4."""
+    return _create("anytime_cifar_sparse_resnet98_wd_sim", pretrained, **kwargs)
