@@ -1,4 +1,4 @@
-"""The console scripts: ``anytime-train``, ``anytime-eval``, ``anytime-report``."""
+"""The console scripts: ``anytime-train``, ``anytime-eval``, ``anytime-report``, ``anytime-push``."""
 
 from __future__ import annotations
 

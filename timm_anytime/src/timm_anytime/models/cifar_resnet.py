@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .cfgs import cifar_cfg
+from .pretrained import anytime_default_cfgs, build_anytime_model
 from .single_head import SingleHeadMixin
 
 CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
@@ -104,11 +105,11 @@ class CifarResNet(SingleHeadMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-default_cfgs = generate_default_cfgs({f"cifar_resnet{depth}": cifar_cfg() for depth in CIFAR_DEPTHS})
+default_cfgs = anytime_default_cfgs({f"cifar_resnet{depth}": cifar_cfg() for depth in CIFAR_DEPTHS})
 
 
 def _create(depth: int, pretrained: bool, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(
+    return build_anytime_model(
         CifarResNet,
         f"cifar_resnet{depth}",
         pretrained,

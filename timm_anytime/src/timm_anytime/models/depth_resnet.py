@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from torch import Tensor, nn
 
 from ..sparse import interlaced_wiring, stage_output_units, unit_levels
 from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg, imagenet_cfg
 from .multi_head import NormedHeadsMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model
 from .sparse_resnet import SparseUnit, Transition
 
 
@@ -308,7 +309,7 @@ def _cfg(layout: str, levels: int) -> dict[str, Any]:
     return cifar_cfg(classifier=heads) if layout == "cifar" else imagenet_cfg(classifier=heads)
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(layout, lv) for name, (_, lv, layout) in DEPTH_MODELS.items()})
+default_cfgs = anytime_default_cfgs({name: _cfg(layout, lv) for name, (_, lv, layout) in DEPTH_MODELS.items()})
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> DepthNestedSparseResNet:
@@ -322,7 +323,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> DepthNestedSparseR
     resolution_stages = len(args["channels"])
     # Feature maps come from hooks: a stage's output exists only inside the level-wise forward.
     feature_cfg = dict(feature_cls="hook", no_rewrite=True, out_indices=tuple(range(resolution_stages + 1)))
-    return build_model_with_cfg(
+    return build_anytime_model(
         DepthNestedSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs}
     )
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from torch import Tensor, nn
 
 from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg
 from .multi_head import NormedHeadsMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model
 from .sparse_resnet import SparseStage, Transition
 
 
@@ -191,7 +192,7 @@ class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
         )
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = anytime_default_cfgs(
     {
         "eann_cifar_sparse_resnet98": cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(4))),
         "eann_cifar_sparse_resnet50": cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(4))),
@@ -202,7 +203,7 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool, units: int, **kwargs: Any) -> EANNSparseResNet:
     args = dict(units_per_stage=units, num_exits=4, channels=(16, 32, 64), num_classes=10)
     feature_cfg = dict(out_indices=(0, 1, 2, 3))
-    return build_model_with_cfg(EANNSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs})
+    return build_anytime_model(EANNSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs})
 
 
 @register_model

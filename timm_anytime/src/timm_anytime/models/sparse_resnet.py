@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from torch import Tensor, nn
 
 from ..sparse import sparse_inputs
 from .cfgs import cifar_cfg, imagenet_cfg
+from .pretrained import anytime_default_cfgs, build_anytime_model
 from .single_head import SingleHeadMixin
 
 
@@ -176,7 +177,7 @@ SPARSE_CIFAR_UNITS = {26: 4, 50: 8, 98: 16}
 SPARSE_IMAGENET_UNITS = {18: 2, 34: 4, 66: 8}
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = anytime_default_cfgs(
     {
         **{f"cifar_sparse_resnet{depth}": cifar_cfg() for depth in SPARSE_CIFAR_UNITS},
         **{f"sparse_resnet{depth}": imagenet_cfg() for depth in SPARSE_IMAGENET_UNITS},
@@ -185,7 +186,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> SparseResNet:
-    return build_model_with_cfg(SparseResNet, variant, pretrained, **kwargs)
+    return build_anytime_model(SparseResNet, variant, pretrained, **kwargs)
 
 
 def _cifar(depth: int, pretrained: bool, kwargs: dict[str, Any]) -> SparseResNet:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -26,6 +26,7 @@ from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg
 from .depth_resnet import InterlacedStage, LevelTransitions
 from .multi_head import MultiHeadMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model
 
 
 class NestedSparseUnit(nn.Module):
@@ -365,7 +366,7 @@ WIDTH_DEPTH_MODELS: dict[str, tuple[int, str]] = {
     "anytime_cifar_sparse_resnet98_wd_sim": (16, "w1d1,w2d2,w4d4"),
 }
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = anytime_default_cfgs(
     {
         name: cifar_cfg(classifier=tuple(f"fc.{i}" for i in range(len(schedule.split(",")))))
         for name, (_, schedule) in WIDTH_DEPTH_MODELS.items()
@@ -378,7 +379,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> WidthDepthNestedSp
     args: dict[str, Any] = dict(units_per_stage=units, schedule=schedule, channels=(16, 32, 64), num_classes=10)
     # Feature maps come from hooks: a stage's output exists only inside the level-wise forward.
     feature_cfg = dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2, 3))
-    return build_model_with_cfg(
+    return build_anytime_model(
         WidthDepthNestedSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs}
     )
 

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 
 from ..stripes import StripeSpec
 from .cfgs import cifar_cfg, imagenet_cfg
 from .cifar_resnet import CIFAR_DEPTHS
+from .pretrained import anytime_default_cfgs, build_anytime_model
 from .width_resnet import NestedResNet
 
 NESTINGS = ("w124", "e1234")
@@ -53,14 +54,14 @@ def _cfg(args: dict[str, Any]) -> dict[str, Any]:
     return family_cfg(classifier=_heads(args["nesting"]))
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(args) for name, args in MODEL_ARGS.items()})
+default_cfgs = anytime_default_cfgs({name: _cfg(args) for name, args in MODEL_ARGS.items()})
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> NestedResNet:
     args = {**MODEL_ARGS[variant], **kwargs}
     levels = len(args["layers"]) + 1  # the stem, then every stage
     feature_cfg = dict(out_indices=tuple(range(levels)))
-    return build_model_with_cfg(NestedResNet, variant, pretrained, feature_cfg=feature_cfg, **args)
+    return build_anytime_model(NestedResNet, variant, pretrained, feature_cfg=feature_cfg, **args)
 
 
 def _entrypoint(variant: str) -> Callable[..., NestedResNet]:

@@ -1,0 +1,239 @@
+"""Publishing and loading anytime checkpoints: export -> local-dir: / hf-hub: (offline) round trips,
+the shipped pretrained tags, and clear errors for corrupt or mismatched checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm_anytime  # noqa: F401
+from tests.timm_anytime.runs import tiny_config
+from timm_anytime.cli.push import main as push_main
+from timm_anytime.evaluate import evaluate_run
+from timm_anytime.hub import export_run, push_run
+from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError
+from timm_anytime.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+CIFAR = REPO.parent / "shared" / "datasets" / "cifar10"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = train(tiny_config(tmp_path_factory.mktemp("hub") / "run", method="osgd", epochs=1))
+    evaluate_run(folder, latency_inputs=3, device="cpu", progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_run(run, tmp_path_factory.mktemp("export") / "me--tiny", repo_id="me/tiny")
+
+
+def _trained_model(run: Path) -> torch.nn.Module:
+    """The run's model built by hand from its config and weights (not through the hub module)."""
+    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, in_chans=1, width=0.5)
+    model.load_state_dict(load_file(str(run / "model.safetensors")))
+    return model.eval()
+
+
+def _same_stages(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        for left, right in zip(a.forward_stages(x), b.forward_stages(x), strict=True):
+            torch.testing.assert_close(left, right, rtol=0, atol=0)
+
+
+def test_the_exported_folder(exported: Path) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "README.md",
+        "config.json",
+        "eval.json",
+        "model.safetensors",
+        "train_config.yaml",
+    ]  # no pickle
+    config = json.loads((exported / "config.json").read_text())
+    assert config["architecture"] == "anytime_cifar_resnet20_w124"
+    assert config["model_args"]["width"] == 0.5
+    assert config["model_args"]["in_chans"] == 1
+    assert config["pretrained_cfg"]["input_size"] == [1, 8, 8]
+    assert config["label_names"] == [str(d) for d in range(10)]
+    card = (exported / "README.md").read_text()
+    results = json.loads((exported / "eval.json").read_text())
+    for stage in results["stages"]:  # the card's table is eval.json's
+        assert f"| {stage['stage']} | {stage['top1_err']:.2f} | {stage['top5_err']:.2f} |" in card
+    assert 'timm.create_model("hf-hub:me/tiny", pretrained=True)' in card
+    assert "anytime-train --config train_config.yaml" in card
+    assert "wan2020orthogonalized" in card
+
+
+def test_local_dir_round_trip(run: Path, exported: Path) -> None:
+    loaded = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
+    assert loaded.num_stages == 3
+    _same_stages(loaded, _trained_model(run), torch.randn(4, 1, 8, 8))
+
+
+def _hub_cache(root: Path, repo_id: str, files: Path) -> Path:
+    """A Hugging Face cache laid out as huggingface_hub lays it out (blobs, snapshot links, refs)."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in files.iterdir():
+        blob = repo / "blobs" / f"blob-{file.name}"
+        shutil.copy2(file, blob)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    return root
+
+
+def test_hf_hub_round_trip_offline(run: Path, exported: Path, tmp_path: Path) -> None:
+    cache = _hub_cache(tmp_path / "hub", "me/tiny", exported)
+    x = torch.randn(4, 1, 8, 8)
+    save_file({"x": x}, str(tmp_path / "x.safetensors"))
+    script = (
+        "import sys, timm, timm_anytime, torch\n"
+        "from safetensors.torch import load_file, save_file\n"
+        "model = timm.create_model('hf-hub:me/tiny', pretrained=True).eval()\n"
+        "x = load_file(sys.argv[1])['x']\n"
+        "with torch.no_grad():\n"
+        "    save_file({str(k): y for k, y in enumerate(model.forward_stages(x))}, sys.argv[2])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    out = tmp_path / "out.safetensors"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.safetensors"), str(out)], env=env, check=True)
+    stages = load_file(str(out))
+    with torch.no_grad():
+        expected = _trained_model(run).forward_stages(x)
+    for k, logits in enumerate(expected):
+        torch.testing.assert_close(stages[str(k)], logits, rtol=0, atol=0)
+
+
+def test_shipped_tags_load_offline() -> None:
+    pretrained = timm.list_pretrained("anytime_*")
+    assert set(SHIPPED) <= set(pretrained)
+    total = sum(f.stat().st_size for name in SHIPPED for f in (WEIGHTS_DIR / name).iterdir())
+    assert total < 20 * 2**20
+    for name in SHIPPED:
+        model = timm.create_model(name, pretrained=True)
+        weights = load_file(str(WEIGHTS_DIR / name / "model.safetensors"))
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+        cfg = json.loads((WEIGHTS_DIR / name / "config.json").read_text())
+        assert cfg["architecture"] == name.split(".")[0]
+        assert tuple(cfg["pretrained_cfg"]["mean"]) == tuple(model.pretrained_cfg["mean"])
+        assert model.pretrained_cfg["hf_hub_id"] == f"timm-anytime/{name}"
+
+
+def test_shipped_weights_adapt_to_new_classes_and_channels() -> None:
+    """Fine-tuning starts: timm drops the heads for another num_classes and folds the stem for in_chans."""
+    name = SHIPPED[0]
+    model = timm.create_model(name, pretrained=True, num_classes=5, in_chans=1)
+    weights = load_file(str(WEIGHTS_DIR / name / "model.safetensors"))
+    assert model.fc[0].out_features == 5
+    assert torch.equal(model.state_dict()["layer3.2.conv2.weight"], weights["layer3.2.conv2.weight"])
+    torch.testing.assert_close(model.conv1.weight[:, 0], weights["conv1.weight"].sum(1))
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="needs the CIFAR-10 ImageFolder tree in ../shared/datasets")
+def test_shipped_checkpoints_are_as_accurate_as_their_cards() -> None:
+    """Independent of the code that wrote the cards: 500 CIFAR-10 test images, torchvision + timm's
+    data config; every stage must be far better than chance and near the card's error."""
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    for name in SHIPPED:
+        model = timm.create_model(name, pretrained=True).eval()
+        cfg = timm.data.resolve_data_config({}, model=model)
+        transform = v2.Compose(
+            [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg["mean"], cfg["std"])]
+        )
+        data = datasets.ImageFolder(str(CIFAR / "test"), transform=transform)
+        picks = [i for c in range(10) for i in [j for j, t in enumerate(data.targets) if t == c][:50]]
+        images = torch.stack([data[i][0] for i in picks])
+        labels = torch.tensor([data.targets[i] for i in picks])
+        card = json.loads((WEIGHTS_DIR / name / "eval.json").read_text())
+        with torch.no_grad():
+            for logits, stage in zip(model.forward_stages(images), card["stages"], strict=True):
+                error = 100 * float((logits.argmax(1) != labels).float().mean())
+                assert error < 45
+                assert abs(error - stage["top1_err"]) < 8, (name, stage["stage"], error, stage["top1_err"])
+
+
+def test_corrupt_and_mismatched_checkpoints(exported: Path, tmp_path: Path) -> None:
+    truncated = shutil.copytree(exported, tmp_path / "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PretrainedWeightsError, match="truncated or corrupt"):
+        timm.create_model(f"local-dir:{truncated}", pretrained=True)
+
+    other = shutil.copytree(exported, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config["architecture"] = "anytime_cifar_sparse_resnet26_d124"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedWeightsError, match=r"do not fit anytime_cifar_sparse_resnet26_d124.*missing"):
+        timm.create_model(f"local-dir:{other}", pretrained=True)
+
+    missing = shutil.copytree(exported, tmp_path / "missing")
+    weights = load_file(str(missing / "model.safetensors"))
+    del weights["layer1.0.conv1.weight"]
+    save_file(weights, str(missing / "model.safetensors"))
+    with pytest.raises(PretrainedWeightsError, match=r"missing: layer1\.0\.conv1\.weight"):
+        timm.create_model(f"local-dir:{missing}", pretrained=True)
+
+    narrow = shutil.copytree(exported, tmp_path / "narrow")
+    config = json.loads((narrow / "config.json").read_text())
+    config["model_args"]["width"] = 1.0
+    (narrow / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedWeightsError, match=r"wrong shape.*model_args"):
+        timm.create_model(f"local-dir:{narrow}", pretrained=True)
+
+
+def test_export_refuses_unfinished_runs_and_full_folders(run: Path, exported: Path, tmp_path: Path) -> None:
+    unfinished = shutil.copytree(run, tmp_path / "unfinished")
+    (unfinished / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has not finished.*--resume"):
+        export_run(unfinished, tmp_path / "a")
+    unevaluated = shutil.copytree(run, tmp_path / "unevaluated")
+    (unevaluated / "eval.json").unlink()
+    with pytest.raises(FileNotFoundError, match="anytime-eval"):
+        export_run(unevaluated, tmp_path / "b")
+    before = (exported / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_run(run, exported)
+    assert (exported / "model.safetensors").read_bytes() == before  # nothing saved is lost
+
+
+def test_push_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert push_main([str(run), "--repo-id=nope"]) == 2
+    assert "ORG/NAME" in capsys.readouterr().err
+    assert push_main([str(run), "--repo-id=me/tiny", f"--dry-run={tmp_path / 'dry'}", "--note=made in a test"]) == 0
+    assert "made in a test" in (tmp_path / "dry" / "README.md").read_text()
+
+    calls = []
+
+    class FakeApi:  # records what would be sent; nothing leaves the machine
+        def __init__(self, token=None) -> None:
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create", repo_id, private))
+
+        def upload_folder(self, repo_id, folder_path, revision=None, commit_message=""):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://huggingface.co/me/tiny/commit/0"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert push_run(run, "me/tiny", private=True) == "https://huggingface.co/me/tiny/commit/0"
+    assert ("create", "me/tiny", True) in calls
+    upload = next(c for c in calls if c[0] == "upload")
+    assert upload[2] == sorted(p.name for p in (tmp_path / "dry").iterdir())

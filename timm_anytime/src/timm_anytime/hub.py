@@ -1,0 +1,151 @@
+"""Publish a trained run as a timm model repository on the Hugging Face Hub (``anytime-push``).
+
+``export_run`` writes the folder that is uploaded: timm's ``save_for_hf`` layout (``config.json``
+with the architecture, model arguments and ``pretrained_cfg``; ``model.safetensors``, no pickle),
+plus the model card ``README.md`` (per-stage results, training command and data, citation), the
+run's ``train_config.yaml`` and ``eval.json``. ``push_run`` uploads that folder with
+``huggingface_hub``. Loading needs nothing from here:
+
+    import timm, timm_anytime
+    model = timm.create_model("hf-hub:ORG/NAME", pretrained=True)      # or "local-dir:FOLDER"
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models import save_for_hf
+
+from .model_card import model_card
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _label_names(dataset: str) -> list[str] | None:
+    """Class names in label order, where the dataset fixes them (ImageFolder: sorted folder names)."""
+    return {"cifar10": list(CIFAR10_CLASSES), "digits": [str(d) for d in range(10)]}.get(dataset)
+
+
+def _preprocessing(dataset: str) -> dict[str, Any]:
+    """The ``pretrained_cfg`` fields that describe the training data's preprocessing."""
+    from .data.sources import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, load_digits
+
+    if dataset == "cifar10":
+        return {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "input_size": (3, 32, 32), "crop_pct": 1.0}
+    if dataset == "cifar100":
+        return {"mean": CIFAR100_MEAN, "std": CIFAR100_STD, "input_size": (3, 32, 32), "crop_pct": 1.0}
+    if dataset == "digits":
+        spec = load_digits()[2]
+        return {"mean": spec.mean, "std": spec.std, "input_size": (1, 8, 8), "crop_pct": 1.0}
+    return {}  # a streamed ImageFolder: timm's transforms from the model's own pretrained_cfg
+
+
+def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    """The trained model of a finished, evaluated run, its ``eval.json`` and its ``TrainConfig``."""
+    import json
+
+    import timm
+
+    from .train.checkpoint import MODEL_FILE, load_weights
+    from .train.config import TrainConfig
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
+    if not (run / MODEL_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run} has no final {MODEL_FILE}: the run has not finished. Finish it with "
+            f"`anytime-train --output {run} --resume`, then evaluate it."
+        )
+    if not (run / "eval.json").is_file():
+        raise FileNotFoundError(f"{run} has no eval.json for the model card: run `anytime-eval {run}` first")
+    cfg = TrainConfig.load(run / "config.yaml")
+    results = json.loads((run / "eval.json").read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(run / MODEL_FILE), "pt") as weights:
+        first_conv = timm.models.get_pretrained_cfg(cfg.model).first_conv or "conv1"
+        in_chans = int(weights.get_slice(f"{first_conv}.weight").get_shape()[1])
+    model = timm.create_model(cfg.model, num_classes=int(results["num_classes"]), in_chans=in_chans, **cfg.model_kwargs)
+    load_weights(run / MODEL_FILE, model)
+    return model.eval(), results, cfg
+
+
+def training_environment(run: str | Path) -> dict[str, Any]:
+    """What ``environment.jsonl`` says about where a run trained: hardware, starts, versions."""
+    import json
+
+    path = Path(run) / "environment.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not records:
+        return {}
+    last = records[-1]
+    hardware = ", ".join(last.get("gpus") or []) if last.get("device", "").startswith("cuda") else last.get("cpu")
+    return {
+        "hardware": f"{hardware} x {last.get('num_processes', 1)} process(es)",
+        "starts": len(records),
+        "git_commit": last.get("git_commit"),
+        "torch": (last.get("packages") or {}).get("torch"),
+        "timm": (last.get("packages") or {}).get("timm"),
+    }
+
+
+def export_run(
+    run: str | Path,
+    folder: str | Path,
+    *,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+    note: str | None = None,
+) -> Path:
+    """Write the Hub folder of a finished, evaluated run: exactly what ``push_run`` uploads.
+    ``note`` is an extra paragraph for the model card (e.g. how the data was prepared)."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{folder} is not empty: choose another folder or pass overwrite=True (--overwrite)")
+    model, results, cfg = load_run_model(run)
+    name = repo_id.split("/")[-1] if repo_id else cfg.model
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        **_preprocessing(cfg.dataset),
+        "num_classes": model.num_classes,
+        **({"hf_hub_id": repo_id} if repo_id else {}),
+    }
+    model_args = {**cfg.model_kwargs, "in_chans": model.pretrained_cfg.get("input_size", (3,))[0]}
+    if folder.exists() and overwrite:
+        shutil.rmtree(folder)
+    labels = _label_names(cfg.dataset)
+    model_config = {"label_names": labels} if labels and len(labels) == model.num_classes else None
+    save_for_hf(model, str(folder), model_config=model_config, model_args=model_args, safe_serialization=True)
+    shutil.copy2(Path(run) / "config.yaml", folder / "train_config.yaml")
+    shutil.copy2(Path(run) / "eval.json", folder / "eval.json")
+    card = model_card(name, cfg, results, repo_id=repo_id, environment=training_environment(run), note=note)
+    (folder / "README.md").write_text(card)
+    return folder
+
+
+def push_run(
+    run: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Add anytime model",
+    note: str | None = None,
+) -> str:
+    """Export a run and upload it to ``repo_id`` (created if missing); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_run(run, Path(tmp) / "export", repo_id=repo_id, note=note)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), revision=revision, commit_message=commit_message
+        )
+    return str(commit)

@@ -1,0 +1,121 @@
+"""The model card (``README.md``) of a published anytime checkpoint: what it is, how it was trained,
+what it measured, stage by stage, and how to use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CITATION = """@inproceedings{wan2020orthogonalized,
+  title     = {Orthogonalized {SGD} and Nested Architectures for Anytime Neural Networks},
+  author    = {Wan, Chengcheng and Hoffmann, Henry and Lu, Shan and Maire, Michael},
+  booktitle = {International Conference on Machine Learning (ICML)},
+  year      = {2020}
+}"""
+
+DATASET_IDS = {"cifar10": "cifar10", "cifar100": "cifar100"}
+
+
+def stage_table(results: dict[str, Any]) -> str:
+    """Markdown table of ``eval.json``'s stages: errors, parameters, FLOPs."""
+    lines = [
+        "| stage | top-1 err % | top-5 err % | params (M) | MFLOPs (D_k alone) | MFLOPs (anytime, through k) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in results["stages"]:
+        lines.append(
+            f"| {s['stage']} | {s['top1_err']:.2f} | {s['top5_err']:.2f} | {s['params'] / 1e6:.3f} | "
+            f"{s['flops'] / 1e6:.2f} | {s['anytime_flops'] / 1e6:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _yaml_block(cfg: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()
+
+
+def model_card(
+    name: str,
+    cfg: Any,
+    results: dict[str, Any],
+    *,
+    repo_id: str | None = None,
+    environment: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> str:
+    """The card of checkpoint ``name`` from its run's ``TrainConfig``, ``eval.json`` and training
+    environment (``hub.training_environment``); ``note`` is an extra paragraph under Training."""
+    source = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH_TO_THIS_FOLDER"
+    dataset = DATASET_IDS.get(cfg.dataset)
+    front = ["---", "tags:", "- image-classification", "- timm", "- anytime", "- osgd", "library_name: timm"]
+    front += ["license: apache-2.0"] + ([f"datasets:\n- {dataset}"] if dataset else []) + ["---"]
+    subset = f", the first {cfg.train_per_class} training images of each class" if cfg.train_per_class else ""
+    stages = len(results["stages"])
+    env = environment or {}
+    trained = []
+    if env:
+        resumed = f", resumed {env['starts'] - 1} time(s)" if env.get("starts", 1) > 1 else ""
+        trained = [
+            f"Trained on {env['hardware']}{resumed}, timm-anytime commit {str(env.get('git_commit'))[:7]}, "
+            f"torch {env.get('torch')}, timm {env.get('timm')}.",
+            "",
+        ]
+    return "\n".join(
+        [
+            *front,
+            f"# {name}",
+            "",
+            f"An anytime image classifier: `{cfg.model}` ({stages} nested stages, each a complete classifier "
+            f"that reuses everything the stages before it computed), trained with `{cfg.method}` "
+            f"on {cfg.dataset}{subset}, for {cfg.epochs} epochs. Architecture and methods: Wan et al., "
+            '"Orthogonalized SGD and Nested Architectures for Anytime Neural Networks", ICML 2020; '
+            "code: timm-anytime.",
+            "",
+            "## Results (measured)",
+            "",
+            f"Evaluated by `anytime-eval` on {results['eval_inputs']} {results['dataset']} test images "
+            f"({results['hardware']}). FLOPs are for one image, counted by "
+            "`torch.utils.flop_counter`.",
+            "",
+            stage_table(results),
+            "",
+            "This is a small-scale run, not the paper's 200-epoch schedule: compare it with the paper's "
+            "numbers for what it is.",
+            "",
+            "## Usage",
+            "",
+            "```python",
+            "import timm",
+            "import timm_anytime  # registers the anytime architectures",
+            "",
+            f'model = timm.create_model("{source}", pretrained=True).eval()',
+            "logits = model(x)  # the last stage",
+            "for k, logits in enumerate(model.forward_anytime(x), start=1):  # stage by stage",
+            "    ...  # stop whenever the deadline comes: stage k cost only what it adds",
+            "model.set_active_stage(1)  # model(x) now runs the smallest stage alone",
+            "```",
+            "",
+            "## Training",
+            "",
+            *trained,
+            *([note, ""] if note else []),
+            "`train_config.yaml` holds every setting of the run. To train it again (with timm-anytime installed):",
+            "",
+            "```bash",
+            "anytime-train --config train_config.yaml --data-dir DATA_DIR --output runs/again",
+            "anytime-eval runs/again",
+            "```",
+            "",
+            "```yaml",
+            _yaml_block(cfg),
+            "```",
+            "",
+            "## Citation",
+            "",
+            "```bibtex",
+            CITATION,
+            "```",
+            "",
+        ]
+    )

@@ -1,0 +1,102 @@
+"""Pretrained anytime checkpoints: the tags this package ships, and clear errors when loading weights.
+
+Every shipped checkpoint is the exact folder ``anytime-push --dry-run`` wrote (``config.json``,
+``model.safetensors``, the model card ``README.md``), kept under ``timm_anytime/pretrained/`` as
+package data. Its ``pretrained_cfg`` tag names the Hub repository it is published as
+(``hf_hub_id``) and points ``file`` at the shipped copy, so ``pretrained=True`` works offline
+(timm prefers ``file`` over ``hf_hub_id``).
+
+Every model family builds through :func:`build_anytime_model`, which checks a checkpoint's keys and
+shapes against the model before timm loads it (``pretrained=True``, ``hf-hub:``, ``local-dir:``),
+and turns an unreadable safetensors file into an error that says what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from torch import Tensor, nn
+
+HUB_ORG = "timm-anytime"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+#: ``architecture.tag`` of every checkpoint shipped in WEIGHTS_DIR (see docs/pretrained.md)
+SHIPPED: tuple[str, ...] = (
+    "anytime_cifar_resnet20_w124.osgd_cifar10s25k_e30",
+    "anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30",
+)
+
+
+class PretrainedWeightsError(ValueError):
+    """A checkpoint that cannot be loaded into the model it is meant for."""
+
+
+def with_pretrained_tags(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``cfgs`` plus a tagged ``pretrained_cfg`` for every shipped checkpoint of these architectures."""
+    out = dict(cfgs)
+    for name in SHIPPED:
+        architecture = name.split(".", 1)[0]
+        if architecture in cfgs:
+            file = WEIGHTS_DIR / name / "model.safetensors"
+            out[name] = {**cfgs[architecture], "hf_hub_id": f"{HUB_ORG}/{name}", "file": str(file)}
+    return out
+
+
+def anytime_default_cfgs(cfgs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """timm's ``generate_default_cfgs`` over ``cfgs`` and the shipped checkpoints' tags. A tag with
+    weights becomes its architecture's default, as in timm."""
+    return generate_default_cfgs(with_pretrained_tags(cfgs))
+
+
+def check_checkpoint(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Raise :class:`PretrainedWeightsError` unless ``state_dict`` has the model's keys and shapes.
+    The classifiers may differ or be absent, and the first convolution's input channels may differ:
+    timm's ``load_pretrained`` adapts those itself (``num_classes``, ``in_chans``)."""
+    expected = model.state_dict()
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    classifiers = cfg.get("classifier") or ()
+    classifiers = tuple(classifiers if isinstance(classifiers, (list, tuple)) else (classifiers,))
+    first_conv = cfg.get("first_conv") or "conv1"
+
+    def ours(key: str) -> bool:  # not a classifier key: timm drops or resizes those itself
+        return not any(key == c or key.startswith(c + ".") for c in classifiers)
+
+    missing = sorted(k for k in set(expected) - set(state_dict) if ours(k))
+    unexpected = sorted(k for k in set(state_dict) - set(expected) if ours(k))
+    wrong = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state_dict))
+        if state_dict[key].shape != expected[key].shape and ours(key) and not key.startswith(first_conv + ".")
+    ]
+    if missing or unexpected or wrong:
+        name = cfg.get("architecture", type(model).__name__)
+
+        def some(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+        problems = [
+            f"{label}: {some(items)}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if items
+        ]
+        raise PretrainedWeightsError(
+            f"these weights do not fit {name} ({'; '.join(problems)}). They were "
+            "saved from another architecture or other model arguments: check 'architecture' and 'model_args' "
+            "in the checkpoint's config.json, or pass the arguments it was trained with."
+        )
+    return state_dict
+
+
+def build_anytime_model(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's ``build_model_with_cfg`` with the checkpoint checked before it is loaded."""
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=check_checkpoint, **kwargs)
+    except SafetensorError as error:
+        raise PretrainedWeightsError(
+            f"the pretrained weights of {variant} are not a readable safetensors file ({error}); the file is "
+            "truncated or corrupt. Delete it (for hf-hub: the model's folder in the Hugging Face cache) and "
+            "download or export it again."
+        ) from error
