@@ -187,6 +187,7 @@ class DepthNestedSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm2d(widths[-1], **dd) for _ in range(levels))
         self.act = nn.ReLU()
         self.num_features = self.head_hidden_size = widths[-1]
+        self.check_pool(global_pool)
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_heads(num_classes, dd)
         for m in self.modules():

@@ -25,11 +25,15 @@ class MultiHeadMixin:
         """The active stage's classifier (``fc.<stage - 1>``)."""
         return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
 
+    def check_pool(self, global_pool: str) -> None:
+        """Refuse a pooling whose output width the per-stage heads cannot read."""
+        if global_pool not in self.pool_types:
+            raise ValueError(f"global_pool must be one of {self.pool_types} for this network, got {global_pool!r}")
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace every stage's classifier (``num_classes=0``: removed, pooled features returned)."""
         if global_pool is not None:
-            if global_pool not in self.pool_types:
-                raise ValueError(f"global_pool must be one of {self.pool_types}, got {global_pool!r}")
+            self.check_pool(global_pool)
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.num_classes = num_classes
         weight = self.conv1.weight
@@ -54,7 +58,7 @@ class NormedHeadsMixin(MultiHeadMixin):
     """Heads of BN (``self.norms[i]``)-ReLU (``self.act``)-pool-Linear (``self.fc[i]``), indexed
     from 0. A subclass implements ``_head_input(x, index)``: the features head ``index`` reads."""
 
-    pool_types = ("avg", "max", "avgmax", "catavgmax", "")
+    pool_types = ("avg", "max", "avgmax", "")  # heads read C features: no catavgmax (2C)
 
     @torch.jit.ignore
     def heads(self) -> list[nn.Module]:

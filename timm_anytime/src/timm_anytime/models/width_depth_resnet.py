@@ -83,6 +83,9 @@ class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         width: Multiplier on every layer's width.
     """
 
+    depth_of_stage: list[int]
+    pool_types = ("avg", "max", "avgmax", "")  # per channel, so a stage's head reads a prefix
+
     def __init__(
         self,
         units_per_stage: int = 16,
@@ -132,6 +135,7 @@ class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         self.act = nn.ReLU()
         self.num_features = self.head_hidden_size = widths[-1]
         self.feature_splits = spec.splits(widths[-1])
+        self.check_pool(global_pool)
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_heads(num_classes, dd)
         for m in self.modules():
