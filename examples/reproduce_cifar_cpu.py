@@ -1,0 +1,200 @@
+"""The CPU-scale reproduction of the paper's CIFAR-10 experiments (issue 7), as a resumable queue.
+
+Every run of the plan below is ``anytime-train`` then ``anytime-eval`` with the same reduced
+protocol: 500 training images per class (5,000), 10 epochs, the paper's schedule shape (lr 0.1,
+x0.2 at 30/60/80% of the epochs, momentum 0.9, batch 128), evaluated on the full 10,000-image test
+split. Runs go to ``runs/repro/<name>``; each finished run's ``config.yaml``, ``metrics.jsonl``,
+``eval.json`` and the exact commands are copied to ``results/cifar10_cpu/<name>/`` (JSON only, no
+weights), and a run whose results exist is skipped, so the queue can be stopped and restarted at
+any time, across sessions and machines:
+
+    python examples/reproduce_cifar_cpu.py --data-dir ../shared/datasets/cifar10   # run what is missing
+    python examples/reproduce_cifar_cpu.py --list                                   # the plan and its state
+    python examples/reproduce_cifar_cpu.py --only w_sgd_s0 w_osgd_s0                 # chosen runs
+    python examples/reproduce_cifar_cpu.py --summary results/cifar10_cpu results/h200_paper_archs
+                                              # markdown: every measured row next to the paper's
+
+The plan is ordered by importance: the key comparison first (sgd vs osgd on the width- and the
+depth-nested network), then the Oracles, the other methods, the baselines, the priority orders,
+the reduction ablation, and the extra seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH, DEPTH = "anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124"
+PROTOCOL = ["--dataset=cifar10", "--train-per-class=500", "--epochs=10", "--batch-size=128", "--eval-every=5"]
+
+
+def plan() -> dict[str, list[str]]:
+    """Run name -> the ``anytime-train`` flags that differ from the protocol."""
+    runs: dict[str, list[str]] = {}
+    for seed in (0,):
+        for tag, model in (("w", WIDTH), ("d", DEPTH)):
+            for method in ("sgd", "osgd"):
+                runs[f"{tag}_{method}_s{seed}"] = [f"--model={model}", f"--method={method}", f"--seed={seed}"]
+    # The Oracle: an independent plain network of each stage's size (width 1/4, 1/2, 1; 1, 2, 4 units).
+    for width in ("0.25", "0.5", "1.0"):
+        runs[f"oracle_w{width}"] = ["--model=cifar_resnet20", "--model-kwargs", f"width={width}", "--method=sgd"]
+    for units in (1, 2, 4):
+        runs[f"oracle_d{units}"] = ["--model=cifar_sparse_resnet26", "--model-kwargs", f"units_per_stage={units}"]
+        runs[f"oracle_d{units}"].append("--method=sgd")
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for method in ("greedy", "normsgd", "osgd_norm"):
+            runs[f"{tag}_{method}_s0"] = [f"--model={model}", f"--method={method}"]
+    for method in ("sgd", "osgd"):
+        runs[f"even_{method}_s0"] = ["--model=anytime_cifar_resnet20_e1234", f"--method={method}"]
+        runs[f"eann_{method}_s0"] = ["--model=eann_cifar_sparse_resnet50", f"--method={method}"]
+    runs["eann_adaloss_s0"] = ["--model=eann_cifar_sparse_resnet50", "--method=adaloss"]
+    runs["w_osgd_p123_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "1", "2", "3"]
+    runs["w_osgd_p213_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "2", "1", "3"]
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        runs[f"{tag}_osgd_mean_s0"] = [f"--model={model}", "--method=osgd", "--reduction=mean"]
+    for seed in (1, 2):
+        for tag, model in (("w", WIDTH), ("d", DEPTH)):
+            for method in ("sgd", "osgd"):
+                runs[f"{tag}_{method}_s{seed}"] = [f"--model={model}", f"--method={method}", f"--seed={seed}"]
+    return runs
+
+
+#: The paper's CIFAR-10 top-1 error %, stage by stage (Table 1 and Table 2; means over its runs).
+PAPER: dict[tuple[str, str], list[float]] = {
+    ("depth-nested Sparse ResNet-98 d1248", "greedy"): [9.6, 9.3, 9.2, 9.1],
+    ("depth-nested Sparse ResNet-98 d1248", "sgd"): [9.8, 8.3, 7.7, 7.2],
+    ("depth-nested Sparse ResNet-98 d1248", "osgd"): [10.0, 8.4, 7.4, 6.6],
+    ("depth-nested Sparse ResNet-98 d1248", "normsgd"): [10.0, 8.6, 8.1, 8.0],
+    ("depth-nested Sparse ResNet-98 d1248", "osgd_norm"): [10.7, 8.5, 7.6, 6.9],
+    ("width-nested ResNet-42 w124", "greedy"): [10.2, 9.9, 9.2],
+    ("width-nested ResNet-42 w124", "sgd"): [12.2, 10.1, 9.8],
+    ("width-nested ResNet-42 w124", "osgd"): [12.3, 8.9, 7.3],
+    ("width-nested ResNet-42 w124", "normsgd"): [12.3, 10.1, 10.1],
+    ("width-nested ResNet-42 w124", "osgd_norm"): [12.7, 9.6, 7.4],
+    ("EANN cascade Sparse ResNet-98", "greedy"): [9.3, 9.2, 8.8, 8.5],
+    ("EANN cascade Sparse ResNet-98", "sgd"): [11.7, 11.1, 8.5, 6.5],
+    ("EANN cascade Sparse ResNet-98", "osgd"): [11.6, 10.9, 8.0, 6.4],
+    ("Even-width ResNet-42 e1234", "sgd"): [12.7, 10.2, 10.0, 9.9],
+    ("Even-width ResNet-42 e1234", "osgd"): [13.9, 10.7, 8.3, 8.3],
+}
+
+#: Our model -> the paper's design it stands in for.
+DESIGNS = {
+    "anytime_cifar_resnet20_w124": "width-nested ResNet-42 w124",
+    "anytime_cifar_resnet42_w124": "width-nested ResNet-42 w124",
+    "anytime_cifar_sparse_resnet26_d124": "depth-nested Sparse ResNet-98 d1248",
+    "anytime_cifar_sparse_resnet98_d1248": "depth-nested Sparse ResNet-98 d1248",
+    "eann_cifar_sparse_resnet50": "EANN cascade Sparse ResNet-98",
+    "anytime_cifar_resnet20_e1234": "Even-width ResNet-42 e1234",
+}
+
+
+def _errors(run: Path) -> tuple[dict, list[float], int]:
+    """A result folder's config, final per-stage top-1 errors and epoch: from ``eval.json``, or from
+    the last evaluation in ``metrics.jsonl`` when that is later (an evaluation cut short)."""
+    import yaml
+
+    result = json.loads((run / "eval.json").read_text())
+    errors, epoch = [s["top1_err"] for s in result["stages"]], int(result.get("epoch") or 0)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "eval_top1_err" in record and int(record["epoch"]) > epoch:
+            errors, epoch = record["eval_top1_err"], int(record["epoch"])
+    return yaml.safe_load((run / "config.yaml").read_text()), errors, epoch
+
+
+def summary(folders: list[Path]) -> str:
+    """Markdown: every measured configuration (seeds pooled: mean and sample std) next to the paper."""
+    groups: dict[tuple, list[list[float]]] = {}
+    for folder in folders:
+        for run in sorted(p for p in folder.iterdir() if (p / "eval.json").is_file()):
+            cfg, errors, epoch = _errors(run)
+            variant = re.sub(r"_s\d+$", "", run.name)
+            key = (folder.name, cfg["model"], str(cfg.get("model_kwargs") or ""), variant, cfg["method"], epoch)
+            groups.setdefault(key, []).append(errors)
+    lines = [
+        "| results | model | run | method | epochs | seeds | top-1 err % per stage (ours) | paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (where, model, kwargs, variant, method, epoch), runs in groups.items():
+        stages = list(zip(*runs, strict=True))
+        if len(runs) > 1:
+            cells = [f"{statistics.mean(s):.2f} ± {statistics.stdev(s):.2f}" for s in stages]
+        else:
+            cells = [f"{s[0]:.2f}" for s in stages]
+        paper = PAPER.get((DESIGNS.get(model, ""), method))
+        plain = variant == f"{variant.split('_')[0]}_{method}"  # not an ablation or another priority
+        paper_cell = " / ".join(f"{e:.1f}" for e in paper) if paper and plain else ""
+        name = f"`{model}`" + (f" {kwargs}" if kwargs else "")
+        row = [where, name, variant, method, str(epoch), str(len(runs)), " / ".join(cells), paper_cell]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def commands(name: str, flags: list[str], data_dir: str, runs: Path) -> list[list[str]]:
+    out = runs / name
+    train = ["anytime-train", *PROTOCOL, f"--data-dir={data_dir}", *flags, "--no-progress", f"--output={out}"]
+    return [train, ["anytime-eval", str(out), "--no-progress", "--latency-inputs=100"]]
+
+
+def _module(command: list[str]) -> list[str]:
+    """``anytime-train ...`` as ``python -m timm_anytime.cli.train ...`` (this interpreter)."""
+    modules = {"anytime-train": "timm_anytime.cli.train", "anytime-eval": "timm_anytime.cli.evaluate"}
+    return [sys.executable, "-m", modules[command[0]], *command[1:]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument("--runs", default=str(REPO / "runs" / "repro"), help="where the run folders go")
+    parser.add_argument("--results", default=str(REPO / "results" / "cifar10_cpu"), help="where the JSON goes")
+    parser.add_argument("--only", nargs="+", help="run just these names")
+    parser.add_argument("--list", action="store_true", help="print the plan and which runs are done")
+    parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
+    args = parser.parse_args()
+    if args.summary:
+        print(summary([Path(f) for f in args.summary]))
+        return
+    runs, results = Path(args.runs), Path(args.results)
+    todo = plan()
+    if args.only:
+        unknown = sorted(set(args.only) - set(todo))
+        if unknown:
+            raise SystemExit(f"unknown run names {unknown}; see --list")
+        todo = {name: todo[name] for name in args.only}
+    for name, flags in todo.items():
+        done = (results / name / "eval.json").is_file()
+        if args.list:
+            print(f"{'done' if done else 'todo'}  {name}: {shlex.join(flags)}")
+            continue
+        if done:
+            continue
+        if not Path(args.data_dir).is_dir():
+            raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
+        steps = commands(name, flags, args.data_dir, runs)
+        if (runs / name / "config.yaml").is_file():  # an interrupted run: continue it
+            steps[0] = ["anytime-train", f"--output={runs / name}", "--resume", "--no-progress"]
+        start = time.time()
+        print(f"== {name}: {shlex.join(steps[0])}", flush=True)
+        for step in steps:
+            subprocess.run(_module(step), check=True, cwd=REPO)
+        target = results / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("config.yaml", "metrics.jsonl", "eval.json", "environment.jsonl"):
+            shutil.copy2(runs / name / file, target / file)
+        full = commands(name, flags, "DATA_DIR", Path("runs/repro"))
+        (target / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")
+        print(f"== {name} done in {time.time() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

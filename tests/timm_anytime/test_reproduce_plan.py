@@ -1,0 +1,52 @@
+"""examples/reproduce_cifar_cpu.py: every planned run is a valid anytime-train command, and the
+summary pools seeds correctly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import timm
+import yaml
+
+import timm_anytime  # noqa: F401
+from timm_anytime.train.config import config_from_args
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "reproduce_cifar_cpu.py"
+spec = importlib.util.spec_from_file_location("reproduce_cifar_cpu", SCRIPT)
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+
+
+def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
+    plan = reproduce.plan()
+    assert {"w_sgd_s0", "w_osgd_s0", "d_sgd_s0", "d_osgd_s0", "w_osgd_mean_s0", "d_osgd_s2"} <= set(plan)
+    for name, flags in plan.items():
+        train, evaluate = reproduce.commands(name, flags, str(tmp_path), tmp_path / "runs")
+        cfg = config_from_args(train[1:])  # the flags after "anytime-train"
+        assert timm.is_model(cfg.model), name
+        assert (cfg.train_per_class, cfg.epochs) == (500, 10)
+        assert evaluate[:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
+
+
+def _result(folder: Path, name: str, method: str, errors: list[float], later: list[float] | None = None) -> None:
+    run = folder / name
+    run.mkdir(parents=True)
+    cfg = {"model": "anytime_cifar_resnet20_w124", "model_kwargs": {}, "method": method}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "eval.json").write_text(json.dumps({"epoch": "10", "stages": [{"top1_err": e} for e in errors]}))
+    lines = [{"epoch": 10, "eval_top1_err": errors}] + ([{"epoch": 12, "eval_top1_err": later}] if later else [])
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+
+
+def test_summary_pools_seeds_and_prefers_the_latest_evaluation(tmp_path: Path) -> None:
+    results = tmp_path / "cpu"
+    _result(results, "w_sgd_s0", "sgd", [30.0, 20.0, 10.0])
+    _result(results, "w_sgd_s1", "sgd", [40.0, 30.0, 20.0])
+    _result(results, "w_osgd_mean_s0", "osgd", [50.0, 40.0, 30.0], later=[45.0, 35.0, 25.0])
+    table = reproduce.summary([results])
+    # mean and sample standard deviation of (30, 40): 35 and 7.07; the paper's SGD row beside it
+    assert "| w_sgd | sgd | 10 | 2 | 35.00 ± 7.07 / 25.00 ± 7.07 / 15.00 ± 7.07 | 12.2 / 10.1 / 9.8 |" in table
+    # an evaluation cut short: metrics.jsonl's later epoch wins; an ablation gets no paper row
+    assert "| w_osgd_mean | osgd | 12 | 1 | 45.00 / 35.00 / 25.00 |  |" in table
