@@ -24,3 +24,32 @@ def test_only_poolings_the_heads_can_read(name: str) -> None:
     assert [tuple(y.shape) for y in model.forward_stages(x)] == [(2, 5)] * model.num_stages
     model.reset_classifier(0, "")  # unpooled features, as timm's reset_classifier(0, '') gives
     assert model(x).dim() == 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_checkpointing_recomputes_units_with_equal_gradients(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model(name, width=0.5).train()
+    x = torch.randn(4, 3, 32, 32)
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        state = {k: v.clone() for k, v in model.state_dict().items()}  # BN statistics move: restore them
+        sum(y.square().mean() for y in model.forward_stages(x)).backward()
+        model.load_state_dict(state)
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = gradients()
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    model.set_grad_checkpointing(True)
+    checkpointed = gradients()
+    assert len(calls) >= sum(1 for n, _ in model.named_modules() if n.count(".units.") == 1 and n.count(".") == 2)
+    for n, grad in plain.items():
+        torch.testing.assert_close(checkpointed[n], grad, rtol=1e-5, atol=1e-6)

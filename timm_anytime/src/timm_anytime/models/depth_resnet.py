@@ -52,6 +52,7 @@ class InterlacedStage(nn.Module):
         if make_unit is None:
             make_unit = lambda: SparseUnit(channels, device=device, dtype=dtype)  # noqa: E731
         self.units = nn.ModuleList(make_unit() for _ in range(num_units))
+        self.grad_checkpointing = False
         self.out = nn.Identity()  # the deepest active level's output passes here (timm's feature hooks)
         wiring = interlaced_wiring(num_units, levels)
         self.level_of = [w.level for w in wiring]
@@ -81,7 +82,10 @@ class InterlacedStage(nn.Module):
             level = self.level_of[index]
             if level <= active:
                 aggregate = self._aggregate(outputs, inputs[level - 1], self.reads[index], self.reads_input[index])
-                outputs.append(unit(aggregate))
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                else:
+                    outputs.append(unit(aggregate))
             else:
                 outputs.append(inputs[0])  # a placeholder: no unit of an active level reads it
         results: list[Tensor] = []
@@ -229,7 +233,10 @@ class DepthNestedSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+        """Recompute every unit in the backward pass instead of storing its activations."""
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
 
     def _stem(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

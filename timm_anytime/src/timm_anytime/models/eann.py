@@ -31,7 +31,11 @@ class ExitStage(SparseStage):
         outputs = [x]
         for index, unit in enumerate(self.units):
             if index < units:
-                outputs.append(unit(self._aggregate(outputs, index)))
+                aggregate = self._aggregate(outputs, index)
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                else:
+                    outputs.append(unit(aggregate))
         return self._aggregate(outputs, units)
 
 
@@ -137,7 +141,10 @@ class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+        """Recompute every unit in the backward pass instead of storing its activations."""
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
 
     def _exit_features(self, x: Tensor, exit_index: int) -> Tensor:
         """The aggregate that exit ``exit_index`` (0-based) reads, running only the units before it."""
@@ -175,7 +182,11 @@ class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
                 h = getattr(self, f"transition{r}")(h)
             outputs = [h]
             for index, unit in enumerate(stage.units):
-                outputs.append(unit(stage._aggregate(outputs, index)))
+                aggregate = stage._aggregate(outputs, index)
+                if stage.grad_checkpointing:
+                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                else:
+                    outputs.append(unit(aggregate))
                 while pending and pending[0][1] == r * n + index + 1:
                     yield self._logits(stage._aggregate(outputs, index + 1), pending.pop(0)[0])
             h = stage._aggregate(outputs, n)

@@ -208,7 +208,10 @@ class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+        """Recompute every unit in the backward pass instead of storing its activations."""
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
 
     def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
         """Every depth level's (<= active) output of the last resolution stage, at the set width."""
