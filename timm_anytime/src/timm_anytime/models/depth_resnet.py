@@ -23,7 +23,7 @@ from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg, imagenet_cfg
 from .multi_head import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseUnit, Transition
+from .sparse_resnet import SparseTimmMixin, SparseUnit, Transition
 
 
 class InterlacedStage(nn.Module):
@@ -132,7 +132,7 @@ class LevelTransitions(nn.Module):
         return inputs
 
 
-class DepthNestedSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
+class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A Sparse ResNet with ``levels`` interlaced depth levels; stage s = D_s = levels <= s.
 
     Args:
@@ -225,18 +225,6 @@ class DepthNestedSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
         return owners
 
     # ------------------------------------------------------------------ timm model API
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
-        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norms", (99999,))]
-        return dict(stem=r"^conv1|bn1|maxpool", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute every unit in the backward pass instead of storing its activations."""
-        for module in self.modules():
-            if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = enable
 
     def _stem(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

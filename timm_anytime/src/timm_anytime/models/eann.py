@@ -19,7 +19,7 @@ from .anytime import AnytimeMixin
 from .cfgs import cifar_cfg
 from .multi_head import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseStage, Transition
+from .sparse_resnet import SparseStage, SparseTimmMixin, Transition
 
 
 class ExitStage(SparseStage):
@@ -46,7 +46,7 @@ def exit_units(total_units: int, num_exits: int) -> list[int]:
     return [total_units // 2 ** (num_exits - 1 - i) for i in range(num_exits)]
 
 
-class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
+class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet with ``num_exits`` cascade exits (stage k: the network up to exit k).
 
     Args:
@@ -133,18 +133,6 @@ class EANNSparseResNet(NormedHeadsMixin, AnytimeMixin, nn.Module):
         return owners
 
     # ------------------------------------------------------------------ timm model API
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
-        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norms", (99999,))]
-        return dict(stem=r"^conv1", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute every unit in the backward pass instead of storing its activations."""
-        for module in self.modules():
-            if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = enable
 
     def _exit_features(self, x: Tensor, exit_index: int) -> Tensor:
         """The aggregate that exit ``exit_index`` (0-based) reads, running only the units before it."""

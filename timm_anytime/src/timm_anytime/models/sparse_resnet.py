@@ -84,7 +84,25 @@ class Transition(nn.Sequential):
         self.add_module("pool", nn.AvgPool2d(2))
 
 
-class SparseResNet(SingleHeadMixin, nn.Module):
+class SparseTimmMixin:
+    """timm's layer-grouping and gradient-checkpointing API, shared by every Sparse ResNet family."""
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
+        # A transition follows every unit of the stage before it; the final norm(s) come last.
+        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norm", (99999,))]
+        return dict(stem=r"^conv1|bn1|maxpool", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every unit in the backward pass instead of storing its activations."""
+        for module in self.modules():  # type: ignore[attr-defined]
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
+
+
+class SparseResNet(SparseTimmMixin, SingleHeadMixin, nn.Module):
     """A Sparse ResNet: resolution stages of sparsely aggregated pre-activation units.
 
     Args:
@@ -143,20 +161,6 @@ class SparseResNet(SingleHeadMixin, nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
-        # A transition follows every unit of the stage before it; the final norm comes last.
-        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norm", (99999,))]
-        return dict(stem=r"^conv1|bn1|maxpool", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for module in self.modules():
-            if isinstance(module, SparseStage):
-                module.grad_checkpointing = enable
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

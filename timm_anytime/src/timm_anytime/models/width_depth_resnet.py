@@ -27,6 +27,7 @@ from .cfgs import cifar_cfg
 from .depth_resnet import InterlacedStage, LevelTransitions
 from .multi_head import MultiHeadMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
+from .sparse_resnet import SparseTimmMixin
 
 
 class NestedSparseUnit(nn.Module):
@@ -70,7 +71,7 @@ class NestedTransition(nn.Sequential):
         return self.pool(self.conv.forward_stripe(h, k))
 
 
-class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
+class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet nested in width and depth along ``schedule`` (SPEC section 5).
 
     Args:
@@ -200,18 +201,6 @@ class WidthDepthNestedSparseResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         return owners
 
     # ------------------------------------------------------------------ timm model API
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        units = r"^stage(\d+)" if coarse else r"^stage(\d+)\.units\.(\d+)"
-        blocks = [(units, None), (r"^transition(\d+)", (99999,)), (r"^norms", (99999,))]
-        return dict(stem=r"^conv1", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute every unit in the backward pass instead of storing its activations."""
-        for module in self.modules():
-            if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = enable
 
     def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
         """Every depth level's (<= active) output of the last resolution stage, at the set width."""
