@@ -66,6 +66,7 @@ def test_the_exported_folder(exported: Path) -> None:
     assert config["model_args"]["in_chans"] == 1
     assert config["pretrained_cfg"]["input_size"] == [1, 8, 8]
     assert config["label_names"] == [str(d) for d in range(10)]
+    assert "tag" not in config["pretrained_cfg"]  # not the shipped default tag of the architecture
     card = (exported / "README.md").read_text()
     results = json.loads((exported / "eval.json").read_text())
     for stage in results["stages"]:  # the card's table is eval.json's

@@ -109,10 +109,14 @@ def export_run(
         raise FileExistsError(f"{folder} is not empty: choose another folder or pass overwrite=True (--overwrite)")
     model, results, cfg = load_run_model(run)
     name = repo_id.split("/")[-1] if repo_id else cfg.model
+    # The architecture's default cfg may be a shipped checkpoint's: keep none of its identity.
+    inherited = {k: v for k, v in model.pretrained_cfg.items() if k not in ("tag", "hf_hub_id", "file", "url")}
+    tag = name.split(".", 1)[1] if "." in name else None  # ORG/ARCH.TAG names the weights ARCH.TAG
     model.pretrained_cfg = {
-        **model.pretrained_cfg,
+        **inherited,
         **_preprocessing(cfg.dataset),
         "num_classes": model.num_classes,
+        **({"tag": tag} if tag else {}),
         **({"hf_hub_id": repo_id} if repo_id else {}),
     }
     model_args = {**cfg.model_kwargs, "in_chans": model.pretrained_cfg.get("input_size", (3,))[0]}
