@@ -4,8 +4,9 @@ Every run of the plan below is ``anytime-train`` then ``anytime-eval`` with the 
 protocol: 500 training images per class (5,000), 10 epochs, the paper's schedule shape (lr 0.1,
 x0.2 at 30/60/80% of the epochs, momentum 0.9, batch 128), evaluated on the full 10,000-image test
 split. Runs go to ``runs/repro/<name>``; each finished run's ``config.yaml``, ``metrics.jsonl``,
-``eval.json`` and the exact commands are copied to ``results/cifar10_cpu/<name>/`` (JSON only, no
-weights), and a run whose results exist is skipped, so the queue can be stopped and restarted at
+``eval.json``, ``eval_outputs.safetensors`` (per-input results, for ``anytime-report``) and the exact
+commands are copied to ``results/cifar10_cpu/<name>/`` (no weights), and a run whose results exist
+is skipped, so the queue can be stopped and restarted at
 any time, across sessions and machines:
 
     python examples/reproduce_cifar_cpu.py --data-dir ../shared/datasets/cifar10   # run what is missing
@@ -15,8 +16,8 @@ any time, across sessions and machines:
                                               # markdown: every measured row next to the paper's
 
 The plan is ordered by importance: the key comparison first (sgd vs osgd on the width- and the
-depth-nested network), then the Oracles, the other methods, the baselines, the priority orders,
-the reduction ablation, and the extra seeds.
+depth-nested network), then the reduction ablation, the Oracles, the other methods, the
+baselines, the priority orders, and the extra seeds.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def plan() -> dict[str, list[str]]:
         for tag, model in (("w", WIDTH), ("d", DEPTH)):
             for method in ("sgd", "osgd"):
                 runs[f"{tag}_{method}_s{seed}"] = [f"--model={model}", f"--method={method}", f"--seed={seed}"]
+    # The ablation: OSGD's sum of orthogonalized gradients vs the mean (SGD's effective step size).
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        runs[f"{tag}_osgd_mean_s0"] = [f"--model={model}", "--method=osgd", "--reduction=mean"]
     # The Oracle: an independent plain network of each stage's size (width 1/4, 1/2, 1; 1, 2, 4 units).
     for width in ("0.25", "0.5", "1.0"):
         runs[f"oracle_w{width}"] = ["--model=cifar_resnet20", "--model-kwargs", f"width={width}", "--method=sgd"]
@@ -59,8 +63,6 @@ def plan() -> dict[str, list[str]]:
     runs["eann_adaloss_s0"] = ["--model=eann_cifar_sparse_resnet50", "--method=adaloss"]
     runs["w_osgd_p123_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "1", "2", "3"]
     runs["w_osgd_p213_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "2", "1", "3"]
-    for tag, model in (("w", WIDTH), ("d", DEPTH)):
-        runs[f"{tag}_osgd_mean_s0"] = [f"--model={model}", "--method=osgd", "--reduction=mean"]
     for seed in (1, 2):
         for tag, model in (("w", WIDTH), ("d", DEPTH)):
             for method in ("sgd", "osgd"):
@@ -140,9 +142,16 @@ def summary(folders: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def label(name: str) -> str:
+    """The report label of a run: its setting without the seed and the design prefix (``w_osgd_s1``
+    -> ``osgd``, ``oracle_w0.25_s0`` -> ``oracle_w0.25``); seeds of one setting share it."""
+    return re.sub(r"^[wd]_", "", re.sub(r"_s\d+$", "", name))
+
+
 def commands(name: str, flags: list[str], data_dir: str, runs: Path) -> list[list[str]]:
     out = runs / name
-    train = ["anytime-train", *PROTOCOL, f"--data-dir={data_dir}", *flags, "--no-progress", f"--output={out}"]
+    train = ["anytime-train", *PROTOCOL, f"--data-dir={data_dir}", *flags, f"--name={label(name)}"]
+    train += ["--no-progress", f"--output={out}"]
     return [train, ["anytime-eval", str(out), "--no-progress", "--latency-inputs=100"]]
 
 
@@ -182,14 +191,20 @@ def main() -> None:
             raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
         steps = commands(name, flags, args.data_dir, runs)
         if (runs / name / "config.yaml").is_file():  # an interrupted run: continue it
-            steps[0] = ["anytime-train", f"--output={runs / name}", "--resume", "--no-progress"]
+            steps[0] = [
+                "anytime-train",
+                f"--output={runs / name}",
+                "--resume",
+                f"--name={label(name)}",
+                "--no-progress",
+            ]
         start = time.time()
         print(f"== {name}: {shlex.join(steps[0])}", flush=True)
         for step in steps:
             subprocess.run(_module(step), check=True, cwd=REPO)
         target = results / name
         target.mkdir(parents=True, exist_ok=True)
-        for file in ("config.yaml", "metrics.jsonl", "eval.json", "environment.jsonl"):
+        for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
             shutil.copy2(runs / name / file, target / file)
         full = commands(name, flags, "DATA_DIR", Path("runs/repro"))
         (target / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")

@@ -27,7 +27,16 @@ def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
         cfg = config_from_args(train[1:])  # the flags after "anytime-train"
         assert timm.is_model(cfg.model), name
         assert (cfg.train_per_class, cfg.epochs) == (500, 10)
+        assert cfg.name == reproduce.label(name)  # seeds of one setting share a report label
         assert evaluate[:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
+
+
+def test_labels_group_seeds_and_keep_settings_apart() -> None:
+    labels = {name: reproduce.label(name) for name in reproduce.plan()}
+    assert labels["w_osgd_s0"] == labels["w_osgd_s2"] == "osgd"
+    assert labels["w_osgd_mean_s0"] == "osgd_mean"
+    assert labels["oracle_w0.25"] == "oracle_w0.25"
+    assert len({labels[n] for n in labels if n.startswith("oracle")}) == 6
 
 
 def _result(folder: Path, name: str, method: str, errors: list[float], later: list[float] | None = None) -> None:
