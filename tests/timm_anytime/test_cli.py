@@ -109,6 +109,16 @@ def test_resume_needs_only_the_run_folder(trained: Path) -> None:
     assert config_from_args(["--output", str(trained), "--resume", "--epochs=9"]).epochs == 9  # flags still win
 
 
+def test_resume_records_new_display_settings(tmp_path: Path) -> None:
+    from timm_anytime.train.config import TrainConfig
+
+    run = tmp_path / "r"
+    assert train_main(tiny_args(run, "--epochs=1")) == 0
+    assert train_main(["--output", str(run), "--resume", "--name=renamed", "--eval-every=3", "--no-progress"]) == 0
+    saved = TrainConfig.load(run / "config.yaml")
+    assert (saved.name, saved.eval_every, saved.resume) == ("renamed", 3, False)  # the report label follows
+
+
 def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = str(tmp_path / "r")
     _fails(train_main, [*tiny_args(Path(run)), "--method=sgd", "--priority", "1", "2"], capsys, "priority applies to")

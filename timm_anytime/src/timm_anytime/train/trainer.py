@@ -8,6 +8,7 @@ and optimizer, scheduler and RNG state, for ``--resume``) and, when training end
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -184,8 +185,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            if not cfg.resume:
-                cfg.save(out / "config.yaml")
+            # A resume may change only display settings (RESUMABLE: name, eval_every, ...): record them.
+            dataclasses.replace(cfg, resume=False).save(out / "config.yaml")
             report = environment_report(
                 self.accelerator.num_processes, str(self.accelerator.device), self.accelerator.mixed_precision
             )
