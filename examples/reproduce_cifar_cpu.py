@@ -61,7 +61,7 @@ def plan() -> dict[str, list[str]]:
         runs[f"even_{method}_s0"] = ["--model=anytime_cifar_resnet20_e1234", f"--method={method}"]
         runs[f"eann_{method}_s0"] = ["--model=eann_cifar_sparse_resnet50", f"--method={method}"]
     runs["eann_adaloss_s0"] = ["--model=eann_cifar_sparse_resnet50", "--method=adaloss"]
-    runs["w_osgd_p123_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "1", "2", "3"]
+    runs["w_osgd_p321_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "3", "2", "1"]  # default: 1 2 3
     runs["w_osgd_p213_s0"] = [f"--model={WIDTH}", "--method=osgd", "--priority", "2", "1", "3"]
     for seed in (1, 2):
         for tag, model in (("w", WIDTH), ("d", DEPTH)):
