@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
+from tests.timm_anytime.batchnorm import nontrivial_batchnorm
 from timm_anytime.cost import stage_costs
 from timm_anytime.models import DepthNestedSparseResNet, SparseResNet
 
@@ -20,14 +21,7 @@ def _model(units: int = 8, levels: int = 3, **kwargs) -> DepthNestedSparseResNet
     torch.manual_seed(0)
     model = DepthNestedSparseResNet(units_per_stage=units, levels=levels, **{**SMALL, **kwargs})
     # Non-trivial BatchNorm statistics, so that eval mode is not the identity.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return nontrivial_batchnorm(model)
 
 
 def _level(p: int, levels: int) -> int:

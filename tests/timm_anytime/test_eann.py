@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
+from tests.timm_anytime.batchnorm import nontrivial_batchnorm
 from timm_anytime.cost import stage_costs
 from timm_anytime.models import EANNSparseResNet, SparseResNet
 
@@ -18,13 +19,7 @@ from timm_anytime.models import EANNSparseResNet, SparseResNet
 def _model(units: int = 4) -> EANNSparseResNet:
     torch.manual_seed(0)
     model = EANNSparseResNet(units_per_stage=units, channels=(4, 8, 8), num_classes=5)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-    return model.eval()
+    return nontrivial_batchnorm(model, bias=False)
 
 
 def reference_exits(model: EANNSparseResNet, x: torch.Tensor) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 import timm_anytime
+from tests.timm_anytime.batchnorm import nontrivial_batchnorm
 from timm_anytime.cost import stage_costs
 from timm_anytime.models import DepthNestedSparseResNet, SparseResNet, WidthDepthNestedSparseResNet
 from timm_anytime.width_depth import WidthDepthSchedule
@@ -23,14 +24,7 @@ NARROW = ("w1d1,w1d2,w2d2,w2d4", [(1, 1), (1, 2), (2, 2), (2, 4)])  # two stripe
 def _model(schedule: str, units: int = 4, **kwargs) -> WidthDepthNestedSparseResNet:
     torch.manual_seed(0)
     model = WidthDepthNestedSparseResNet(units_per_stage=units, schedule=schedule, **{**SMALL, **kwargs})
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that eval mode is not the identity
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return nontrivial_batchnorm(model)
 
 
 # ---------------------------------------------------------------------- the reference, from the SPEC
