@@ -35,6 +35,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, DEPTH = "anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124"
+#: C of normsgd / osgd_norm from ``examples/calibrate_norm_scale.py`` under the protocol (seed 0):
+#: the median per-parameter RMS gradient of each design's stages over one epoch of sgd.
+CALIBRATED_C = {"w": 0.0058, "d": 0.0015}
 PROTOCOL = ["--dataset=cifar10", "--train-per-class=500", "--epochs=10", "--batch-size=128", "--eval-every=5"]
 
 
@@ -57,6 +60,11 @@ def plan() -> dict[str, list[str]]:
     for tag, model in (("w", WIDTH), ("d", DEPTH)):
         for method in ("greedy", "normsgd", "osgd_norm"):
             runs[f"{tag}_{method}_s0"] = [f"--model={model}", f"--method={method}"]
+    # The paper's C = 0.5 diverges here; C calibrated by examples/calibrate_norm_scale.py instead.
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for method in ("normsgd", "osgd_norm"):
+            flags = [f"--model={model}", f"--method={method}", f"--norm-scale={CALIBRATED_C[tag]}"]
+            runs[f"{tag}_{method}_cal_s0"] = flags
     for method in ("sgd", "osgd"):
         runs[f"even_{method}_s0"] = ["--model=anytime_cifar_resnet20_e1234", f"--method={method}"]
         runs[f"eann_{method}_s0"] = ["--model=eann_cifar_sparse_resnet50", f"--method={method}"]
@@ -134,7 +142,8 @@ def summary(folders: list[Path]) -> str:
         else:
             cells = [f"{s[0]:.2f}" for s in stages]
         paper = PAPER.get((DESIGNS.get(model, ""), method))
-        plain = variant == f"{variant.split('_')[0]}_{method}"  # not an ablation or another priority
+        # not an ablation or another priority; a calibrated C is the paper's own setting
+        plain = variant.removesuffix("_cal") == f"{variant.split('_')[0]}_{method}"
         paper_cell = " / ".join(f"{e:.1f}" for e in paper) if paper and plain else ""
         name = f"`{model}`" + (f" {kwargs}" if kwargs else "")
         row = [where, name, variant, method, str(epoch), str(len(runs)), " / ".join(cells), paper_cell]

@@ -59,3 +59,17 @@ def test_summary_pools_seeds_and_prefers_the_latest_evaluation(tmp_path: Path) -
     assert "| w_sgd | sgd | 10 | 2 | 35.00 ± 7.07 / 25.00 ± 7.07 / 15.00 ± 7.07 | 12.2 / 10.1 / 9.8 |" in table
     # an evaluation cut short: metrics.jsonl's later epoch wins; an ablation gets no paper row
     assert "| w_osgd_mean | osgd | 12 | 1 | 45.00 / 35.00 / 25.00 |  |" in table
+
+
+def test_calibrated_norm_runs_get_their_c_and_the_papers_row(tmp_path: Path) -> None:
+    plan = reproduce.plan()
+    for tag in ("w", "d"):
+        for method in ("normsgd", "osgd_norm"):
+            train, _ = reproduce.commands(f"{tag}_{method}_cal_s0", plan[f"{tag}_{method}_cal_s0"], "D", tmp_path)
+            cfg = config_from_args(train[1:])
+            assert (cfg.method, cfg.norm_scale) == (method, reproduce.CALIBRATED_C[tag])
+    _result(tmp_path / "cpu", "w_normsgd_cal_s0", "normsgd", [60.0, 50.0, 40.0])
+    # C was calibrated, as in the paper: the paper's NormSGD row stands beside it
+    assert "| w_normsgd_cal | normsgd | 10 | 1 | 60.00 / 50.00 / 40.00 | 12.3 / 10.1 / 10.1 |" in reproduce.summary(
+        [tmp_path / "cpu"]
+    )
