@@ -51,6 +51,10 @@ def plan() -> dict[str, list[str]]:
     # The ablation: OSGD's sum of orthogonalized gradients vs the mean (SGD's effective step size).
     for tag, model in (("w", WIDTH), ("d", DEPTH)):
         runs[f"{tag}_osgd_mean_s0"] = [f"--model={model}", "--method=osgd", "--reduction=mean"]
+    # The other half of the 2x2: SGD's update on the summed losses (no projection, OSGD's step
+    # size), i.e. lr x3 with weight decay /3 for three stages, so that the decay step is unchanged.
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        runs[f"{tag}_sgd_sum_s0"] = [f"--model={model}", "--method=sgd", "--lr=0.3", f"--weight-decay={5e-4 / 3:.6g}"]
     # The Oracle: an independent plain network of each stage's size (width 1/4, 1/2, 1; 1, 2, 4 units).
     for width in ("0.25", "0.5", "1.0"):
         runs[f"oracle_w{width}"] = ["--model=cifar_resnet20", "--model-kwargs", f"width={width}", "--method=sgd"]

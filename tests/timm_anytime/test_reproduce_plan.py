@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import timm
 import yaml
 
@@ -73,3 +74,14 @@ def test_calibrated_norm_runs_get_their_c_and_the_papers_row(tmp_path: Path) -> 
     assert "| w_normsgd_cal | normsgd | 10 | 1 | 60.00 / 50.00 / 40.00 | 12.3 / 10.1 / 10.1 |" in reproduce.summary(
         [tmp_path / "cpu"]
     )
+
+
+def test_summed_sgd_runs_take_osgds_step_with_the_same_decay_step(tmp_path: Path) -> None:
+    """SGD on the sum of 3 stage losses = lr x3 on their mean, with weight decay /3 (lr x wd kept)."""
+    plan = reproduce.plan()
+    base = config_from_args(reproduce.commands("w_sgd_s0", plan["w_sgd_s0"], "D", tmp_path)[0][1:])
+    for tag in ("w", "d"):
+        cfg = config_from_args(reproduce.commands(f"{tag}_sgd_sum_s0", plan[f"{tag}_sgd_sum_s0"], "D", tmp_path)[0][1:])
+        assert cfg.method == "sgd"
+        assert cfg.lr == pytest.approx(3 * base.lr)
+        assert cfg.lr * cfg.weight_decay == pytest.approx(base.lr * base.weight_decay, rel=1e-5)
