@@ -83,6 +83,19 @@ def test_deadline_view_by_hand(tmp_path: Path) -> None:
     assert table["Oracle_Each"][-1] == pytest.approx(50.0)
 
 
+def test_deadline_view_averages_the_seeds_of_a_label(tmp_path: Path) -> None:
+    # Two seeds of one anytime setting, by hand at the 0.5 x 7 = 3.5 deadline (as above):
+    # seed a: inputs 0 (stage 2: right), 1 (stage 1: wrong), 2 (stage 1: right), 3 (nothing: 0.9)
+    # seed b: stage 1 is ready for every input (finish 1) and right on inputs 0, 1 only
+    a = _fake_run(tmp_path / "a", "nested", [[1, 0, 1, 0], [1, 1, 1, 0]], [[1, 1, 2, 5], [3, 4, 4, 9]], [1, 3])
+    b = _fake_run(tmp_path / "b", "nested", [[1, 1, 0, 0], [1, 1, 1, 1]], [[1, 1, 1, 1], [9, 9, 9, 9]], [1, 3])
+    big = _fake_run(tmp_path / "big", "big", [[1, 1, 1, 1]], [[6, 6, 8, 8]], [4])
+    _, table = deadline_view(load_results([a, b, big]))
+    seed_a, seed_b = 100 * (0 + 1 + 0 + 0.9) / 4, 100 * (0 + 0 + 1 + 1) / 4
+    assert table["nested"][0] == pytest.approx((seed_a + seed_b) / 2)
+    assert "A row with several runs" in write_report([a, b, big], tmp_path / "report").read_text()
+
+
 def test_markdown_table_averages_runs_of_one_label(tmp_path: Path) -> None:
     a = _fake_run(tmp_path / "a", "osgd", [[1, 1, 0, 0]], [[1, 1, 1, 1]], [1])
     b = _fake_run(tmp_path / "b", "osgd", [[1, 1, 1, 0]], [[1, 1, 1, 1]], [1])

@@ -113,14 +113,15 @@ def _finish(result: RunResult, count: int, cost: str) -> Tensor:
 def deadline_view(results: Sequence[RunResult], cost: str = "latency") -> tuple[list[float], dict[str, list[float]]]:
     """Error (%) at the paper's seven deadlines, 0.5x to 1x the mean cost of the largest network.
 
-    Every anytime label (its first run) uses its most accurate finished stage; the plain networks
+    Every anytime run uses its most accurate finished stage; a label with several runs (seeds)
+    gets their mean error at each deadline. The plain networks (the first run of each label)
     together form Oracle_All and Oracle_Each. ``cost="latency"``: this machine's measured latency
     per input; ``cost="flops"``: latency taken proportional to FLOPs (compute-bound hardware)."""
     groups = group(results)
     # Measured latency exists for the first --latency-inputs inputs; the FLOP model covers them all.
     count = min(r.finish.shape[1] if cost == "latency" else r.correct.shape[1] for r in results)
     anytime = {
-        label: (members[0].correct[:, :count], _finish(members[0], count, cost))
+        label: [(m.correct[:, :count], _finish(m, count, cost)) for m in members]
         for label, members in groups.items()
         if members[0].num_stages > 1
     }
@@ -131,11 +132,16 @@ def deadline_view(results: Sequence[RunResult], cost: str = "latency") -> tuple[
             torch.cat([r.correct[:, :count] for r in plain]),
             torch.cat([_finish(r, count, cost) for r in plain]),
         )
-    candidates = [_finish(plain[-1], count, cost)[0]] if plain else [f[-1] for _, f in anytime.values()]
+    candidates = [_finish(plain[-1], count, cost)[0]] if plain else [runs[0][1][-1] for runs in anytime.values()]
     largest = max(candidates, key=torch.mean)
     reference = float(largest.mean())
     deadlines = [reference * f for f in DEADLINE_FRACTIONS]
-    table = deadline_table(deadlines, int(results[0].info["num_classes"]), anytime=anytime, oracle=oracle)
+    num_classes = int(results[0].info["num_classes"])
+    table: dict[str, list[float]] = {}
+    for label, runs in anytime.items():
+        per_run = deadline_table(deadlines, num_classes, anytime={str(i): run for i, run in enumerate(runs)})
+        table[label] = [sum(errors) / len(errors) for errors in zip(*per_run.values(), strict=True)]
+    table |= deadline_table(deadlines, num_classes, anytime={}, oracle=oracle)
     return deadlines, {name: [100 * e for e in errors] for name, errors in table.items()}
 
 
@@ -243,6 +249,9 @@ def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
         plot_deadlines(deadlines, table, out / name, cost)
         sections += [
             f"## Deadlines: {title}",
+            "",
+            "Error (%) at each deadline. A row with several runs (the `runs` column above) is their mean; "
+            "Oracle_All and Oracle_Each use the first run of each plain network.",
             "",
             "| scheme | " + " | ".join(f"{scale * d:.3f} {unit}" for d in deadlines) + " |",
             "|---|" + "---|" * len(deadlines),
