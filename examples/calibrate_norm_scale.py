@@ -23,13 +23,13 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from timm.optim import create_optimizer_v2
 
 from osgd import OSGD
-from timm_anytime.data import InMemoryLoader
 from timm_anytime.models.anytime import stage_logits
 from timm_anytime.train.config import config_from_args
-from timm_anytime.train.loaders import load_sources
+from timm_anytime.train.loaders import load_sources, make_loaders
 from timm_anytime.train.trainer import create_model
 
 
@@ -41,11 +41,7 @@ def measure(argv: list[str], steps: int) -> list[list[float]]:
     if not sources.in_memory:
         raise SystemExit("calibration reads the in-memory datasets (digits, cifar10, cifar100)")
     model = create_model(cfg, sources.num_classes, sources.in_chans).train()
-    spec = sources.spec
-    loader = InMemoryLoader(
-        sources.train, cfg.batch_size, train=True, mean=spec.mean, std=spec.std, padding=spec.padding,
-        flip=spec.flip, drop_last=True, seed=cfg.seed,
-    )  # fmt: skip
+    loader = make_loaders(cfg, sources, model, Accelerator(cpu=True)).train  # the trainer's batches
     inner = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     masks = model.osgd_reach_masks() if hasattr(model, "osgd_reach_masks") else None
     # method="sum" with the mean reduction is exactly the sgd method's update (mean of the stage
@@ -74,7 +70,10 @@ def main() -> None:
     if "-h" in train_argv or "--help" in train_argv:
         print(__doc__)
         return
-    rows = measure(train_argv, args.steps)
+    try:
+        rows = measure(train_argv, args.steps)
+    except (ValueError, FileNotFoundError) as error:  # a wrong model name, a missing data folder
+        raise SystemExit(f"error: {error}") from None
     stages = list(zip(*rows, strict=True))
     for i, column in enumerate(stages, 1):
         median = statistics.median(column)
