@@ -79,6 +79,16 @@ def plan() -> dict[str, list[str]]:
         for tag, model in (("w", WIDTH), ("d", DEPTH)):
             for method in ("sgd", "osgd"):
                 runs[f"{tag}_{method}_s{seed}"] = [f"--model={model}", f"--method={method}", f"--seed={seed}"]
+    # Seeds of the summed-step SGD: the ablation's finding (step size, not projection) rests on it.
+    for seed in (1, 2):
+        for tag in ("w", "d"):
+            runs[f"{tag}_sgd_sum_s{seed}"] = [*runs[f"{tag}_sgd_sum_s0"], f"--seed={seed}"]
+    # Greedy splits --epochs across the stages, so above each stage gets 3-4 epochs. The paper's
+    # greedy trains every stage with the full schedule: here 10 epochs per stage, 30 in all. Each
+    # stage runs its own subnetwork, so this costs the sum of the stages' FLOPs: 1.4x (width) and
+    # 1.8x (depth) the training FLOPs of sgd, which runs the full network once for all stages.
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        runs[f"{tag}_greedy_e30_s0"] = [f"--model={model}", "--method=greedy", "--epochs=30"]
     return runs
 
 
@@ -146,8 +156,9 @@ def summary(folders: list[Path]) -> str:
         else:
             cells = [f"{s[0]:.2f}" for s in stages]
         paper = PAPER.get((DESIGNS.get(model, ""), method))
-        # not an ablation or another priority; a calibrated C is the paper's own setting
-        plain = variant.removesuffix("_cal") == f"{variant.split('_')[0]}_{method}"
+        # not an ablation or another priority; a calibrated C (_cal) and greedy's full schedule per
+        # stage (_e30) are the paper's own settings
+        plain = re.sub(r"_(cal|e\d+)$", "", variant) == f"{variant.split('_')[0]}_{method}"
         paper_cell = " / ".join(f"{e:.1f}" for e in paper) if paper and plain else ""
         name = f"`{model}`" + (f" {kwargs}" if kwargs else "")
         row = [where, name, variant, method, str(epoch), str(len(runs)), " / ".join(cells), paper_cell]

@@ -27,7 +27,8 @@ def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
         train, evaluate = reproduce.commands(name, flags, str(tmp_path), tmp_path / "runs")
         cfg = config_from_args(train[1:])  # the flags after "anytime-train"
         assert timm.is_model(cfg.model), name
-        assert (cfg.train_per_class, cfg.epochs) == (500, 10)
+        # greedy_e30: the protocol's 10 epochs for each of the 3 stages (greedy splits --epochs)
+        assert (cfg.train_per_class, cfg.epochs) == (500, 30 if "_e30_" in name else 10), name
         assert cfg.name == reproduce.label(name)  # seeds of one setting share a report label
         assert evaluate[:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
 
@@ -76,12 +77,28 @@ def test_calibrated_norm_runs_get_their_c_and_the_papers_row(tmp_path: Path) -> 
     )
 
 
+def test_greedy_with_the_full_schedule_per_stage_gets_the_papers_row(tmp_path: Path) -> None:
+    plan = reproduce.plan()
+    assert {"w_greedy_e30_s0", "d_greedy_e30_s0"} <= set(plan)
+    assert reproduce.label("w_greedy_e30_s0") == "greedy_e30"  # its own report label, apart from greedy
+    _result(tmp_path / "cpu", "w_greedy_e30_s0", "greedy", [60.0, 50.0, 40.0])
+    _result(tmp_path / "cpu", "w_greedy_s0", "greedy", [70.0, 60.0, 50.0])
+    table = reproduce.summary([tmp_path / "cpu"])
+    assert "| w_greedy_e30 | greedy | 10 | 1 | 60.00 / 50.00 / 40.00 | 10.2 / 9.9 / 9.2 |" in table
+    assert "| w_greedy | greedy | 10 | 1 | 70.00 / 60.00 / 50.00 | 10.2 / 9.9 / 9.2 |" in table
+    # an ablation keeps no paper row
+    _result(tmp_path / "cpu", "w_osgd_mean_s0", "osgd", [1.0, 2.0, 3.0])
+    assert "| w_osgd_mean | osgd | 10 | 1 | 1.00 / 2.00 / 3.00 |  |" in reproduce.summary([tmp_path / "cpu"])
+
+
 def test_summed_sgd_runs_take_osgds_step_with_the_same_decay_step(tmp_path: Path) -> None:
     """SGD on the sum of 3 stage losses = lr x3 on their mean, with weight decay /3 (lr x wd kept)."""
     plan = reproduce.plan()
     base = config_from_args(reproduce.commands("w_sgd_s0", plan["w_sgd_s0"], "D", tmp_path)[0][1:])
     for tag in ("w", "d"):
-        cfg = config_from_args(reproduce.commands(f"{tag}_sgd_sum_s0", plan[f"{tag}_sgd_sum_s0"], "D", tmp_path)[0][1:])
-        assert cfg.method == "sgd"
-        assert cfg.lr == pytest.approx(3 * base.lr)
-        assert cfg.lr * cfg.weight_decay == pytest.approx(base.lr * base.weight_decay, rel=1e-5)
+        for seed in (0, 1, 2):
+            name = f"{tag}_sgd_sum_s{seed}"
+            cfg = config_from_args(reproduce.commands(name, plan[name], "D", tmp_path)[0][1:])
+            assert (cfg.method, cfg.seed) == ("sgd", seed)
+            assert cfg.lr == pytest.approx(3 * base.lr)
+            assert cfg.lr * cfg.weight_decay == pytest.approx(base.lr * base.weight_decay, rel=1e-5)
