@@ -12,7 +12,14 @@ from safetensors.torch import save_file
 
 import timm_anytime  # noqa: F401
 from timm_anytime.evaluate import stage_correct, stage_finish_times
-from timm_anytime.report import DEADLINE_FRACTIONS, deadline_view, load_results, markdown_table, write_report
+from timm_anytime.report import (
+    DEADLINE_FRACTIONS,
+    deadline_view,
+    load_results,
+    markdown_table,
+    series_styles,
+    write_report,
+)
 
 
 def test_stage_correct_matches_a_direct_computation() -> None:
@@ -124,3 +131,13 @@ def test_deadline_view_with_latency_proportional_to_flops(tmp_path: Path) -> Non
     report = write_report([nested, small, big], tmp_path / "report").read_text()
     assert "latency taken proportional to FLOPs" in report
     assert (tmp_path / "report" / "deadlines_flops.png").stat().st_size > 0
+
+
+def test_plots_keep_more_than_ten_settings_apart() -> None:
+    """matplotlib's default cycle repeats after 10 colours: a 16-setting report drew lookalike lines."""
+    labels = [f"run{i}" for i in range(16)]
+    styles = series_styles(labels)
+    assert len({tuple(style.items()) for style in styles.values()}) == 16
+    assert [styles[f"run{i}"]["color"] for i in range(10)] == [f"C{i}" for i in range(10)]
+    assert styles["run0"]["color"] == styles["run10"]["color"]  # same colour, so another marker and line
+    assert (styles["run0"]["marker"], styles["run0"]["ls"]) != (styles["run10"]["marker"], styles["run10"]["ls"])

@@ -154,30 +154,51 @@ def _pyplot():
     return plt
 
 
+_MARKERS, _LINESTYLES, _HATCHES = ("o", "^", "s", "D"), ("-", "--", ":", "-."), ("", "//", "..", "xx")
+
+
+def series_styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A distinct matplotlib style per label: the 10 ``tab10`` colours, then the same colours with
+    the next marker, line style and bar hatch, so that more than 10 settings stay apart."""
+    return {
+        label: {
+            "color": f"C{i % 10}",
+            "marker": _MARKERS[i // 10 % 4],
+            "ls": _LINESTYLES[i // 10 % 4],
+            "hatch": _HATCHES[i // 10 % 4],
+        }
+        for i, label in enumerate(labels)
+    }
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """The legend outside the axes (it would hide lines of a crowded plot), then write the PNG."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
 def plot_stage_error(results: Sequence[RunResult], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, members in group(results).items():
-        if members[0].num_stages == 1:
-            continue
+    groups = {label: members for label, members in group(results).items() if members[0].num_stages > 1}
+    styles = series_styles(list(groups))
+    for label, members in groups.items():
         stages = range(1, members[0].num_stages + 1)
         errors = torch.tensor([m.errors() for m in members])
         ax.errorbar(
             list(stages),
             errors.mean(0).tolist(),
             yerr=errors.std(0, unbiased=len(members) > 1).tolist() if len(members) > 1 else None,
-            marker="o",
             capsize=3,
             label=f"{label} (n={len(members)})",
+            **{k: v for k, v in styles[label].items() if k != "hatch"},
         )
     ax.set(xlabel="stage", ylabel="top-1 error (%)", title="Error per stage (Tables 1-2, Fig. 8)")
     ax.set_xticks(list(range(1, max(r.num_stages for r in results) + 1)))
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_error_vs_flops(results: Sequence[RunResult], path: Path) -> Path:
@@ -187,26 +208,25 @@ def plot_error_vs_flops(results: Sequence[RunResult], path: Path) -> Path:
     oracle = sorted(
         (m[0].flops()[0], statistics.mean(x.errors()[0] for x in m)) for m in groups.values() if m[0].num_stages == 1
     )
-    for label, members in groups.items():
-        if members[0].num_stages > 1:
-            errors = [statistics.mean(m.errors()[k] for m in members) for k in range(members[0].num_stages)]
-            ax.plot([f / 1e6 for f in members[0].flops()], errors, marker="o", label=label)
+    anytime = {label: members for label, members in groups.items() if members[0].num_stages > 1}
+    styles = series_styles(list(anytime))
+    for label, members in anytime.items():
+        errors = [statistics.mean(m.errors()[k] for m in members) for k in range(members[0].num_stages)]
+        style = {k: v for k, v in styles[label].items() if k != "hatch"}
+        ax.plot([f / 1e6 for f in members[0].flops()], errors, label=label, **style)
     if oracle:
         ax.plot(
             [f / 1e6 for f, _ in oracle],
             [e for _, e in oracle],
             marker="s",
             ls="--",
-            color="tab:blue",
+            lw=2,
+            color="black",
             label="Oracle (independent networks)",
         )
     ax.set(xlabel="MFLOPs per image", ylabel="top-1 error (%)", title="Error against cost (Fig. 9)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_deadlines(
@@ -215,19 +235,18 @@ def plot_deadlines(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(table))
+    styles = series_styles(list(table))
     for i, (name, errors) in enumerate(table.items()):
-        ax.bar([d + i * width for d in range(len(deadlines))], errors, width, label=name)
+        style = styles[name]
+        bars = [d + i * width for d in range(len(deadlines))]
+        ax.bar(bars, errors, width, label=name, color=style["color"], hatch=style["hatch"], edgecolor="white")
     ax.set_xticks([d + 0.4 - width / 2 for d in range(len(deadlines))])
     scale, unit = (1000, "ms per input, this machine") if cost == "latency" else (1e-6, "MFLOPs per input")
     ax.set_xticklabels([f"{scale * d:.2f}" for d in deadlines])
     title = "Error under deadlines (Fig. 10)" + (", latency = FLOPs" if cost == "flops" else "")
     ax.set(xlabel=f"deadline ({unit})", ylabel="error (%)", title=title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
