@@ -83,7 +83,7 @@ def plan() -> dict[str, list[str]]:
     for seed in (1, 2):
         for tag in ("w", "d"):
             runs[f"{tag}_sgd_sum_s{seed}"] = [*runs[f"{tag}_sgd_sum_s0"], f"--seed={seed}"]
-    # Greedy splits --epochs across the stages, so above each stage gets 3-4 epochs. The paper's
+    # Greedy splits --epochs across the stages, so in w/d_greedy_s0 each stage gets 3-4. The paper's
     # greedy trains every stage with the full schedule: here 10 epochs per stage, 30 in all. Each
     # stage runs its own subnetwork, so this costs the sum of the stages' FLOPs: 1.4x (width) and
     # 1.8x (depth) the training FLOPs of sgd, which runs the full network once for all stages.
