@@ -141,3 +141,6 @@ def test_plots_keep_more_than_ten_settings_apart() -> None:
     assert [styles[f"run{i}"]["color"] for i in range(10)] == [f"C{i}" for i in range(10)]
     assert styles["run0"]["color"] == styles["run10"]["color"]  # same colour, so another marker and line
     assert (styles["run0"]["marker"], styles["run0"]["ls"]) != (styles["run10"]["marker"], styles["run10"]["ls"])
+    bars = series_styles(labels, bars=True)  # bars have no marker or line: the hatch tells them apart
+    assert len({tuple(style.items()) for style in bars.values()}) == 16
+    assert bars["run0"]["hatch"] != bars["run10"]["hatch"]

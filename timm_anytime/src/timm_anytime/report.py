@@ -157,18 +157,16 @@ def _pyplot():
 _MARKERS, _LINESTYLES, _HATCHES = ("o", "^", "s", "D"), ("-", "--", ":", "-."), ("", "//", "..", "xx")
 
 
-def series_styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
-    """A distinct matplotlib style per label: the 10 ``tab10`` colours, then the same colours with
-    the next marker, line style and bar hatch, so that more than 10 settings stay apart."""
-    return {
-        label: {
-            "color": f"C{i % 10}",
-            "marker": _MARKERS[i // 10 % 4],
-            "ls": _LINESTYLES[i // 10 % 4],
-            "hatch": _HATCHES[i // 10 % 4],
-        }
-        for i, label in enumerate(labels)
-    }
+def series_styles(labels: Sequence[str], bars: bool = False) -> dict[str, dict[str, str]]:
+    """A distinct matplotlib style per label, as keyword arguments of ``plot``/``errorbar`` (or of
+    ``bar`` with ``bars=True``): the 10 ``tab10`` colours, then the same colours with the next
+    marker and line style (bars: hatch), so that more than 10 settings stay apart."""
+    styles = {}
+    for i, label in enumerate(labels):
+        variant = i // 10 % 4
+        style = {"hatch": _HATCHES[variant]} if bars else {"marker": _MARKERS[variant], "ls": _LINESTYLES[variant]}
+        styles[label] = {"color": f"C{i % 10}", **style}
+    return styles
 
 
 def _save(fig, ax, path: Path) -> Path:
@@ -193,7 +191,7 @@ def plot_stage_error(results: Sequence[RunResult], path: Path) -> Path:
             yerr=errors.std(0, unbiased=len(members) > 1).tolist() if len(members) > 1 else None,
             capsize=3,
             label=f"{label} (n={len(members)})",
-            **{k: v for k, v in styles[label].items() if k != "hatch"},
+            **styles[label],
         )
     ax.set(xlabel="stage", ylabel="top-1 error (%)", title="Error per stage (Tables 1-2, Fig. 8)")
     ax.set_xticks(list(range(1, max(r.num_stages for r in results) + 1)))
@@ -212,8 +210,7 @@ def plot_error_vs_flops(results: Sequence[RunResult], path: Path) -> Path:
     styles = series_styles(list(anytime))
     for label, members in anytime.items():
         errors = [statistics.mean(m.errors()[k] for m in members) for k in range(members[0].num_stages)]
-        style = {k: v for k, v in styles[label].items() if k != "hatch"}
-        ax.plot([f / 1e6 for f in members[0].flops()], errors, label=label, **style)
+        ax.plot([f / 1e6 for f in members[0].flops()], errors, label=label, **styles[label])
     if oracle:
         ax.plot(
             [f / 1e6 for f, _ in oracle],
@@ -235,11 +232,10 @@ def plot_deadlines(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(table))
-    styles = series_styles(list(table))
+    styles = series_styles(list(table), bars=True)
     for i, (name, errors) in enumerate(table.items()):
-        style = styles[name]
-        bars = [d + i * width for d in range(len(deadlines))]
-        ax.bar(bars, errors, width, label=name, color=style["color"], hatch=style["hatch"], edgecolor="white")
+        positions = [d + i * width for d in range(len(deadlines))]
+        ax.bar(positions, errors, width, label=name, edgecolor="white", **styles[name])
     ax.set_xticks([d + 0.4 - width / 2 for d in range(len(deadlines))])
     scale, unit = (1000, "ms per input, this machine") if cost == "latency" else (1e-6, "MFLOPs per input")
     ax.set_xticklabels([f"{scale * d:.2f}" for d in deadlines])
