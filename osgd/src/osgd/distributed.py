@@ -6,12 +6,8 @@ gradients: they are averaged here before the Gramian, never the combined update 
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 def default_world_size(process_group: dist.ProcessGroup | None = None) -> int:
@@ -21,23 +17,11 @@ def default_world_size(process_group: dist.ProcessGroup | None = None) -> int:
     return dist.get_world_size(process_group)
 
 
-def all_reduce_mean(tensors: list[Tensor], process_group: dist.ProcessGroup | None = None) -> list[Tensor]:
-    """Return the rank-average of ``tensors`` as new tensors: one collective per (device, dtype).
-
-    Every rank must pass tensors of the same shapes in the same order.
-    """
+def all_reduce_mean_(tensors: list[Tensor], process_group: dist.ProcessGroup | None = None) -> None:
+    """Average ``tensors`` across ranks in place, one collective each (no-op with a single rank)."""
     world = default_world_size(process_group)
-    if world == 1 or not tensors:
-        return list(tensors)
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for index, tensor in enumerate(tensors):
-        buckets[(tensor.device, tensor.dtype)].append(index)
-    out: list[Tensor] = list(tensors)
-    for _, indices in sorted(buckets.items(), key=lambda item: (str(item[0][0]), str(item[0][1]))):
-        members = [tensors[i] for i in indices]
-        flat = _flatten_dense_tensors(members)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-        flat.div_(world)
-        for i, reduced in zip(indices, _unflatten_dense_tensors(flat, members), strict=True):
-            out[i] = reduced
-    return out
+    if world == 1:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=process_group)
+        tensor.div_(world)

@@ -14,10 +14,13 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .distributed import all_reduce_mean, default_world_size
+from .buffers import TaskGradients
+from .distributed import all_reduce_mean_, default_world_size
 from .methods import CombineInfo, Combiner
 
 NonFinite = Literal["skip", "raise"]
+#: One task's loss: a scalar tensor, or a function that computes it when its backward pass is due.
+TaskLoss = Tensor | Callable[[], Tensor]
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -95,8 +98,7 @@ class OSGD(Optimizer):
         self._mask_counts = (
             None if self.reach_masks is None else [{p: int(m.sum()) for p, m in t.items()} for t in self.reach_masks]
         )
-        self._index_cache: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
-        self._count_cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}  # (id(param), tasks)
+        self._grads: TaskGradients | None = None  # flat per-task buffers, kept between steps
         sizes = {
             name: len(spec)
             for name, spec in (
@@ -128,7 +130,7 @@ class OSGD(Optimizer):
 
     # ------------------------------------------------------------------ state of one accumulation
     def _reset(self) -> None:
-        self._task_grads: list[dict[Tensor, Tensor]] = []  # per task: parameter -> raw gradient
+        self._accumulating = False  # per-task gradients of the current accumulation are stored
         self._pending = False  # gradients added since the last combination
         self._written: list[tuple[Tensor, weakref.ref, int]] = []  # (param, its .grad, version)
         self._scale: float | None = None  # GradScaler scale of the accumulated gradients
@@ -167,21 +169,25 @@ class OSGD(Optimizer):
     # ------------------------------------------------------------------ public API
     def backward(
         self,
-        losses: Sequence[Tensor],
+        losses: Sequence[TaskLoss],
         *,
         grad_scaler: torch.amp.GradScaler | None = None,
         combine: bool = True,
     ) -> CombineInfo | None:
         """Add each loss's gradient to its task's accumulated gradient, then combine into ``.grad``.
 
-        One backward pass per task, each over the parameters that task reaches; the graph is kept
-        only until the last task. Repeated calls before :meth:`step` accumulate the raw per-task
-        gradients (as ``.backward()`` accumulates ``.grad``), and the combination always uses the
-        accumulated sum: gradient accumulation gives the large-batch result. Anything that clears
-        or changes ``.grad`` in between (``zero_grad``, unscaling, clipping) starts afresh.
+        One backward pass per task, each over the parameters that task reaches. Repeated calls
+        before :meth:`step` accumulate the raw per-task gradients (as ``.backward()`` accumulates
+        ``.grad``), and the combination always uses the accumulated sum: gradient accumulation
+        gives the large-batch result. Anything that clears or changes ``.grad`` in between
+        (``zero_grad``, unscaling, clipping) starts afresh.
 
         Args:
-            losses: One scalar loss per task, in task order.
+            losses: One entry per task, in task order: a scalar loss tensor, or a function of no
+                arguments returning one. Tensors share one graph, kept until the last tensor's
+                backward pass. A function is called just before its task's backward pass, so its
+                graph lives only for that pass: when each task's loss comes from its own forward
+                (e.g. one per subnetwork), only one task's activations are in memory at a time.
             grad_scaler: A ``torch.amp.GradScaler`` for float16 training: the losses are scaled
                 here, and ``.grad`` holds the combined direction times the scale, ready for
                 ``grad_scaler.step(optimizer)``. Correct for every method (also the normalized
@@ -193,127 +199,106 @@ class OSGD(Optimizer):
         Returns:
             The :class:`~osgd.CombineInfo` of the combination, or None when ``combine=False``.
         """
-        losses = self._check_losses(losses)
-        if self._task_grads and not self._pending and not self._grads_untouched():
+        entries = self._check_losses(losses)
+        if self._accumulating and not self._pending and not self._grads_untouched():
             self._reset()  # .grad was cleared or changed since the last combination
-        if not self._task_grads:
-            self._task_grads = [{} for _ in losses]
-            scaler_on = grad_scaler is not None and grad_scaler.is_enabled()
-            self._scale = float(grad_scaler.get_scale()) if scaler_on else None
-        elif (grad_scaler is not None and grad_scaler.is_enabled()) != (self._scale is not None):
-            raise RuntimeError("pass the same grad_scaler to every backward() of one accumulation")
-        if self._scale is not None:
-            losses = [grad_scaler.scale(loss) for loss in losses]
-
+        scaler_on = grad_scaler is not None and grad_scaler.is_enabled()
         params = self._params()
-        for task, loss in enumerate(losses):
-            grads = torch.autograd.grad(loss, params, retain_graph=task < len(losses) - 1, allow_unused=True)
-            buffers = self._task_grads[task]
-            for param, grad in zip(params, grads, strict=True):
-                if grad is not None:  # never mutated in place: autograd may hand out shared tensors
-                    previous = buffers.get(param)
-                    buffers[param] = grad.detach() if previous is None else previous + grad
-        self._losses = [loss.detach() / (self._scale or 1.0) for loss in losses]
+        if not self._accumulating:
+            key = TaskGradients.key_of(params, len(entries))
+            if self._grads is None or self._grads.key != key:
+                self._grads = TaskGradients(params, len(entries))
+            else:
+                self._grads.zero_()
+            self._scale = float(grad_scaler.get_scale()) if scaler_on else None
+            self._accumulating = True
+        elif scaler_on != (self._scale is not None):
+            raise RuntimeError("pass the same grad_scaler to every backward() of one accumulation")
+        assert self._grads is not None
+
+        # Tensor losses may share a graph: keep it until the last of them has been differentiated.
+        last_tensor = max((t for t, entry in enumerate(entries) if isinstance(entry, Tensor)), default=-1)
+        detached = []
+        try:
+            for task, entry in enumerate(entries):
+                loss = self._check_loss(task, entry() if not isinstance(entry, Tensor) else entry, called=True)
+                detached.append(loss.detach())
+                if self._scale is not None:
+                    loss = grad_scaler.scale(loss)
+                grads = torch.autograd.grad(loss, params, retain_graph=task < last_tensor, allow_unused=True)
+                self._grads.add_(task, grads)
+        except BaseException:
+            self._reset()  # a half-accumulated step must not be combined; .grad is untouched
+            raise
+        self._losses = detached
         self._pending = True
         if combine:
             return self._combine()
         return None
 
-    def _check_losses(self, losses: Sequence[Tensor]) -> list[Tensor]:
-        if isinstance(losses, Tensor) or not isinstance(losses, Sequence) or len(losses) == 0:
-            raise TypeError("backward() takes a non-empty list of scalar losses, one per task")
-        losses = list(losses)
-        for task, loss in enumerate(losses):
-            if not isinstance(loss, Tensor) or loss.numel() != 1:
-                shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-                raise ValueError(f"loss {task} must be a scalar tensor, got {shape}: reduce it (e.g. .mean())")
-            if not loss.requires_grad:
-                raise ValueError(
-                    f"loss {task} does not require grad: was it computed under torch.no_grad() or from "
-                    "detached tensors?"
-                )
-        expected = self.num_tasks if self.num_tasks is not None else len(self._task_grads) or None
-        if expected is not None and len(losses) != expected:
+    def _check_loss(self, task: int, loss: object, called: bool = False) -> Tensor:
+        source = f"loss {task}" + (" (returned by its function)" if called else "")
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(f"{source} must be a scalar tensor, got {shape}: reduce it (e.g. .mean())")
+        if not loss.requires_grad:
             raise ValueError(
-                f"got {len(losses)} losses, but this optimizer combines {expected} tasks "
+                f"{source} does not require grad: was it computed under torch.no_grad() or from detached tensors?"
+            )
+        return loss
+
+    def _check_losses(self, losses: Sequence[TaskLoss]) -> list[TaskLoss]:
+        if isinstance(losses, Tensor) or not isinstance(losses, Sequence) or len(losses) == 0:
+            raise TypeError(
+                "backward() takes a non-empty list of scalar losses (or functions returning one), one per task"
+            )
+        entries = list(losses)
+        for task, entry in enumerate(entries):
+            if isinstance(entry, Tensor):
+                self._check_loss(task, entry)
+            elif not callable(entry):
+                raise ValueError(
+                    f"loss {task} must be a scalar tensor or a function returning one, got {type(entry).__name__}"
+                )
+        accumulated = self._grads.num_tasks if self._accumulating and self._grads is not None else None
+        expected = self.num_tasks if self.num_tasks is not None else accumulated
+        if expected is not None and len(entries) != expected:
+            raise ValueError(
+                f"got {len(entries)} losses, but this optimizer combines {expected} tasks "
                 f"(priority={self.combiner.priority}); pass one loss per task, in task order"
             )
-        return losses
+        return entries
 
     def _task_dims(self) -> list[float]:
         if self.task_dims is not None:
             return list(self.task_dims)
-        dims = []
-        for task, buffers in enumerate(self._task_grads):
-            counts = self._mask_counts[task] if self._mask_counts is not None else {}
-            dims.append(float(sum(counts.get(p, p.numel()) for p in buffers)))
-        return dims
-
-    def _synchronize(self) -> None:
-        world = default_world_size(self.process_group)
-        if not (self.sync_gradients if self.sync_gradients is not None else world > 1):
-            return
-        keys = [(task, param) for task, buffers in enumerate(self._task_grads) for param in buffers]
-        reduced = all_reduce_mean([self._task_grads[t][p] for t, p in keys], self.process_group)
-        for (task, param), tensor in zip(keys, reduced, strict=True):
-            self._task_grads[task][param] = tensor
+        assert self._grads is not None
+        return self._grads.task_dims(self._mask_counts)
 
     def _combine(self) -> CombineInfo:
         """All-reduce the per-task gradients if distributed, combine them, write ``.grad``."""
-        self._synchronize()
-        n = len(self._task_grads)
-        params = [p for p in self._params() if any(p in buffers for buffers in self._task_grads)]
-        device = params[0].device if params else torch.device("cpu")
-        gram = torch.zeros(n, n, dtype=torch.float64, device=device)
-        for param in params:
-            tasks = [t for t in range(n) if param in self._task_grads[t]]
-            block = torch.stack([self._task_grads[t][param].reshape(-1) for t in tasks]).to(torch.float64)
-            index = self._task_index(tuple(tasks), gram.device)
-            gram[index[:, None], index[None, :]] += (block @ block.T).to(gram.device)
+        grads = self._grads
+        assert grads is not None
+        world = default_world_size(self.process_group)
+        if self.sync_gradients if self.sync_gradients is not None else world > 1:
+            all_reduce_mean_(grads.buffers(), self.process_group)
+        gram = grads.gram()  # the step's one read of the device: n x n numbers
         if self._scale is not None:
             gram = gram / self._scale**2  # weights come from the unscaled gradients
         info = self.combiner.weights(gram, self._task_dims())
-        weights = [1.0] * n if info.nonfinite_tasks else info.weights.tolist()
         if info.nonfinite_tasks and self.on_nonfinite == "raise" and self._scale is None:
             self._pending = False
             raise NonFiniteGradientError(self._nonfinite_message(info))
 
         # Non-finite: write the raw sum, so that a GradScaler (or any check) sees the NaN/inf.
-        written = []
-        for param in params:
-            tasks = [t for t in range(n) if param in self._task_grads[t]]
-            compute = torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
-            direction = None
-            for t in tasks:
-                term = self._task_grads[t][param].to(compute) * weights[t]
-                direction = term if direction is None else direction.add_(term)
-            if info.reduction == "mean_reached":
-                direction = direction / self._reach_count(param, tasks)
-            param.grad = direction.to(param.dtype)
-            written.append((param, weakref.ref(param.grad), param.grad._version))
-        self._written = written
+        weights = torch.ones(grads.num_tasks, dtype=torch.float64) if info.nonfinite_tasks else info.weights
+        written = grads.write_combination(
+            weights, per_element_mean=info.reduction == "mean_reached", masks=self.reach_masks
+        )
+        self._written = [(param, weakref.ref(param.grad), param.grad._version) for param in written]
         self._pending = False
         self.last_info = info
         return info
-
-    def _task_index(self, tasks: tuple[int, ...], device: torch.device) -> Tensor:
-        key = (device, tasks)
-        if key not in self._index_cache:
-            self._index_cache[key] = torch.tensor(tasks, device=device)
-        return self._index_cache[key]
-
-    def _reach_count(self, param: Tensor, tasks: list[int]) -> Tensor | float:
-        """How many of ``tasks`` reach each element of ``param`` (cached: the masks are static)."""
-        if self.reach_masks is None or not any(param in self.reach_masks[t] for t in tasks):
-            return float(len(tasks))
-        key = (id(param), tuple(tasks))
-        if key not in self._count_cache:
-            count = torch.zeros(param.shape, dtype=torch.float32, device=param.device)
-            for t in tasks:
-                mask = self.reach_masks[t].get(param)
-                count += 1.0 if mask is None else mask.to(torch.float32)
-            self._count_cache[key] = count.clamp_min_(1.0)
-        return self._count_cache[key]
 
     def _nonfinite_message(self, info: CombineInfo) -> str:
         parts = []
