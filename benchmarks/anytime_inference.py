@@ -8,11 +8,13 @@ For each model, with a batch of random images in inference mode, per round:
 * ``active k``: ``set_active_stage(k); model(x)``, against ``dense k``: an independent ordinary
   network of stage k's width (``extract_stage(k)``, a timm ResNet / CifarResNet).
 
-Variants run interleaved round after round; medians are compared. Targets (issue): anytime within
-1.10x of full; active k within 1.10x of dense k.
+Variants run interleaved round after round; medians are compared, at batch 1 (the real-time
+case: one input, answer as soon as possible) and batch 64. Targets: anytime within 1.10x of full
+for the width-nested models and 1.25x for the width-depth-nested ones; active k within 1.10x of
+dense k.
 
-    python benchmarks/anytime_inference.py                           # both default models
-    python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32
+    python benchmarks/anytime_inference.py                           # the default models
+    python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32 --batch 1
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
 
-DEFAULTS = [("anytime_cifar_resnet20_w124", 32), ("anytime_resnet50_w124", 224)]
+DEFAULTS = [
+    ("anytime_cifar_resnet20_w124", 32),
+    ("anytime_cifar_sparse_resnet50_wd_sim", 32),
+    ("anytime_resnet50_w124", 224),
+]
 
 
 def variants(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -81,7 +87,8 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
     print(f"\n{name}, batch {batch} at {size}x{size} (median seconds per call)")
     print(f"  full (last stage alone)      {median['full']:.4f}")
     ratio = median["anytime"] / median["full"]
-    print(f"  anytime, all {stages} stages       {median['anytime']:.4f}  = {ratio:.2f}x full (target <= 1.10)")
+    target = 1.25 if "_wd_" in name else 1.10
+    print(f"  anytime, all {stages} stages       {median['anytime']:.4f}  = {ratio:.2f}x full (target <= {target:.2f})")
     print(
         f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
     )
@@ -94,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="one registered anytime model (default: a CIFAR and an ImageNet one)")
     parser.add_argument("--size", type=int, help="input height and width (default: the model's)")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
@@ -108,7 +115,8 @@ def main() -> None:
     )
     for name, size in cases:
         size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]
-        report(name, size, args.batch, measure(name, size, args.batch, args.rounds, args.warmup))
+        for batch in args.batch:
+            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup))
 
 
 if __name__ == "__main__":

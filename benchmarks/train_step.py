@@ -1,18 +1,31 @@
 """Cost of one training step per method, measured side by side in one process.
 
-Every method runs the trainer's own update rule (timm_anytime.train.methods) on the same model,
-batch and optimizer; the data are random (the step's cost does not depend on them). Prints the
-median step time, its ratio to the summed-loss SGD step, and peak GPU memory on CUDA.
+Every method runs the trainer's own update rule (timm_anytime.train.methods) and stage passes
+(timm_anytime.train.stage_passes) on the same model, batch and optimizer; the data are random
+(the step's cost does not depend on them). The variants run interleaved, round after round, so
+that drift of a noisy machine hits them alike; medians are compared. Prints each method's median
+step time and its ratio to the summed-loss SGD step in the same layout, and ``sgd (plain)``: SGD
+in the default layout without compile, the reference for the layout and compile gains. Peak
+memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, the growth of the resident set
+over a few steps, each method in a fresh process (``--memory``).
 
-    python benchmarks/train_step.py                       # CPU: anytime_cifar_resnet20_w124, batch 64
-    python benchmarks/train_step.py --device cuda --batch-size 128 --model anytime_cifar_resnet42_w124
+    python benchmarks/train_step.py --batch-size 128                        # CPU, ResNet-20 w124
+    python benchmarks/train_step.py --batch-size 128 --channels-last --compile
+    python benchmarks/train_step.py --device cuda --precision bf16 --batch-size 512 --channels-last --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import timm
 import torch
@@ -24,6 +37,7 @@ import timm_anytime  # noqa: F401
 from osgd import OSGD
 from timm_anytime.train.config import OSGD_METHODS, TrainConfig
 from timm_anytime.train.methods import Phase, build_update_rule
+from timm_anytime.train.stage_passes import resolve_stage_passes, separate_stage_losses
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
 
@@ -33,10 +47,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(method: str, args: argparse.Namespace, accelerator: Accelerator) -> tuple[float, float]:
+def build_step(
+    method: str, args: argparse.Namespace, accelerator: Accelerator, *, channels_last: bool, compiled: bool
+) -> tuple[Callable[[], None], str]:
+    """One training step of ``method`` as the trainer runs it; returns it and the stage passes used."""
     torch.manual_seed(0)
     device = accelerator.device
     model = timm.create_model(args.model, num_classes=10).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     inner = create_optimizer_v2(model, opt="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9)
     cfg = TrainConfig(model=args.model, dataset="digits", method=method)
     phase = Phase(0, 1, stage=model.num_stages if method == "greedy" else None)  # greedy: its last stage
@@ -44,52 +63,153 @@ def measure(method: str, args: argparse.Namespace, accelerator: Accelerator) -> 
     if method in OSGD_METHODS:
         optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks())
     rule = build_update_rule(cfg, accelerator, model, optimizer, phase)
+    passes = "single" if method == "greedy" else resolve_stage_passes(args.stage_passes, method, model)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     if phase.stage is not None:
         model.set_active_stage(phase.stage)
-    times = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for step in range(args.warmup + args.steps):
-        synchronize(device)
-        start = time.perf_counter()
-        optimizer.zero_grad()
+    forward: Callable = model.forward
+    forward_stages: Callable = model.forward_stages
+    if compiled:
+        forward, forward_stages = torch.compile(model.forward), torch.compile(model.forward_stages)
+
+    def forward_stage(stage: int) -> torch.Tensor:
+        model.set_active_stage(stage)
         with accelerator.autocast():
-            logits = [model(x)] if phase.stage is not None else model.forward_stages(x)
-        rule.backward([F.cross_entropy(z.float(), y) for z in logits], last_micro=True)
+            return forward(x)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        if passes == "separate":
+            losses = separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y))
+            rule.backward(losses, last_micro=True)
+            model.set_active_stage(model.num_stages)
+        else:
+            with accelerator.autocast():
+                logits = [forward(x)] if phase.stage is not None else forward_stages(x)
+            rule.backward([F.cross_entropy(z.float(), y) for z in logits], last_micro=True)
         optimizer.step()
         rule.after_step()
+
+    return step, passes
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mib(variant: str, args: argparse.Namespace, accelerator: Accelerator) -> float:
+    """Peak memory of a few steps of one variant: CUDA allocator peak, or resident-set growth (CPU)."""
+    method, channels_last, compiled = parse_variant(variant, args)
+    step, _ = build_step(method, args, accelerator, channels_last=channels_last, compiled=compiled)
+    device = accelerator.device
+    if device.type == "cuda":
+        step()
         synchronize(device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(3):
+            step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    before = rss_bytes()  # model, optimizer and batch already allocated
+    for _ in range(3):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return (peak - before) / 2**20
+
+
+def parse_variant(variant: str, args: argparse.Namespace) -> tuple[str, bool, bool]:
+    if variant == "sgd (plain)":
+        return "sgd", False, False
+    return variant, args.channels_last, args.compile
+
+
+def cpu_memory_in_subprocess(variant: str) -> float:
+    """Run ``peak_memory_mib`` for one variant in a fresh process (the resident set never shrinks)."""
+    argv = [sys.executable, __file__, *sys.argv[1:], "--memory-of", variant]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="anytime_cifar_resnet20_w124")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=12, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--stage-passes", default="auto", choices=("auto", "single", "separate"))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory (CPU: one process each)")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
-    name = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "CPU"
+    if args.memory_of:
+        print(json.dumps({"peak_mib": peak_memory_mib(args.memory_of, args, accelerator)}))
+        return
+    device = accelerator.device
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}"
+    )
+    layout = ("channels_last" if args.channels_last else "default layout") + (", compiled" if args.compile else "")
     print(
         f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, precision {args.precision}, "
-        f"on {name} ({torch.get_num_threads()} threads), median of {args.steps} steps after {args.warmup}"
+        f"{layout}, on {name} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
+        f"median of {args.rounds} interleaved steps after {args.warmup}"
     )
-    results = {method: measure(method, args, accelerator) for method in args.methods}
-    base = results.get("sgd", next(iter(results.values())))[0]
-    print(f"{'method':>10} {'ms/step':>9} {'x sgd':>7} {'peak MiB':>9}")
-    for method, (seconds, peak) in results.items():
-        memory = f"{peak:>9.1f}" if peak == peak else f"{'n/a':>9}"
-        print(f"{method:>10} {1000 * seconds:>9.2f} {seconds / base:>7.2f} {memory}")
+    variants = list(args.methods)
+    if (args.channels_last or args.compile) and "sgd" in variants:
+        variants.insert(0, "sgd (plain)")
+    steps, passes = {}, {}
+    for variant in variants:
+        method, channels_last, compiled = parse_variant(variant, args)
+        steps[variant], passes[variant] = build_step(
+            method, args, accelerator, channels_last=channels_last, compiled=compiled
+        )
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for round_index in range(args.warmup + args.rounds):
+        for variant, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if round_index >= args.warmup:
+                times[variant].append(time.perf_counter() - start)
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    memory = {}
+    if args.memory:
+        for variant in variants:
+            if device.type == "cuda":
+                memory[variant] = peak_memory_mib(variant, args, accelerator)
+            else:
+                memory[variant] = cpu_memory_in_subprocess(variant)
+    base = medians.get("sgd", next(iter(medians.values())))
+    base_memory = memory.get("sgd")
+    header = f"{'method':>12} {'passes':>9} {'ms/step':>9} {'x sgd':>7} {'img/s':>8}"
+    if memory:
+        header += f" {'peak MiB':>9} {'mem x sgd':>9}"
+    print(header)
+    for variant, seconds in medians.items():
+        line = (
+            f"{variant:>12} {passes[variant]:>9} {1000 * seconds:>9.1f} {seconds / base:>7.2f} "
+            f"{args.batch_size / seconds:>8.0f}"
+        )
+        if memory:
+            ratio = memory[variant] / base_memory if base_memory else float("nan")
+            line += f" {memory[variant]:>9.1f} {ratio:>9.2f}"
+        print(line)
+    if "sgd (plain)" in medians:
+        print(f"sgd in this layout / sgd (plain): {medians['sgd'] / medians['sgd (plain)']:.2f}")
 
 
 if __name__ == "__main__":

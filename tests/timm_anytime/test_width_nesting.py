@@ -11,6 +11,7 @@ from timm.models.resnet import ResNet
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_anytime  # noqa: F401  (registers the models)
+from tests.timm_anytime.batchnorm import nontrivial_batchnorm
 from timm_anytime import StripeSpec
 from timm_anytime.cost import stage_costs
 from timm_anytime.models.cifar_resnet import CifarResNet
@@ -288,3 +289,24 @@ def test_inference_stays_nested_when_the_structural_zeros_are_overwritten() -> N
         model.set_active_stage(3)
         torch.testing.assert_close(model(x), expected[2], rtol=1e-5, atol=1e-5)
     assert any(not m._zeros_hold for m in model.modules() if hasattr(m, "weight_mask"))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_anytime_inference_follows_weight_updates(batch: int) -> None:
+    """The inference path caches contiguous stripe weights and stripe buffers: both must track the
+    weights (a training step between two calls) and agree with each stage run alone."""
+    torch.manual_seed(0)
+    model = nontrivial_batchnorm(timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, width=0.5))
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.no_grad():
+        before = list(model.forward_anytime(x))
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param) * getattr(param, "weight_mask", 1.0))
+        for module in model.modules():
+            if hasattr(module, "weight_mask"):
+                module.weight.mul_(module.weight_mask)
+        after = list(model.forward_anytime(x))
+        for k, logits in enumerate(after, start=1):
+            model.set_active_stage(k)
+            torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(before[-1], after[-1])

@@ -13,6 +13,8 @@ Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stag
   ``forward_anytime`` uses: stage k costs only what D_k adds to D_{k-1}).
 """
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
@@ -23,6 +25,8 @@ from ..stripes import StripeSpec
 
 class NestedConv2d(nn.Conv2d):
     """A Conv2d whose output stripe j reads input stripes 1..j (all of the input if not striped)."""
+
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_stripe_weights"]
 
     out_splits: list[int]
     in_splits: list[int]
@@ -53,6 +57,7 @@ class NestedConv2d(nn.Conv2d):
         self.register_buffer("weight_mask", mask, persistent=False)
         self._zeros_checked_at = -1  # weight version at which the structural zeros were verified
         self._zeros_hold = False
+        self._stripe_weights: dict[int, tuple[int, Tensor]] = {}  # stage -> (weight version, stripe)
         with torch.no_grad():
             self.weight.mul_(mask)
 
@@ -85,10 +90,32 @@ class NestedConv2d(nn.Conv2d):
             bias = bias[: self.out_splits[k]]
         return self._conv_forward(x, weight, bias)
 
+    @torch.jit.unused
+    def _stripe_weight(self, k: int) -> Tensor:
+        """Stripe k's weights: a view under autograd or tracing; in inference, a contiguous copy
+        kept until the weight changes (a convolution would otherwise copy the strided view on
+        every call). The copies hold the triangular part of the weight, once."""
+        lo, hi = self.out_splits[k - 1], self.out_splits[k]
+        weight = self.weight[lo:hi, : self.in_splits[k]]
+        if torch.is_grad_enabled() or is_fx_symbolic_tracing() or torch.compiler.is_compiling():
+            return weight
+        if self.weight.is_inference():
+            return weight  # (inference tensors keep no version counter to cache against)
+        version = self.weight._version
+        cached = self._stripe_weights.get(k)
+        if cached is None or cached[0] != version or cached[1].device != weight.device:
+            channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
+            layout = (
+                torch.channels_last if channels_last and not self.weight.is_contiguous() else torch.contiguous_format
+            )
+            cached = (version, weight.contiguous(memory_format=layout))
+            self._stripe_weights[k] = cached
+        return cached[1]
+
     def forward_stripe(self, x: Tensor, k: int) -> Tensor:
         """Output stripe k from the input prefix of stripes <= k (inside the mask: no zeros)."""
         lo, hi = self.out_splits[k - 1], self.out_splits[k]
-        weight = self.weight[lo:hi, : self.in_splits[k]]
+        weight = self._stripe_weight(k)
         bias = self.bias
         if bias is not None:
             bias = bias[lo:hi]
@@ -158,12 +185,31 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         return {name: rows.clone() for name in ("weight", "bias") if getattr(self, name) is not None}
 
 
-def grow(cache: dict[str, Tensor], key: str, new: Tensor) -> Tensor:
-    """Append stripe ``new`` to the cached prefix under ``key`` (channels dim) and return the prefix."""
-    previous = cache.get(key)
-    prefix = new if previous is None else torch.cat([previous, new], dim=1)
-    cache[key] = prefix
-    return prefix
+def grow(cache: dict[str, tuple[Tensor, int]], key: str, new: Tensor, total: int) -> Tensor:
+    """Append stripe ``new`` to the prefix cached under ``key`` (channels dim) and return the prefix.
+
+    The stripes are written into one buffer of ``total`` channels, allocated with the first one, so
+    a stage copies only its own stripe (never the prefix again), and at batch size 1 the returned
+    prefix of an NCHW buffer is contiguous: the next convolution reads it in place. Under autograd
+    the prefix is concatenated instead.
+    """
+    entry = cache.get(key)
+    if new.requires_grad:  # under autograd, writing into a buffer that earlier stages read is not allowed
+        prefix = new if entry is None else torch.cat([entry[0][:, : entry[1]], new], dim=1)
+        cache[key] = (prefix, prefix.shape[1])
+        return prefix
+    buffer, filled = entry if entry is not None else (None, 0)
+    if buffer is None or buffer.shape[1] != total:
+        previous = buffer
+        buffer = new.new_empty((new.shape[0], total, *new.shape[2:]))
+        if previous is not None:
+            buffer[:, :filled] = previous[:, :filled]
+    end = filled + new.shape[1]
+    if end > total:
+        raise ValueError(f"stripe {key!r} overflows its {total} channels ({filled} + {new.shape[1]})")
+    buffer[:, filled:end] = new
+    cache[key] = (buffer, end)
+    return buffer[:, :end]
 
 
 def zero_pad_stripe(x: Tensor, stride: int) -> Tensor:

@@ -16,6 +16,12 @@ class AnytimeMixin:
 
     num_stages: int
     stage: int
+    #: True when one forward of each D_k alone (``set_active_stage(k); model(x)``) gives the same
+    #: per-stage gradients as ``forward_stages`` at less cost, because the single pass runs every
+    #: stage's loss through full-width layers (width nesting). The D_S pass must then update every
+    #: BatchNorm statistic that ``forward_stages`` updates. The trainer runs the per-stage backward
+    #: passes of OSGD that way (``train.stage_passes``).
+    separate_stage_passes: ClassVar[bool] = False
     __jit_unused_properties__: ClassVar[list[str]] = ["active_stage"]  # not compiled by TorchScript
 
     def check_stage(self, stage: int) -> int:

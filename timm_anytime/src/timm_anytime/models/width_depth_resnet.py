@@ -46,11 +46,13 @@ class NestedSparseUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv2(self.act2(self.bn2(self.conv1(self.act1(self.bn1(x))))))
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor]) -> Tensor:
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
         """Output stripe k from input stripe k alone (BN and ReLU are per channel); the earlier
         stripes' activations come from ``cache``, which this extends."""
-        h = grow(cache, "h0", self.act1(self.bn1.forward_stripe(x, k)))
-        h = grow(cache, "h1", self.act2(self.bn2.forward_stripe(self.conv1.forward_stripe(h, k), k)))
+        h = grow(cache, "h0", self.act1(self.bn1.forward_stripe(x, k)), self.bn1.num_features)
+        h = grow(
+            cache, "h1", self.act2(self.bn2.forward_stripe(self.conv1.forward_stripe(h, k), k)), self.conv1.out_channels
+        )
         return self.conv2.forward_stripe(h, k)
 
 
@@ -65,9 +67,9 @@ class NestedTransition(nn.Sequential):
         self.add_module("conv", NestedConv2d(in_channels, out_channels, 1, **dd))
         self.add_module("pool", nn.AvgPool2d(2))
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor]) -> Tensor:
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
         """Output stripe k from input stripe k alone; earlier stripes come from ``cache``."""
-        h = grow(cache, "h0", self.act(self.norm.forward_stripe(x, k)))
+        h = grow(cache, "h0", self.act(self.norm.forward_stripe(x, k)), self.norm.num_features)
         return self.pool(self.conv.forward_stripe(h, k))
 
 
@@ -85,6 +87,8 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
     """
 
     depth_of_stage: list[int]
+    head_levels: list[int]
+    separate_stage_passes = True  # D_S's training forward also updates every head level's statistics
     pool_types = ("avg", "max", "avgmax", "")  # per channel, so a stage's head reads a prefix
 
     def __init__(
@@ -115,6 +119,7 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         self.units_per_stage, self.schedule, self.channels, self.width = units_per_stage, schedule, channels, width
         self.spec, self.levels, self.widths = spec, levels, widths
         self.depth_of_stage = [schedule.depth(s) for s in range(1, schedule.num_stages + 1)]  # (TorchScript)
+        self.head_levels = sorted(set(self.depth_of_stage))
         self.num_stages = self.stage = schedule.num_stages
         self.grad_checkpointing = False
         self.num_resolution_stages = len(widths)
@@ -224,7 +229,14 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
     def forward_features(self, x: Tensor) -> Tensor:
         """D_stage's final features (its depth level's BN-ReLU, its stripes only)."""
         depth = self.depth_of_stage[self.stage - 1]
-        return self._head_features(self._level_outputs(x, depth)[depth - 1], depth)
+        outputs = self._level_outputs(x, depth)
+        if self.training and self.stage == self.num_stages:
+            # As in forward_stages, every head level's final BatchNorm sees this batch, so that the
+            # training pass of D_S alone leaves the statistics the single pass leaves.
+            for level in self.head_levels:
+                if level != depth:
+                    self._head_features(outputs[level - 1], level)
+        return self._head_features(outputs[depth - 1], depth)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the active stage (default: the last), from D_stage alone."""
@@ -251,7 +263,7 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         try:
             outputs = self._level_outputs(x, self.levels)
             pooled = {}
-            for level in sorted({self.schedule.depth(s) for s in range(1, self.num_stages + 1)}):
+            for level in self.head_levels:
                 pooled[level] = self.global_pool(self._head_features(outputs[level - 1], level))
         finally:
             self.set_active_stage(active)
@@ -297,7 +309,7 @@ class _AnytimeRun:
         self.inputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
         self.outputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
         self.units: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
-        self.caches: dict[tuple, dict[str, Tensor]] = {}
+        self.caches: dict[tuple, dict[str, tuple[Tensor, int]]] = {}
         self.pooled: dict[int, list[Tensor]] = {}
         self.head_cache: dict[int, dict[str, Tensor]] = {}
 

@@ -93,11 +93,16 @@ class NestedBasicBlock(_NestedResidualBlock):
         x = self.bn2(self.conv2(x))
         return self.act2(x + shortcut)
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
         """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
-        h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
+        h = grow(
+            cache,
+            key + ".h1",
+            self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)),
+            self.conv1.out_channels,
+        )
         y = self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)
-        return grow(cache, key, self.act2(y + self._shortcut_stripe(x, k)))
+        return grow(cache, key, self.act2(y + self._shortcut_stripe(x, k)), self.conv2.out_channels)
 
 
 class NestedBottleneck(_NestedResidualBlock):
@@ -130,12 +135,22 @@ class NestedBottleneck(_NestedResidualBlock):
         x = self.bn3(self.conv3(x))
         return self.act3(x + shortcut)
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, Tensor], key: str) -> Tensor:
+    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
         """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
-        h = grow(cache, key + ".h1", self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)))
-        h = grow(cache, key + ".h2", self.act2(self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)))
+        h = grow(
+            cache,
+            key + ".h1",
+            self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)),
+            self.conv1.out_channels,
+        )
+        h = grow(
+            cache,
+            key + ".h2",
+            self.act2(self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)),
+            self.conv2.out_channels,
+        )
         y = self.bn3.forward_stripe(self.conv3.forward_stripe(h, k), k)
-        return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)))
+        return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)), self.conv3.out_channels)
 
 
 class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
@@ -158,6 +173,7 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
     """
 
     feature_splits: list[int]
+    separate_stage_passes = True  # D_S's forward is exactly forward_stages' pass
 
     def __init__(
         self,
@@ -295,15 +311,15 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         every activation of stages < k. Stop iterating whenever time is up."""
         if self.global_pool.is_identity():
             raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
-        cache: dict[str, Tensor] = {}
+        cache: dict[str, tuple[Tensor, int]] = {}
         for k in range(1, self.num_stages + 1):
             h = self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k))
-            h = grow(cache, "stem", self.maxpool(h))
+            h = grow(cache, "stem", self.maxpool(h), self.stem_channels)
             for layer_index, layer in enumerate(self._layers()):
                 for block_index, block in enumerate(layer):
                     h = block.forward_stripe(h, k, cache, f"layer{layer_index + 1}.{block_index}")
             new = h[:, self.feature_splits[k - 1] : self.feature_splits[k]]
-            pooled = grow(cache, "pool", self.global_pool(new))
+            pooled = grow(cache, "pool", self.global_pool(new), self.num_features)
             if self.drop_rate > 0.0:
                 pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
             yield self.fc[k - 1](pooled)

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 METHODS = ("greedy", "sgd", "normsgd", "osgd", "osgd_norm", "adaloss")
 #: The ``osgd`` package's name for each method that combines per-stage gradients.
 OSGD_METHODS = {"normsgd": "norm", "osgd": "osgd", "osgd_norm": "osgd_norm"}
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-PRECISIONS = ("no", "bf16", "fp16")
+#: ``auto``: bf16 autocast when training on a CUDA GPU that supports it, full float32 otherwise.
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+#: How the per-stage losses are computed (train/stage_passes.py): one full pass, or one pass per stage.
+STAGE_PASSES = ("auto", "single", "separate")
 
 
 @dataclass
@@ -44,6 +48,7 @@ class TrainConfig:
     stage_weights: list[float] | None = None
     norm_scale: float = 0.5
     reduction: str | None = None
+    stage_passes: str = "auto"
     # optimizer and schedule (timm's create_optimizer_v2 / create_scheduler_v2)
     opt: str = "sgd"
     lr: float = 0.1
@@ -58,7 +63,9 @@ class TrainConfig:
     output: str = "runs/anytime"
     name: str | None = None
     seed: int = 0
-    precision: str = "no"
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
     cpu: bool = False
     log_with: list[str] = field(default_factory=list)
     eval_every: int = 1
@@ -83,6 +90,13 @@ class TrainConfig:
             return list(self.decay_milestones)
         return sorted({max(1, round(num_epochs * f)) for f in (0.3, 0.6, 0.8)})
 
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` resolved for this machine (bf16 on a bf16-capable CUDA GPU)."""
+        if self.precision != "auto":
+            return self.precision
+        on_gpu = not self.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if on_gpu else "no"
+
     def validate(self) -> None:
         def choice(name: str, allowed: tuple[str, ...]) -> None:
             if getattr(self, name) not in allowed:
@@ -91,6 +105,7 @@ class TrainConfig:
         choice("method", METHODS)
         choice("dataset", DATASETS)
         choice("precision", PRECISIONS)
+        choice("stage_passes", STAGE_PASSES)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -185,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage-weights", nargs="+", type=float, help="loss weights k_i for sgd")
     g.add_argument("--norm-scale", type=float, help="C of normsgd / osgd_norm")
     g.add_argument("--reduction", choices=("sum", "mean", "mean_reached"), help="override the method's reduction")
+    g.add_argument(
+        "--stage-passes",
+        choices=STAGE_PASSES,
+        help="per-stage losses from one full pass (single) or one pass of each subnetwork (separate); auto: "
+        "separate for normsgd/osgd/osgd_norm on width-nested models (same gradients, less work)",
+    )
     g = p.add_argument_group("optimizer and schedule")
     g.add_argument("--opt", help="any timm optimizer name (create_optimizer_v2)")
     g.add_argument("--lr", type=float)
@@ -199,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", help="run folder (refuses to reuse a non-empty one without --resume/--overwrite)")
     g.add_argument("--name", help="label of this run in reports")
     g.add_argument("--seed", type=int)
-    g.add_argument("--precision", choices=PRECISIONS, help="mixed precision (Accelerate)")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="mixed precision (Accelerate); auto: bf16 on a CUDA GPU, none on the CPU",
+    )
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the forward (compiles once per stage)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     g.add_argument("--log-with", nargs="+", help="Accelerate trackers, e.g. tensorboard")
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs (and after the last)")

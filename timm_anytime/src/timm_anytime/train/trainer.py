@@ -41,10 +41,25 @@ from .config import OSGD_METHODS, TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
 from .methods import Phase, build_update_rule, plan_phases
+from .stage_passes import resolve_stage_passes, separate_stage_losses
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
+#: Speed settings (stage_passes, channels_last, compile) change float rounding only.
 RESUMABLE = frozenset(
-    {"resume", "overwrite", "progress", "log_with", "eval_every", "workers", "eval_batch_size", "output", "name"}
+    {
+        "resume",
+        "overwrite",
+        "progress",
+        "log_with",
+        "eval_every",
+        "workers",
+        "eval_batch_size",
+        "output",
+        "name",
+        "stage_passes",
+        "channels_last",
+        "compile",
+    }
 )
 LOG_EVERY = 10  # steps between progress updates (each reads the losses back from the device)
 
@@ -121,7 +136,7 @@ class Trainer:
         ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method == "greedy")
         self.accelerator = Accelerator(
             cpu=cfg.cpu or _cpu_processes(),
-            mixed_precision=cfg.precision,
+            mixed_precision=cfg.resolved_precision(),
             log_with=cfg.log_with or None,
             project_dir=str(self.out),
             kwargs_handlers=[ddp],
@@ -139,6 +154,9 @@ class Trainer:
         self.model = create_model(cfg, sources.num_classes, sources.in_chans)
         self.num_stages = num_stages_of(self.model)
         self._check_stage_settings()
+        self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
         self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
         self._write_folder()  # only once every setting has been checked
@@ -147,7 +165,10 @@ class Trainer:
             load_weights(self.out / "checkpoint", self.model)
             resumed = load_state(self.out / "checkpoint")
             self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
-        self.wrapper = self.accelerator.prepare(StageOutputs(self.model))
+        outputs = StageOutputs(self.model)
+        if cfg.compile:
+            outputs.compile()  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
+        self.wrapper = self.accelerator.prepare(outputs)
         self.phase: Phase | None = None
         if resumed is not None and self.start_epoch < cfg.epochs:
             self._start_phase(self._phase_of(self.start_epoch))
@@ -286,11 +307,16 @@ class Trainer:
             micro = list(zip(images.chunk(cfg.grad_accum), labels.chunk(cfg.grad_accum), strict=True))
             for j, (x, y) in enumerate(micro):
                 last = j == len(micro) - 1
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 with self.rule.sync_context(self.wrapper, last):
-                    with accelerator.autocast():
-                        logits = self.wrapper(x, only_active=only_active)
-                    losses = [F.cross_entropy(z.float(), y) for z in logits]
-                    self.rule.backward([loss / len(micro) for loss in losses], last)
+                    if self.stage_passes == "separate" and not only_active:
+                        logits, losses = self._separate_backward(x, y, len(micro), last)
+                    else:
+                        with accelerator.autocast():
+                            logits = self.wrapper(x, only_active=only_active)
+                        losses = [F.cross_entropy(z.float(), y) for z in logits]
+                        self.rule.backward([loss / len(micro) for loss in losses], last)
                 with torch.no_grad():
                     loss_sum += torch.stack(losses).double() * len(y)
                     correct += torch.stack([(z.argmax(-1) == y).sum() for z in logits]).double()
@@ -324,6 +350,30 @@ class Trainer:
         if only_active:
             record["greedy_stage"] = phase.stage
         return record
+
+    def _separate_backward(
+        self, x: Tensor, y: Tensor, micro_batches: int, last: bool
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The per-stage backward passes from one forward of each D_k (``stage_passes='separate'``).
+        Returns every stage's logits and loss, detached (for the training metrics)."""
+        logits: list[Tensor] = [x.new_empty(0)] * self.num_stages
+        losses: list[Tensor] = [x.new_empty(0)] * self.num_stages
+
+        def forward_stage(stage: int) -> Tensor:
+            self.model.set_active_stage(stage)
+            with self.accelerator.autocast():
+                return self.wrapper(x, only_active=True)[0]
+
+        def loss_of(stage: int, z: Tensor) -> Tensor:
+            loss = F.cross_entropy(z.float(), y)
+            logits[stage - 1], losses[stage - 1] = z.detach(), loss.detach()
+            return loss / micro_batches
+
+        try:
+            self.rule.backward(separate_stage_losses(self.model, forward_stage, loss_of), last)
+        finally:
+            self.model.set_active_stage(self.num_stages)
+        return logits, losses
 
     def evaluate(self) -> dict[str, Any]:
         """Per-stage top-1/top-5 error (%) on the evaluation set, summed over all processes."""

@@ -1,0 +1,54 @@
+"""channels_last and torch.compile change speed, not results: same outputs as the default layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch.nn import functional as F
+
+import timm_anytime  # noqa: F401
+from tests.timm_anytime.runs import tiny_config
+from timm_anytime.train import train
+
+MODELS = ["anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124", "anytime_cifar_sparse_resnet50_wd_sim"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_channels_last_gives_the_same_outputs_and_gradients(name: str) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, width=0.5).train()
+    x = torch.randn(4, 3, 32, 32)
+    y = torch.randint(0, 10, (4,))
+    reference = model.forward_stages(x)
+    grads = torch.autograd.grad(sum(F.cross_entropy(z, y) for z in reference), list(model.parameters()))
+    model.to(memory_format=torch.channels_last)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    outputs = model.forward_stages(x_last)
+    grads_last = torch.autograd.grad(sum(F.cross_entropy(z, y) for z in outputs), list(model.parameters()))
+    for want, have in zip(reference, outputs, strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+    for want, have in zip(grads, grads_last, strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        anytime = list(model.forward_anytime(x_last))
+    for k, logits in enumerate(anytime, start=1):
+        model.set_active_stage(k)
+        with torch.no_grad():
+            torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-5)
+
+
+def _losses(run: Path) -> list[list[float]]:
+    return [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_trainer_with_channels_last_and_compile_matches_the_plain_run(tmp_path: Path) -> None:
+    plain = train(tiny_config(tmp_path / "plain", method="sgd", epochs=1))
+    fast = train(tiny_config(tmp_path / "fast", method="sgd", epochs=1, channels_last=True, compile=True))
+    torch.testing.assert_close(torch.tensor(_losses(fast)), torch.tensor(_losses(plain)), rtol=0, atol=1e-4)

@@ -1,0 +1,87 @@
+"""How the per-stage losses of one micro-batch are computed for the per-stage backward passes.
+
+* ``single``: one pass of ``forward_stages``; every stage's loss comes from the full network's
+  graph. Cheapest when each stage's loss reaches only its own subnetwork anyway (depth nesting,
+  the cascade) and for one summed backward (``sgd``).
+* ``separate``: one forward of each D_k alone (``set_active_stage(k)``), each with its own graph,
+  handed to :class:`osgd.OSGD` as a loss function so that only one stage's activations live at a
+  time. In a width-nested network the single pass runs L_1's backward through full-width layers
+  although D_1 is a fraction of them; the separate passes restrict every stage's backward to its
+  own subnetwork, with dense kernels. The per-stage gradients are the same: nesting means D_k's
+  channels never read later stripes, and BatchNorm is per channel. BatchNorm statistics are
+  updated once per step, by the D_S pass (which updates exactly what the single pass updates);
+  the passes of D_1..D_(S-1) normalize with batch statistics but leave the running ones alone.
+
+``auto`` picks ``separate`` for the methods with per-stage backward passes (normsgd, osgd,
+osgd_norm) on models that declare ``separate_stage_passes`` (width- and width-depth-nested), and
+``single`` otherwise. ``benchmarks/train_step.py --stage-passes`` measures both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .config import OSGD_METHODS, STAGE_PASSES
+
+
+def resolve_stage_passes(setting: str, method: str, model: nn.Module) -> str:
+    """``single`` or ``separate`` for this method and model (see the module docstring)."""
+    if setting not in STAGE_PASSES:
+        raise ValueError(f"stage_passes must be one of {', '.join(STAGE_PASSES)}; got {setting!r}")
+    supported = bool(getattr(model, "separate_stage_passes", False))
+    if setting == "separate":
+        if not supported:
+            raise ValueError(
+                f"stage_passes='separate' needs a model whose stages can run alone with the same gradients "
+                f"(width- or width-depth-nested); {type(model).__name__} does not declare separate_stage_passes. "
+                "Use --stage-passes auto."
+            )
+        if method not in OSGD_METHODS:
+            raise ValueError(
+                f"stage_passes='separate' applies to the per-stage methods {', '.join(OSGD_METHODS)}, not "
+                f"{method!r} (one summed backward is cheapest from the single pass)"
+            )
+        return "separate"
+    if setting == "auto" and supported and method in OSGD_METHODS:
+        return "separate"
+    return "single"
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm of ``model`` normalizes with batch statistics (in training) but
+    neither updates its running statistics nor counts the batch."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for norm in norms:
+        norm.track_running_stats = False
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.track_running_stats = True
+
+
+def separate_stage_losses(
+    model: nn.Module,
+    forward_stage: Callable[[int], Tensor],
+    loss_of: Callable[[int, Tensor], Tensor],
+) -> list[Callable[[], Tensor]]:
+    """One loss function per stage for ``OSGD.backward``: stage k's runs ``forward_stage(k)`` (D_k's
+    logits from its own forward) and returns ``loss_of(k, logits)``. Only the last stage's pass
+    updates BatchNorm statistics; call each function once per step."""
+    num_stages = int(model.num_stages)
+
+    def stage_loss(stage: int) -> Callable[[], Tensor]:
+        def compute() -> Tensor:
+            freeze = stage < num_stages
+            with frozen_batchnorm_statistics(model) if freeze else contextlib.nullcontext():
+                logits = forward_stage(stage)
+            return loss_of(stage, logits)
+
+        return compute
+
+    return [stage_loss(k) for k in range(1, num_stages + 1)]
