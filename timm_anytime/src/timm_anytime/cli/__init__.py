@@ -1,4 +1,4 @@
-"""The console scripts: ``anytime-train``, ``anytime-eval``, ``anytime-report``, ``anytime-push``."""
+"""The console scripts: ``anytime-train``, ``anytime-eval``, ``anytime-report``, ``anytime-push``, ``anytime-queue``."""
 
 from __future__ import annotations
 

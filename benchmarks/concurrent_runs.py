@@ -1,0 +1,101 @@
+"""Aggregate training throughput of K independent runs packed onto one device, for K = 1, 2, 4, 8.
+
+Each run is a separate process started by ``anytime-queue``'s queue (timm_anytime.train.queue)
+with K in flight; it trains the model on random data resident on the device (the trainer's step:
+``benchmarks/train_step.py``'s ``build_step``) for a fixed time after a warmup and reports its
+images per second. The aggregate is the sum over the K runs (their timed windows overlap), printed
+with its ratio to one run alone.
+
+    python benchmarks/concurrent_runs.py --device cuda --precision bf16 --channels-last --batch-size 512
+    python benchmarks/concurrent_runs.py --counts 1 2 --seconds 20 --threads 1     # CPU, 1 core each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+    from accelerate import Accelerator
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_step import build_step, synchronize
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
+    step, _ = build_step(args.method, args, accelerator, channels_last=args.channels_last, compiled=args.compile)
+    device = accelerator.device
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < args.seconds:
+        step()
+        steps += 1
+        if device.type == "cuda" and steps % 10:
+            continue  # read the clock only every 10 steps on a GPU: no host sync per step
+        synchronize(device)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"images_per_s": steps * args.batch_size / elapsed, "steps": steps}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="anytime_cifar_resnet20_w124")
+    parser.add_argument("--method", default="sgd")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--stage-passes", default="auto", choices=("auto", "single", "separate"))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed window of every run")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation, cuDNN autotune)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    from timm_anytime.train.queue import run_queue
+
+    forwarded = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in vars(args).items()
+        if name not in ("counts", "worker", "channels_last", "compile", "threads") and value is not None
+    ]
+    forwarded += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
+    forwarded += [f"--threads={args.threads}"] if args.threads else []
+    command = shlex.join([sys.executable, __file__, *forwarded, "--worker"])
+    print(
+        f"{args.model}, {args.method}, batch {args.batch_size}, {args.device}, precision {args.precision}, "
+        f"channels_last {args.channels_last}, compile {args.compile}; {args.seconds:.0f} s timed per run"
+    )
+    print(f"{'runs':>5} {'img/s (sum)':>12} {'x one run':>10} {'per run':>9}")
+    single = None
+    for count in args.counts:
+        with tempfile.TemporaryDirectory() as logs:
+            queue = run_queue([command] * count, jobs=count, logs=logs, progress=False)
+            failed = [job for job in queue if job.status != "done"]
+            if failed:
+                sys.exit(f"a run failed with {count} in flight:\n" + Path(failed[0].log).read_text()[-2000:])
+            rates = [json.loads(Path(job.log).read_text().strip().splitlines()[-1])["images_per_s"] for job in queue]
+        total = sum(rates)
+        single = single or total
+        print(f"{count:>5} {total:>12.0f} {total / single:>10.2f} {total / count:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
