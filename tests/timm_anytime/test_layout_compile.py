@@ -48,7 +48,30 @@ def _losses(run: Path) -> list[list[float]]:
 
 
 @pytest.mark.slow
-def test_trainer_with_channels_last_and_compile_matches_the_plain_run(tmp_path: Path) -> None:
-    plain = train(tiny_config(tmp_path / "plain", method="sgd", epochs=1))
-    fast = train(tiny_config(tmp_path / "fast", method="sgd", epochs=1, channels_last=True, compile=True))
-    torch.testing.assert_close(torch.tensor(_losses(fast)), torch.tensor(_losses(plain)), rtol=0, atol=1e-4)
+def test_compiled_forward_gives_the_eager_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, in_chans=1, width=0.5).train()
+    compiled = torch.compile(model.forward_stages)
+    params = list(model.parameters())
+    for _ in range(2):  # the second step runs on updated weights (the graph must not bake them in)
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+        fast = compiled(x)  # each forward with its own backward: both update the BatchNorm buffers
+        grads_fast = torch.autograd.grad(sum(F.cross_entropy(z, y) for z in fast), params)
+        eager = model.forward_stages(x)
+        grads = torch.autograd.grad(sum(F.cross_entropy(z, y) for z in eager), params)
+        for want, have in zip(eager, fast, strict=True):
+            torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+        for want, have in zip(grads, grads_fast, strict=True):
+            torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+        with torch.no_grad():
+            for param, grad in zip(params, grads, strict=True):
+                param.sub_(0.1 * grad)
+
+
+@pytest.mark.slow
+def test_trainer_runs_with_channels_last_and_compile(tmp_path: Path) -> None:
+    plain = _losses(train(tiny_config(tmp_path / "plain", method="sgd", epochs=1)))
+    fast = _losses(train(tiny_config(tmp_path / "fast", method="sgd", epochs=1, channels_last=True, compile=True)))
+    # Not bitwise: the compiled run drifts from the eager one by about 2e-3 in four steps, as timm's own
+    # resnet10t does under torch.compile with this torch (docs/training.md).
+    torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)

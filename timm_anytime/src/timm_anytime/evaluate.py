@@ -36,13 +36,13 @@ def stage_correct(
             k = min(topk, logits[0].shape[-1])
             ranked = torch.stack([z.float().topk(k, dim=-1).indices for z in logits])  # [S, B, k]
             hits = ranked == labels.view(1, -1, 1)
-            top1.append(hits[..., 0].cpu())
-            top_k.append(hits.any(dim=-1).cpu())
+            top1.append(hits[..., 0])  # kept on the device: one transfer at the end, no sync per batch
+            top_k.append(hits.any(dim=-1))
     finally:
         model.train(was_training)
     if not top1:
         raise ValueError("no evaluation batches: the evaluation set is empty")
-    return torch.cat(top1, dim=1), torch.cat(top_k, dim=1)
+    return torch.cat(top1, dim=1).cpu(), torch.cat(top_k, dim=1).cpu()
 
 
 def _synchronize(device: torch.device) -> None:
