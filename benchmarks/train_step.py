@@ -7,7 +7,8 @@ that drift of a noisy machine hits them alike; medians are compared. Prints each
 step time and its ratio to the summed-loss SGD step in the same layout, and ``sgd (plain)``: SGD
 in the default layout without compile, the reference for the layout and compile gains. Peak
 memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, the growth of the resident set
-over a few steps, each method in a fresh process (``--memory``).
+over a few steps, each method in a fresh process with glibc returning large blocks on free
+(``--memory``).
 
     python benchmarks/train_step.py --batch-size 128                        # CPU, ResNet-20 w124
     python benchmarks/train_step.py --batch-size 128 --channels-last --compile
@@ -130,7 +131,9 @@ def parse_variant(variant: str, args: argparse.Namespace) -> tuple[str, bool, bo
 def cpu_memory_in_subprocess(variant: str) -> float:
     """Run ``peak_memory_mib`` for one variant in a fresh process (the resident set never shrinks)."""
     argv = [sys.executable, __file__, *sys.argv[1:], "--memory-of", variant]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    # glibc returns every allocation over 64 KiB on free, so the resident set follows live tensors
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 
