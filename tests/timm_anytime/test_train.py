@@ -155,3 +155,30 @@ def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
     assert len(record["eval_top1_err"]) == 3
     assert all(e in (0.0, 25.0, 50.0, 75.0, 100.0) for e in record["eval_top1_err"])  # 4 evaluation images
     assert weights(run)["fc.0.weight"].shape == (2, 4)  # two classes, found from the folder
+
+
+def test_multistep_decays_after_the_documented_epochs(tmp_path: Path) -> None:
+    """The lr used in each epoch (metrics.jsonl): 30/60/80% of 10 epochs = drops after epochs 3, 6, 8."""
+    run = train(tiny_config(tmp_path / "sched", method="sgd", epochs=10, lr=0.1, eval_every=10))
+    used = [r["lr"] for r in _metrics(run)]
+    expected = [0.1] * 3 + [0.02] * 3 + [0.004] * 2 + [0.0008] * 2
+    assert used == pytest.approx(expected, rel=1e-9)
+    explicit = train(tiny_config(tmp_path / "explicit", method="sgd", epochs=4, lr=0.1, decay_milestones=[1, 3]))
+    assert [r["lr"] for r in _metrics(explicit)] == pytest.approx([0.1, 0.02, 0.02, 0.004], rel=1e-9)
+
+
+def test_environment_records_the_data_and_a_resume_under_another_commit(tmp_path: Path) -> None:
+    run = train(tiny_config(tmp_path / "run", method="osgd", epochs=1))
+    record = json.loads((run / "environment.jsonl").read_text().splitlines()[0])
+    assert record["data"]["train_images"] == 160
+    assert record["data"]["eval_images"] == 80
+    assert record["data"]["train_per_class"] == 16
+    assert "first N images of each class" in record["data"]["selection"]
+    assert record["stage_passes"] == "separate"
+    assert "resumed_across_commits" not in record
+    lines = (run / "environment.jsonl").read_text().splitlines()
+    lines[-1] = json.dumps({**json.loads(lines[-1]), "git_commit": "0" * 40})  # as if started elsewhere
+    (run / "environment.jsonl").write_text("\n".join(lines) + "\n")
+    train(tiny_config(tmp_path / "run", method="osgd", epochs=1, resume=True))  # finished: records, trains no more
+    resumed = json.loads((run / "environment.jsonl").read_text().splitlines()[-1])
+    assert resumed["resumed_across_commits"] == {"from": "0" * 40, "to": resumed["git_commit"]}

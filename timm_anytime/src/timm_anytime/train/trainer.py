@@ -127,6 +127,31 @@ def _differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     ]
 
 
+def _data_record(cfg: TrainConfig, sources: Sources) -> dict[str, Any]:
+    """Which images the run trains and evaluates on (environment.jsonl)."""
+    subset = (
+        "first N images of each class (ImageFolder trees: in sorted file-name order; digits and "
+        "torchvision CIFAR: in dataset order)"
+    )
+    return {
+        "dataset": cfg.dataset,
+        "data_dir": None if cfg.data_dir is None else str(Path(cfg.data_dir).resolve()),
+        "train_images": None if sources.train is None else len(sources.train),
+        "eval_images": len(sources.evaluation),
+        "train_per_class": cfg.train_per_class,
+        "eval_per_class": cfg.eval_per_class,
+        "selection": subset if cfg.train_per_class or cfg.eval_per_class else "all images",
+    }
+
+
+def _last_commit(path: Path) -> str | None:
+    """The git commit of the latest start recorded in a run's environment.jsonl."""
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]).get("git_commit") if lines else None
+
+
 class Trainer:
     """Train ``cfg.model`` with ``cfg.method``; ``fit()`` returns the run folder."""
 
@@ -159,7 +184,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
         self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
-        self._write_folder()  # only once every setting has been checked
+        self._write_folder(sources)  # only once every setting has been checked
         self.start_epoch, self.global_step, resumed = 0, 0, None
         if cfg.resume and (self.out / "checkpoint").is_dir():
             load_weights(self.out / "checkpoint", self.model)
@@ -199,7 +224,7 @@ class Trainer:
                 "choose another --output"
             )
 
-    def _write_folder(self) -> None:
+    def _write_folder(self, sources: Sources) -> None:
         cfg, out = self.cfg, self.out
         if self.is_main and not cfg.resume and cfg.overwrite and out.exists():
             shutil.rmtree(out)
@@ -211,6 +236,15 @@ class Trainer:
             report = environment_report(
                 self.accelerator.num_processes, str(self.accelerator.device), self.accelerator.mixed_precision
             )
+            report["data"] = _data_record(cfg, sources)
+            report["stage_passes"] = self.stage_passes
+            previous = _last_commit(out / "environment.jsonl") if cfg.resume else None
+            if previous is not None and previous != report["git_commit"]:
+                report["resumed_across_commits"] = {"from": previous, "to": report["git_commit"]}
+                tqdm.write(
+                    f"warning: resuming {out}, started at commit {previous}, under commit {report['git_commit']}: "
+                    "recorded in environment.jsonl"
+                )
             with (out / "environment.jsonl").open("a") as handle:
                 handle.write(json.dumps(report) + "\n")
         self.accelerator.wait_for_everyone()
@@ -246,7 +280,9 @@ class Trainer:
             optimizer,
             sched=cfg.sched,
             num_epochs=phase.num_epochs,
-            decay_milestones=cfg.milestones(phase.num_epochs),
+            # timm's multistep decays from epoch index t once t + 1 reaches a milestone, one epoch before
+            # the documented "after m epochs": shift by one so that epochs 0..m-1 use the full rate.
+            decay_milestones=[m + 1 for m in cfg.milestones(phase.num_epochs)],
             decay_rate=cfg.decay_rate,
             warmup_epochs=cfg.warmup_epochs,
         )
