@@ -27,8 +27,8 @@ import re
 import time
 from pathlib import Path
 
-from timm_anytime.evaluate import evaluate_run
 from timm_anytime.report import load_results, markdown_table, write_report
+from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import TrainConfig, train
 from timm_anytime.train.config import read_yaml
 

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.cli.push import main as push_main
-from timm_anytime.evaluate import evaluate_run
 from timm_anytime.hub import export_run, push_run
 from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError
+from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -245,6 +245,68 @@ def plot_deadlines(
     return _save(fig, ax, path)
 
 
+def early_exit_table(results: Sequence[RunResult]) -> str:
+    """Markdown: for every run evaluated with ``--early-exit``, error and measured average cost at
+    each budget, beside the fixed stage whose cost the budget equals."""
+    lines = [
+        "| run | budget | test cost | MFLOPs | top-1 err % | fixed stage at this cost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        info = r.info.get("early_exit")
+        if not info:
+            continue
+        full = r.info["stages"][-1]["anytime_flops"]
+        for point in info["points"]:
+            fixed = [
+                f"stage {k + 1}: {s['top1_err']:.2f}"
+                for k, s in enumerate(r.info["stages"])
+                if abs(info["stage_costs"][k] - point["budget"]) < 1e-6
+            ]
+            lines.append(
+                f"| {r.label} ({r.folder.name}) | {point['budget']:.3f} | {point['test_cost']:.3f} | "
+                f"{point['test_cost'] * full / 1e6:.2f} | {point['test_top1_err']:.2f} | {', '.join(fixed)} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_early_exit(results: Sequence[RunResult], path: Path) -> Path:
+    """Budgeted classification (MSDNet's Fig. 7 view): early exit's error against average FLOPs,
+    the fixed stages of the same network, and the Oracle (independent networks)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curves = [r for r in results if r.info.get("early_exit")]
+    styles = series_styles([f"{r.label} ({r.folder.name})" for r in curves])
+    for r in curves:
+        name = f"{r.label} ({r.folder.name})"
+        full = r.info["stages"][-1]["anytime_flops"]
+        points = r.info["early_exit"]["points"]
+        ax.plot(
+            [p["test_cost"] * full / 1e6 for p in points],
+            [p["test_top1_err"] for p in points],
+            label=f"{name}: early exit",
+            **styles[name],
+        )
+        stages = r.info["stages"]
+        ax.plot(
+            [s["anytime_flops"] / 1e6 for s in stages],
+            [s["top1_err"] for s in stages],
+            ls="none",
+            marker="*",
+            ms=11,
+            color=styles[name]["color"],
+            label=f"{name}: fixed stages",
+        )
+    oracle = sorted((r.flops()[0], r.errors()[0]) for r in results if r.num_stages == 1)
+    if oracle:
+        ax.plot(
+            [f / 1e6 for f, _ in oracle], [e for _, e in oracle], "s--", color="black", label="Oracle (independent)"
+        )
+    ax.set(xlabel="average MFLOPs per image", ylabel="top-1 error (%)", title="Budgeted classification")
+    ax.grid(alpha=0.3)
+    return _save(fig, ax, path)
+
+
 def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
     """Write ``report.md`` and its plots into ``output``; returns the markdown file."""
     results = load_results(folders)
@@ -273,6 +335,20 @@ def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
         ]
         sections += [f"| {n} | " + " | ".join(f"{e:.2f}" for e in errors) + " |" for n, errors in table.items()]
         sections += ["", f"![error under deadlines]({name})", ""]
+    if any(r.info.get("early_exit") for r in results):
+        plot_early_exit(results, out / "early_exit.png")
+        sections += [
+            "## Early exit under a compute budget",
+            "",
+            "Each input exits at the first stage whose confidence passes a threshold calibrated on held-out "
+            "training images (`anytime-eval --early-exit`); cost is the average FLOPs on the test split, as a "
+            "fraction of running every stage.",
+            "",
+            early_exit_table(results),
+            "",
+            "![early exit](early_exit.png)",
+            "",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path

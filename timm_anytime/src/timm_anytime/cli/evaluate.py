@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..evaluate import evaluate_run, format_stages
+from ..run_evaluation import CALIBRATION_PER_CLASS, evaluate_run, format_early_exit, format_stages
 from . import run
 
 
@@ -24,6 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--output", help="folder for the results (default: the run folder)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    g = p.add_argument_group("early exit (timm_anytime.inference.EarlyExit)")
+    g.add_argument(
+        "--early-exit",
+        action="store_true",
+        help="also write the budgeted curve (error against average FLOPs) into eval.json; thresholds are "
+        "calibrated on training images the run never trained on, never on the test split",
+    )
+    g.add_argument(
+        "--calibration-per-class",
+        type=int,
+        default=CALIBRATION_PER_CLASS,
+        help="held-out training images per class for the calibration (those after --train-per-class)",
+    )
+    g.add_argument("--budgets", type=float, nargs="+", help="fractions of the cost of every stage (default: a grid)")
+    g.add_argument("--score", default="max_softmax", help="confidence score: max_softmax, margin or neg_entropy")
     return p
 
 
@@ -42,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             output=args.output,
             progress=args.progress,
+            early_exit=args.early_exit,
+            calibration_per_class=args.calibration_per_class,
+            budgets=args.budgets,
+            score=args.score,
         )
         print(format_stages(result))
+        if args.early_exit:
+            print(format_early_exit(result))
 
     return run("anytime-eval", job)
 

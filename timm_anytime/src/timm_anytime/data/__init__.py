@@ -3,7 +3,7 @@ large ImageFolder trees streamed with timm's factories."""
 
 from .augment import normalize, random_crop_flip
 from .memory import InMemoryDataset, InMemoryLoader, load_image_folder
-from .sources import DataSpec, load_cifar, load_digits
+from .sources import DataSpec, load_cifar, load_digits, load_held_out
 
 __all__ = [
     "DataSpec",
@@ -11,6 +11,7 @@ __all__ = [
     "InMemoryLoader",
     "load_cifar",
     "load_digits",
+    "load_held_out",
     "load_image_folder",
     "normalize",
     "random_crop_flip",

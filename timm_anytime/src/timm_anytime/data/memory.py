@@ -31,7 +31,9 @@ class InMemoryDataset:
         return len(self.labels)
 
 
-def _list_image_folder(root: Path, max_per_class: int | None) -> tuple[list[str], list[tuple[Path, int]]]:
+def _list_image_folder(
+    root: Path, max_per_class: int | None, skip_per_class: int = 0
+) -> tuple[list[str], list[tuple[Path, int]]]:
     if not root.is_dir():
         raise FileNotFoundError(
             f"data folder {root} does not exist: expected an ImageFolder tree {root}/<class>/<image>.jpg "
@@ -45,7 +47,8 @@ def _list_image_folder(root: Path, max_per_class: int | None) -> tuple[list[str]
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"class folder {root / name} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        samples.extend((path, label) for path in files[:max_per_class])
+        stop = None if max_per_class is None else skip_per_class + max_per_class
+        samples.extend((path, label) for path in files[skip_per_class:stop])
     return classes, samples
 
 
@@ -60,14 +63,22 @@ def _decode(path: Path) -> Tensor:
 
 
 def load_image_folder(
-    root: str | os.PathLike, *, max_per_class: int | None = None, num_threads: int | None = None, progress: bool = True
+    root: str | os.PathLike,
+    *,
+    max_per_class: int | None = None,
+    skip_per_class: int = 0,
+    num_threads: int | None = None,
+    progress: bool = True,
 ) -> InMemoryDataset:
     """Decode an ImageFolder tree (``root/<class>/<image>``, classes in sorted order) into memory.
 
     Every image must have the same size (as in CIFAR); use a streaming loader for anything else.
-    ``max_per_class`` keeps the first images of each class (sorted by file name).
+    ``max_per_class`` keeps the first images of each class (sorted by file name), after the first
+    ``skip_per_class`` (those a run trained on, when loading held-out images).
     """
-    classes, samples = _list_image_folder(Path(root), max_per_class)
+    classes, samples = _list_image_folder(Path(root), max_per_class, skip_per_class)
+    if not samples:
+        raise ValueError(f"{root} has no images after the first {skip_per_class} of each class")
     workers = num_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         decoded = list(

@@ -58,13 +58,48 @@ def load_digits() -> tuple[InMemoryDataset, InMemoryDataset, DataSpec]:
     )
 
 
-def first_per_class(data: InMemoryDataset, per_class: int | None) -> InMemoryDataset:
-    """The first ``per_class`` images of every class, in their original order (all if None)."""
-    if per_class is None:
+def first_per_class(data: InMemoryDataset, per_class: int | None, skip: int = 0) -> InMemoryDataset:
+    """The first ``per_class`` images of every class after its first ``skip`` (all the rest if
+    ``per_class`` is None), in their original order."""
+    if per_class is None and skip == 0:
         return data
-    keep = torch.cat([torch.nonzero(data.labels == c).flatten()[:per_class] for c in range(len(data.classes))])
+    stop = None if per_class is None else skip + per_class
+    keep = torch.cat([torch.nonzero(data.labels == c).flatten()[skip:stop] for c in range(len(data.classes))])
     keep = keep.sort().values
     return InMemoryDataset(data.images[keep], data.labels[keep], data.classes)
+
+
+def load_held_out(
+    name: str,
+    root: str | Path | None,
+    *,
+    trained_per_class: int,
+    per_class: int | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> InMemoryDataset:
+    """Training-split images that a run on the first ``trained_per_class`` images of each class never
+    saw: the next ``per_class`` of each class (all the rest if None). For calibration and model
+    selection without touching the test split. ``name``: digits, cifar10 or cifar100."""
+    if name == "digits":
+        train, _, _ = load_digits()
+        held_out = first_per_class(train, per_class, skip=trained_per_class)
+    elif name in ("cifar10", "cifar100"):
+        root = Path(root if root is not None else Path("data") / name)
+        if (root / "train").is_dir():
+            held_out = load_image_folder(
+                root / "train", max_per_class=per_class, skip_per_class=trained_per_class, progress=progress
+            )
+        else:
+            held_out = first_per_class(_torchvision_cifar(name, root, "train", download), per_class, trained_per_class)
+    else:
+        raise ValueError(
+            f"held-out training images are available for the in-memory datasets (digits, cifar10, cifar100), "
+            f"not {name!r}: pass your own validation loader instead"
+        )
+    if len(held_out) == 0:
+        raise ValueError(f"{name} has no training images after the first {trained_per_class} of each class")
+    return held_out
 
 
 def find_eval_split(root: Path) -> Path:

@@ -1,11 +1,18 @@
 """The anytime model contract shared by every nested network (SPEC section 2).
 
 A subclass provides ``num_stages``, ``forward_stages``, ``forward_anytime``, ``extract_stage``
-and ``heads`` (one classifier per stage). This mixin adds stage selection and the per-stage
+and ``heads`` (one classifier per stage).
+
+``forward_anytime(x)`` is a generator. Iterated, it yields every stage's logits for the whole batch.
+After a stage, ``generator.send(rows)`` (a 1-D index tensor into the current batch) continues with
+only those inputs: the generator drops every other row of its cached activations (``keep_rows``),
+and the stages after that return ``len(rows)`` rows. That is how early exit stops computing for
+the inputs that have left (``timm_anytime.inference``). This mixin adds stage selection and the per-stage
 parameter bookkeeping that the optimizers need (stage masks, subnetwork sizes d_i).
 """
 
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -101,11 +108,48 @@ class AnytimeMixin:
         return [self.subnetwork_masks(s) for s in range(1, self.num_stages + 1)]
 
 
+def keep_rows(state: Any, rows: Tensor | None) -> Any:
+    """``state`` (tensors in dicts, lists and tuples, other values left as they are) with only
+    ``rows`` of every tensor's batch dimension (dim 0); ``state`` itself when ``rows`` is None.
+    The cached activations of ``forward_anytime`` are batch-first, so this is how a generator
+    continues with the inputs still in flight."""
+    if rows is None:
+        return state
+    if isinstance(state, Tensor):
+        return state.index_select(0, rows.to(state.device))
+    if isinstance(state, dict):
+        return {key: keep_rows(value, rows) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(keep_rows(value, rows) for value in state)
+    return state
+
+
+@runtime_checkable
+class AnytimeModel(Protocol):
+    """What every anytime network provides (SPEC section 2); ``isinstance(model, AnytimeModel)``
+    checks that a model has these members."""
+
+    num_stages: int
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]: ...
+
+    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]: ...
+
+    def set_active_stage(self, stage: int) -> nn.Module: ...
+
+    def extract_stage(self, stage: int) -> nn.Module: ...
+
+
+def is_anytime_model(model: object) -> bool:
+    """Whether ``model`` is an anytime network (has the :class:`AnytimeModel` members)."""
+    return isinstance(model, AnytimeModel)
+
+
 def num_stages_of(model: nn.Module) -> int:
     """Stages of an anytime model; 1 for any other classifier (a plain network is a 1-stage predictor)."""
-    return int(getattr(model, "num_stages", 1)) if hasattr(model, "forward_stages") else 1
+    return int(model.num_stages) if is_anytime_model(model) else 1
 
 
 def stage_logits(model: nn.Module, x: Tensor) -> list[Tensor]:
     """Every stage's logits from one pass: ``forward_stages`` for anytime models, ``[model(x)]`` otherwise."""
-    return model.forward_stages(x) if hasattr(model, "forward_stages") else [model(x)]
+    return model.forward_stages(x) if is_anytime_model(model) else [model(x)]

@@ -19,7 +19,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from ..sparse import interlaced_wiring, stage_output_units, unit_levels
-from .anytime import AnytimeMixin
+from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
 from .multi_head import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
@@ -267,7 +267,8 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
 
     @torch.jit.ignore
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
-        """Yield stage 1, 2, ... logits; stage k runs only the units and transitions of level k."""
+        """Yield stage 1, 2, ... logits; stage k runs only the units and transitions of level k.
+        ``send(rows)`` after a stage continues with those inputs only."""
         if self.global_pool.is_identity():
             raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
         stem = self._stem(x)
@@ -278,7 +279,9 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
                 if r > 0:
                     h = getattr(self, f"transition{r}").levels[level - 1](h)
                 h = getattr(self, f"stage{r + 1}").forward_level(h, level, caches[r])
-            yield self._logits(h, level - 1)
+            rows = yield self._logits(h, level - 1)
+            if rows is not None:  # continue with these inputs only (see AnytimeMixin)
+                stem, caches = keep_rows(stem, rows), keep_rows(caches, rows)
 
     @torch.jit.ignore
     def extract_stage(self, stage: int) -> nn.Module:

@@ -15,7 +15,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import register_model
 from torch import Tensor, nn
 
-from .anytime import AnytimeMixin
+from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
 from .multi_head import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
@@ -158,7 +158,8 @@ class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Modul
 
     @torch.jit.ignore
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
-        """Yield every exit's logits in order, running each unit once."""
+        """Yield every exit's logits in order, running each unit once; ``send(rows)`` after an
+        exit continues with those inputs only."""
         if self.global_pool.is_identity():
             raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
         pending = list(enumerate(self.exits))
@@ -176,7 +177,8 @@ class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Modul
                 else:
                     outputs.append(unit(aggregate))
                 while pending and pending[0][1] == r * n + index + 1:
-                    yield self._logits(stage._aggregate(outputs, index + 1), pending.pop(0)[0])
+                    rows = yield self._logits(stage._aggregate(outputs, index + 1), pending.pop(0)[0])
+                    outputs = keep_rows(outputs, rows)  # continue with these inputs only
             h = stage._aggregate(outputs, n)
 
     @torch.jit.ignore

@@ -22,7 +22,7 @@ from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow
 from ..sparse import unit_levels
 from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
-from .anytime import AnytimeMixin
+from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
 from .depth_resnet import InterlacedStage, LevelTransitions
 from .multi_head import MultiHeadMixin
@@ -276,7 +276,9 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         self._check_pooled()
         run = _AnytimeRun(self, x)
         for s in range(1, self.num_stages + 1):
-            yield run.advance(s)
+            rows = yield run.advance(s)
+            if rows is not None:  # continue with these inputs only (see AnytimeMixin)
+                run.keep(rows)
 
     @torch.jit.ignore
     def extract_stage(self, stage: int) -> nn.Module:
@@ -311,7 +313,11 @@ class _AnytimeRun:
         self.units: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
         self.caches: dict[tuple, dict[str, tuple[Tensor, int]]] = {}
         self.pooled: dict[int, list[Tensor]] = {}
-        self.head_cache: dict[int, dict[str, Tensor]] = {}
+
+    def keep(self, rows: Tensor) -> None:
+        """Drop every input but ``rows`` from the state."""
+        for name in ("x", "stem", "inputs", "outputs", "units", "caches", "pooled"):
+            setattr(self, name, keep_rows(getattr(self, name), rows))
 
     @staticmethod
     def _sum(parts: list[Tensor]) -> Tensor:

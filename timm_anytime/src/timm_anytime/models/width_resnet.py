@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow, zero_pad_stripe
 from ..stripes import StripeSpec
-from .anytime import AnytimeMixin
+from .anytime import AnytimeMixin, keep_rows
 from .multi_head import MultiHeadMixin
 
 POOL_TYPES = ("avg", "max", "")
@@ -308,7 +308,8 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
     @torch.jit.ignore
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield stage 1, 2, ... logits; stage k computes only stripe k of every layer and reuses
-        every activation of stages < k. Stop iterating whenever time is up."""
+        every activation of stages < k. Stop iterating whenever time is up; ``send(rows)`` after a
+        stage continues with those inputs only."""
         if self.global_pool.is_identity():
             raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
         cache: dict[str, tuple[Tensor, int]] = {}
@@ -322,7 +323,9 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
             pooled = grow(cache, "pool", self.global_pool(new), self.num_features)
             if self.drop_rate > 0.0:
                 pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
-            yield self.fc[k - 1](pooled)
+            rows = yield self.fc[k - 1](pooled)
+            if rows is not None:  # continue with these inputs only (see AnytimeMixin)
+                x, cache = keep_rows(x, rows), keep_rows(cache, rows)
 
     @torch.jit.ignore
     def extract_stage(self, stage: int) -> nn.Module:

@@ -1,0 +1,114 @@
+"""Early exit and deadlines with a shipped checkpoint, offline: calibrate, then print the budget curve.
+
+The checkpoint (default: the width-nested ResNet-20 w124 trained with OSGD) trained on the first
+2,500 CIFAR-10 training images of each class; the thresholds are calibrated on the next 500 of each
+class, which it never saw, and the curve is measured on the 10,000 test images.
+
+    python examples/early_exit.py --data-dir ../shared/datasets/cifar10
+    python examples/early_exit.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30 --plot curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import timm
+import torch
+
+import timm_anytime  # noqa: F401  (registers the models and their shipped weights)
+from timm_anytime.data import InMemoryLoader, load_cifar, load_held_out
+from timm_anytime.inference import (
+    SCORES,
+    EarlyExit,
+    budget_curve,
+    exit_stages,
+    predict_within,
+    relative_stage_costs,
+)
+from timm_anytime.inference.early_exit import default_budgets, stage_scores
+from timm_anytime.inference.realtime import measure_stage_seconds
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED_PER_CLASS = 2500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="anytime_cifar_resnet20_w124.osgd_cifar10s25k_e30")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument("--calibration-per-class", type=int, default=500)
+    parser.add_argument("--score", default="max_softmax", help="max_softmax, margin or neg_entropy")
+    parser.add_argument("--plot", help="also save the curve as a PNG here")
+    args = parser.parse_args()
+    if not (Path(args.data_dir) / "train").is_dir():
+        raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
+
+    model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
+    held_out = load_held_out(
+        "cifar10", args.data_dir, trained_per_class=TRAINED_PER_CLASS, per_class=args.calibration_per_class
+    )
+    _, test, spec = load_cifar("cifar10", args.data_dir, train=False)
+
+    def loader(data):
+        return InMemoryLoader(data, 500, train=False, mean=spec.mean, std=spec.std)
+
+    # 1. Early exit at one budget: the average cost of stage 2 alone.
+    score = SCORES[args.score]
+    calibration_scores, _, size = stage_scores(model, loader(held_out), score)
+    test_scores, test_correct, _ = stage_scores(model, loader(test), score)
+    costs = relative_stage_costs(model, size)
+    ee = EarlyExit.calibrate(model, loader(held_out), budget=costs[1], score=args.score)
+    images, labels = next(iter(loader(test)))
+    logits, stages = ee(images)
+    print(f"{args.model}: thresholds {[round(t, 4) for t in ee.thresholds]} for budget {costs[1]:.3f}")
+    print(f"  first 500 test images: exit stages {torch.bincount(stages, minlength=4)[1:].tolist()}, ", end="")
+    print(f"cost {ee.cost_of(stages):.3f}, error {100 * float((logits.argmax(1) != labels).double().mean()):.2f}%")
+
+    # 2. The budget curve on the whole test split, beside each stage run for every input.
+    fixed = [100 * (1 - float(c.double().mean())) for c in test_correct]
+    points = budget_curve(calibration_scores, test_scores, test_correct, costs, default_budgets(costs))
+    print(f"\n{'budget':>7} {'test cost':>9} {'top-1 err %':>11}   fixed stage at this cost")
+    for p in points:
+        same = [f"stage {k + 1}: {fixed[k]:.2f}" for k, c in enumerate(costs) if abs(c - p["budget"]) < 1e-9]
+        print(f"{p['budget']:>7.3f} {p['test_cost']:>9.3f} {p['test_top1_err']:>11.2f}   {', '.join(same)}")
+
+    # Paired on the same test images: early exit at stage 2's cost against stage 2 for every input
+    # (McNemar's test on the images where exactly one of the two is right).
+    at_stage2 = next(p for p in points if abs(p["budget"] - costs[1]) < 1e-9)
+    index = torch.arange(test_correct.shape[1])
+    early = test_correct[exit_stages(test_scores.double(), at_stage2["thresholds"]) - 1, index]
+    only_early, only_fixed = int((early & ~test_correct[1]).sum()), int((~early & test_correct[1]).sum())
+    chi2 = (abs(only_early - only_fixed) - 1) ** 2 / max(1, only_early + only_fixed)
+    print(
+        f"\nat stage 2's cost, n = {len(index)} test images: early exit right where stage 2 is wrong on {only_early}, "
+        f"the reverse on {only_fixed}; McNemar p = {math.erfc(math.sqrt(chi2 / 2)):.2g}"
+    )
+
+    # 3. A deadline: the best answer for one image within 1.5x stage 1's measured latency.
+    one = images[:1]
+    latencies = measure_stage_seconds(model, one)
+    deadline = 1.5 * latencies[0]
+    _, stage = predict_within(model, one, seconds=deadline, stage_seconds=latencies)
+    print(f"\nstage latencies at batch 1 (ms): {[round(1000 * t, 2) for t in latencies]}")
+    print(f"predict_within({1000 * deadline:.2f} ms) answered with stage {stage}")
+
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p["test_cost"] for p in points], [p["test_top1_err"] for p in points], "o-", label="early exit")
+        ax.plot(costs, fixed, "k*", ms=12, label="fixed stages")
+        ax.set(xlabel="average cost (fraction of all stages)", ylabel="top-1 error (%)", title=args.model)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

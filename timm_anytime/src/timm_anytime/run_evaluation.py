@@ -1,0 +1,197 @@
+"""Evaluating a run folder of ``anytime-train`` as an anytime predictor: ``eval.json`` and
+``eval_outputs.safetensors``, optionally with the early-exit budget curve."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .cost import model_costs
+from .data import InMemoryLoader, load_held_out
+from .data.stream import attach_transforms, stream_loader
+from .evaluate import stage_finish_times, stage_outcomes
+from .inference.early_exit import budget_curve, default_budgets, score_function, stage_scores
+from .models.anytime import is_anytime_model
+from .train.checkpoint import MODEL_FILE, load_weights
+from .train.config import TrainConfig
+from .train.environment import environment_report
+from .train.loaders import DeviceLoader, load_sources
+from .train.trainer import create_model
+
+#: Held-out training images per class that calibrate the early-exit thresholds by default
+CALIBRATION_PER_CLASS = 500
+
+
+def _first_images(batches: Iterable[tuple[Tensor, Tensor]], count: int) -> Tensor:
+    taken: list[Tensor] = []
+    for images, _ in batches:
+        taken.append(images[: count - sum(len(t) for t in taken)])
+        if sum(len(t) for t in taken) >= count:
+            break
+    return torch.cat(taken)
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    weights: str | Path | None = None,
+    data_dir: str | None = None,
+    batch_size: int | None = None,
+    latency_inputs: int = 200,
+    device: str | None = None,
+    output: str | Path | None = None,
+    progress: bool = True,
+    early_exit: bool = False,
+    calibration_per_class: int = CALIBRATION_PER_CLASS,
+    budgets: Sequence[float] | None = None,
+    score: str = "max_softmax",
+) -> dict[str, Any]:
+    """Evaluate a trained run as an anytime predictor and write ``eval.json`` (per-stage top-1/top-5
+    error, parameters, FLOPs, median latency) and ``eval_outputs.safetensors`` (per-input
+    correctness ``correct`` [stages, inputs] and finish times ``finish_s`` [stages, latency_inputs],
+    for the deadline simulation) to ``output`` (default: the run folder).
+
+    ``early_exit``: also the budgeted curve of :class:`~timm_anytime.inference.EarlyExit` (error
+    against average cost at each of ``budgets``, default: a grid from stage 1's cost to 1 and every
+    stage's cost), thresholds calibrated on ``calibration_per_class`` training images per class that
+    the run never trained on (never on the test split), under ``eval.json["early_exit"]``."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
+    cfg = TrainConfig.load(run / "config.yaml")
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+        cfg.validate()
+    if weights is None:
+        weights = run / MODEL_FILE if (run / MODEL_FILE).is_file() else run / "checkpoint" / MODEL_FILE
+    if early_exit:
+        score_fn = score_function(score)
+        calibration = _held_out(cfg, calibration_per_class, progress)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sources = load_sources(cfg, progress=progress, train=False)
+    model = create_model(cfg, sources.num_classes, sources.in_chans)
+    if early_exit and not is_anytime_model(model):
+        raise ValueError(f"{cfg.model} has one stage: early exit needs an anytime model; drop --early-exit")
+    metadata = load_weights(weights, model)
+    model.to(target).eval()
+    size = batch_size or cfg.eval_batch_size
+    if sources.spec is not None:
+        spec = sources.spec
+        loader = InMemoryLoader(sources.evaluation, size, train=False, mean=spec.mean, std=spec.std, device=target)
+        input_size = (spec.in_chans, spec.image_size, spec.image_size)
+    else:
+        config = attach_transforms(None, sources.evaluation, model)
+        loader = DeviceLoader(stream_loader(sources.evaluation, size, train=False, workers=cfg.workers), target)
+        input_size = tuple(config["input_size"])
+    top1, top5, scores = stage_outcomes(model, loader, score=score_fn if early_exit else None)
+    costs = model_costs(model, input_size)
+    finish = stage_finish_times(model, _first_images(loader, min(latency_inputs, top1.shape[1])))
+    stages = [
+        {
+            "stage": cost.stage,
+            "top1_err": round(100 * (1 - float(top1[k].double().mean())), 4),
+            "top5_err": round(100 * (1 - float(top5[k].double().mean())), 4),
+            "params": cost.params,
+            "flops": cost.flops,
+            "anytime_flops": cost.anytime_flops,
+            "latency_ms": round(1000 * float(finish[k].median()), 4),
+        }
+        for k, cost in enumerate(costs)
+    ]
+    environment = environment_report(1, str(target))
+    result = {
+        "run": str(run),
+        "label": cfg.label,
+        "model": cfg.model,
+        "model_kwargs": cfg.model_kwargs,
+        "method": cfg.method,
+        "priority": cfg.priority,
+        "seed": cfg.seed,
+        "dataset": cfg.dataset,
+        "num_classes": sources.num_classes,
+        "eval_inputs": int(top1.shape[1]),
+        "latency_inputs": int(finish.shape[1]),
+        "weights": str(weights),
+        "epoch": metadata.get("epoch"),
+        "device": str(target),
+        "hardware": environment["gpus"][0] if target.type == "cuda" else environment["cpu"],
+        "torch_threads": torch.get_num_threads(),
+        "stages": stages,
+    }
+    if early_exit:
+        assert scores is not None
+        assert sources.spec is not None
+        spec = sources.spec
+        held_out = InMemoryLoader(calibration, size, train=False, mean=spec.mean, std=spec.std, device=target)
+        calibration_scores, _, _ = stage_scores(model, held_out, score_fn)
+        relative = [c.anytime_flops / costs[-1].anytime_flops for c in costs]
+        chosen = sorted(budgets) if budgets is not None else default_budgets(relative)
+        result["early_exit"] = {
+            "score": score,
+            "stage_costs": relative,
+            "calibration": {
+                "split": "train",
+                "after_first_per_class": cfg.train_per_class,
+                "images_per_class": calibration_per_class,
+                "inputs": len(calibration),
+            },
+            "points": budget_curve(calibration_scores, scores, top1, relative, chosen),
+        }
+    out = Path(output) if output is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_file({"correct": top1.to(torch.uint8), "finish_s": finish}, str(out / "eval_outputs.safetensors"))
+    return result
+
+
+def _held_out(cfg: TrainConfig, per_class: int, progress: bool):
+    """The training images a run never saw, for calibration (see ``data.load_held_out``)."""
+    if cfg.train_per_class is None:
+        raise ValueError(
+            f"run trained on every training image of {cfg.dataset}, so none is held out to calibrate early exit "
+            "on (the test split must not be used): train with --train-per-class N, or calibrate "
+            "timm_anytime.inference.EarlyExit on your own validation loader"
+        )
+    if per_class < 1:
+        raise ValueError(f"calibration images per class must be at least 1, got {per_class}")
+    return load_held_out(
+        cfg.dataset,
+        cfg.data_dir,
+        trained_per_class=cfg.train_per_class,
+        per_class=per_class,
+        download=cfg.download,
+        progress=progress,
+    )
+
+
+def format_early_exit(result: dict[str, Any]) -> str:
+    """A printable table of the early-exit curve of :func:`evaluate_run` (``early_exit=True``)."""
+    info = result["early_exit"]
+    lines = [
+        f"early exit ({info['score']}), thresholds from {info['calibration']['inputs']} held-out training images",
+        f"{'budget':>7} {'test cost':>9} {'top-1 err':>9}  exits per stage",
+    ]
+    for p in info["points"]:
+        exits = " / ".join(f"{100 * f:.1f}%" for f in p["exit_fractions"])
+        lines.append(f"{p['budget']:>7.3f} {p['test_cost']:>9.3f} {p['test_top1_err']:>9.2f}  {exits}")
+    return "\n".join(lines)
+
+
+def format_stages(result: dict[str, Any]) -> str:
+    """A printable table of :func:`evaluate_run`'s per-stage results."""
+    lines = [
+        f"{result['label']} ({result['model']}, {result['eval_inputs']} inputs, latency on {result['hardware']})",
+        f"{'stage':>5} {'top-1 err':>9} {'top-5 err':>9} {'params (M)':>10} {'MFLOPs':>9} {'latency ms':>10}",
+    ]
+    for s in result["stages"]:
+        lines.append(
+            f"{s['stage']:>5} {s['top1_err']:>9.2f} {s['top5_err']:>9.2f} {s['params'] / 1e6:>10.3f} "
+            f"{s['flops'] / 1e6:>9.2f} {s['latency_ms']:>10.3f}"
+        )
+    return "\n".join(lines)
