@@ -185,6 +185,22 @@ def _module(command: list[str]) -> list[str]:
     return [sys.executable, "-m", modules[command[0]], *command[1:]]
 
 
+def require_clean_tree(allow_dirty: bool) -> None:
+    """Refuse to start runs from a git tree with uncommitted changes (their results could not be
+    traced to a commit), unless ``allow_dirty``."""
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    if status.returncode != 0:
+        if allow_dirty:
+            return
+        raise SystemExit(f"cannot read the git state of {REPO} ({status.stderr.strip()}); pass --allow-dirty")
+    if status.stdout.strip() and not allow_dirty:
+        changed = ", ".join(line[3:] for line in status.stdout.splitlines()[:5])
+        raise SystemExit(
+            f"the working tree has uncommitted changes ({changed} ...): results must come from a committed "
+            "revision. Commit or stash them (or run from a `git worktree` at a commit), or pass --allow-dirty"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
@@ -193,6 +209,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="run just these names")
     parser.add_argument("--list", action="store_true", help="print the plan and which runs are done")
     parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
+    parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     if args.summary:
         print(summary([Path(f) for f in args.summary]))
@@ -211,6 +228,7 @@ def main() -> None:
             continue
         if done:
             continue
+        require_clean_tree(args.allow_dirty)
         if not Path(args.data_dir).is_dir():
             raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
         steps = commands(name, flags, args.data_dir, runs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,19 @@ def test_summed_sgd_runs_take_osgds_step_with_the_same_decay_step(tmp_path: Path
             assert (cfg.method, cfg.seed) == ("sgd", seed)
             assert cfg.lr == pytest.approx(3 * base.lr)
             assert cfg.lr * cfg.weight_decay == pytest.approx(base.lr * base.weight_decay, rel=1e-5)
+
+
+def test_runs_refuse_a_dirty_tree_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], cwd=repo, check=True)
+    monkeypatch.setattr(reproduce, "REPO", repo)
+    reproduce.require_clean_tree(allow_dirty=False)  # clean: no error
+    (repo / "a.py").write_text("x = 2\n")
+    with pytest.raises(SystemExit, match=r"uncommitted changes \(a.py"):
+        reproduce.require_clean_tree(allow_dirty=False)
+    reproduce.require_clean_tree(allow_dirty=True)

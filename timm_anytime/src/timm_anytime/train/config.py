@@ -38,6 +38,7 @@ class TrainConfig:
     download: bool = False
     train_per_class: int | None = None
     eval_per_class: int | None = None
+    val_per_class: int | None = None  # held-out training images per class, after the first train_per_class
     batch_size: int = 128
     grad_accum: int = 1
     eval_batch_size: int = 500
@@ -114,6 +115,14 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum}): "
                 "batch_size is the global batch of one optimizer step"
             )
+        if self.val_per_class is not None:
+            if not isinstance(self.val_per_class, int) or self.val_per_class < 1:
+                raise ValueError(f"val_per_class must be a positive integer, got {self.val_per_class!r}")
+            if self.train_per_class is None:
+                raise ValueError(
+                    "val_per_class holds out the training images after the first train_per_class of each class: "
+                    "set train_per_class too (e.g. --train-per-class 450 --val-per-class 50)"
+                )
         if self.lr <= 0 or self.norm_scale <= 0:
             raise ValueError(f"lr and norm_scale must be positive, got lr={self.lr}, norm_scale={self.norm_scale}")
         if self.priority is not None and sorted(self.priority) != list(range(1, len(self.priority) + 1)):
@@ -190,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="download CIFAR into --data-dir if missing")
     g.add_argument("--train-per-class", type=int, help="use only the first N training images of each class")
     g.add_argument("--eval-per-class", type=int, help="use only the first N evaluation images of each class")
+    g.add_argument(
+        "--val-per-class",
+        type=int,
+        help="also evaluate on N held-out training images per class (those after --train-per-class), logged as "
+        "val_top1_err: choose settings on these, not on the test split",
+    )
     g.add_argument("--batch-size", type=int, help="global batch per optimizer step (all processes together)")
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--eval-batch-size", type=int)

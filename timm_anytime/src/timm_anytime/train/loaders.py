@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data import DataSpec, InMemoryDataset, InMemoryLoader, load_cifar, load_digits
+from ..data import DataSpec, InMemoryDataset, InMemoryLoader, load_cifar, load_digits, load_held_out
 from ..data.sources import first_per_class
 from ..data.stream import attach_transforms, image_folder_datasets, num_classes_of, stream_loader
 from .config import TrainConfig
@@ -28,6 +28,7 @@ class Sources:
     evaluation: InMemoryDataset | Dataset
     num_classes: int
     in_chans: int
+    validation: InMemoryDataset | None = None  # held-out training images (val_per_class)
 
     @property
     def in_memory(self) -> bool:
@@ -35,7 +36,25 @@ class Sources:
 
 
 def load_sources(cfg: TrainConfig, progress: bool = True, train: bool = True) -> Sources:
-    """The dataset ``cfg`` names (``train=False``: its evaluation split only, for evaluation)."""
+    """The dataset ``cfg`` names (``train=False``: its evaluation split only, for evaluation), with
+    the held-out validation images when ``cfg.val_per_class`` is set and ``train``."""
+    sources = _load_sources(cfg, progress, train)
+    if train and cfg.val_per_class is not None:
+        if cfg.dataset not in ("digits", "cifar10", "cifar100"):
+            raise ValueError("val_per_class applies to the in-memory datasets (digits, cifar) only")
+        assert cfg.train_per_class is not None  # TrainConfig.validate
+        sources.validation = load_held_out(
+            cfg.dataset,
+            cfg.data_dir,
+            trained_per_class=cfg.train_per_class,
+            per_class=cfg.val_per_class,
+            download=cfg.download,
+            progress=progress,
+        )
+    return sources
+
+
+def _load_sources(cfg: TrainConfig, progress: bool, train: bool) -> Sources:
     if cfg.dataset == "digits":
         train_data, test, spec = load_digits()
         train_data = first_per_class(train_data, cfg.train_per_class)
@@ -78,6 +97,7 @@ class Loaders:
     train: Any  # has set_epoch() and __len__ (batches per process)
     evaluation: Iterable[tuple[Tensor, Tensor]]
     spec: DataSpec
+    validation: Iterable[tuple[Tensor, Tensor]] | None = None
 
 
 def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerator: Accelerator) -> Loaders:
@@ -105,7 +125,10 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
             **common,
         )
         evaluation = InMemoryLoader(sources.evaluation, cfg.eval_batch_size, train=False, **common)
-        return Loaders(train, evaluation, spec)
+        validation = None
+        if sources.validation is not None:
+            validation = InMemoryLoader(sources.validation, cfg.eval_batch_size, train=False, **common)
+        return Loaders(train, evaluation, spec, validation)
     data_config = attach_transforms(sources.train, sources.evaluation, model)
     spec = DataSpec(
         "imagefolder",

@@ -141,6 +141,12 @@ def _data_record(cfg: TrainConfig, sources: Sources) -> dict[str, Any]:
         "train_per_class": cfg.train_per_class,
         "eval_per_class": cfg.eval_per_class,
         "selection": subset if cfg.train_per_class or cfg.eval_per_class else "all images",
+        "val_images": None if sources.validation is None else len(sources.validation),
+        "val_per_class": cfg.val_per_class,
+        "val_selection": None
+        if sources.validation is None
+        else f"training images {cfg.train_per_class} to {cfg.train_per_class + cfg.val_per_class - 1} of each class "
+        "(0-based, same order as the training subset): never trained on",
     }
 
 
@@ -412,8 +418,15 @@ class Trainer:
         return logits, losses
 
     def evaluate(self) -> dict[str, Any]:
-        """Per-stage top-1/top-5 error (%) on the evaluation set, summed over all processes."""
-        top1, top5 = stage_correct(self.model, self.loaders.evaluation, autocast=self.accelerator.autocast)
+        """Per-stage top-1/top-5 error (%) on the evaluation set (``eval_*``) and, with
+        ``val_per_class``, on the held-out validation images (``val_*``), over all processes."""
+        record = self._errors(self.loaders.evaluation, "eval")
+        if self.loaders.validation is not None:
+            record.update(self._errors(self.loaders.validation, "val"))
+        return record
+
+    def _errors(self, batches: Any, prefix: str) -> dict[str, Any]:
+        top1, top5 = stage_correct(self.model, batches, autocast=self.accelerator.autocast)
         counts = torch.tensor(
             [*top1.sum(1).tolist(), *top5.sum(1).tolist(), top1.shape[1]],
             dtype=torch.float64,
@@ -422,8 +435,8 @@ class Trainer:
         counts = self.accelerator.reduce(counts, "sum")
         n, total = self.num_stages, float(counts[-1])
         return {
-            "eval_top1_err": [round(100 - 100 * float(c) / total, 4) for c in counts[:n]],
-            "eval_top5_err": [round(100 - 100 * float(c) / total, 4) for c in counts[n : 2 * n]],
+            f"{prefix}_top1_err": [round(100 - 100 * float(c) / total, 4) for c in counts[:n]],
+            f"{prefix}_top5_err": [round(100 - 100 * float(c) / total, 4) for c in counts[n : 2 * n]],
         }
 
     # ------------------------------------------------------------------ records

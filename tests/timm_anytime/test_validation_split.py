@@ -1,0 +1,50 @@
+"""A validation split held out from the training images: which images, and errors on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import timm_anytime  # noqa: F401
+from tests.timm_anytime.runs import MODEL, tiny_config, weights
+from timm_anytime.data import InMemoryLoader, load_digits, load_held_out
+from timm_anytime.train import TrainConfig, train
+
+
+def test_held_out_images_follow_the_training_subset_of_each_class() -> None:
+    train_all, _, _ = load_digits()
+    held_out = load_held_out("digits", None, trained_per_class=16, per_class=10)
+    assert len(held_out) == 100
+    for c in range(10):  # direct: the 17th to 26th image of each class, in dataset order
+        expected = train_all.images[torch.nonzero(train_all.labels == c).flatten()[16:26]]
+        assert torch.equal(held_out.images[held_out.labels == c], expected)
+
+
+def test_validation_errors_are_logged_and_match_a_direct_evaluation(tmp_path: Path) -> None:
+    run = train(tiny_config(tmp_path / "run", val_per_class=10, epochs=1))
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert len(record["val_top1_err"]) == len(record["eval_top1_err"]) == 3
+    data = [json.loads(line) for line in (run / "environment.jsonl").read_text().splitlines()][-1]["data"]
+    assert data["val_images"] == 100
+    assert data["val_per_class"] == 10
+    model = timm.create_model(MODEL, num_classes=10, in_chans=1, width=0.5)
+    model.load_state_dict(weights(run))
+    model.eval()
+    held_out = load_held_out("digits", None, trained_per_class=16, per_class=10)
+    _, _, spec = load_digits()
+    images, labels = next(iter(InMemoryLoader(held_out, 100, train=False, mean=spec.mean, std=spec.std)))
+    with torch.no_grad():
+        for k in range(1, 4):
+            wrong = (model.set_active_stage(k)(images).argmax(1) != labels).double().mean()
+            assert record["val_top1_err"][k - 1] == pytest.approx(100 * float(wrong), abs=1e-3)
+
+
+def test_validation_needs_a_training_subset() -> None:
+    with pytest.raises(ValueError, match="set train_per_class too"):
+        TrainConfig(dataset="digits", val_per_class=10)
+    with pytest.raises(ValueError, match="positive integer"):
+        TrainConfig(dataset="digits", train_per_class=10, val_per_class=0)
