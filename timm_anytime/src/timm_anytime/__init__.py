@@ -24,7 +24,7 @@ from .stripes import StripeSpec
 __version__ = "0.1.0"
 
 #: timm registry modules holding this package's models (timm keys them by the module's last name).
-MODEL_MODULES = ("width_registry", "cifar_resnet", "sparse_resnet", "depth_resnet", "width_depth_resnet", "eann")
+MODEL_MODULES = ("width_resnet", "cifar_resnet", "sparse_resnet", "depth_resnet", "width_depth_resnet", "eann")
 
 
 def list_models(filter: str = "", anytime_only: bool = False) -> list[str]:

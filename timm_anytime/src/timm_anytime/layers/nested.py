@@ -216,3 +216,17 @@ def zero_pad_stripe(x: Tensor, stride: int) -> Tensor:
     """CIFAR option-A shortcut for one stripe: subsample, then double the channels with zeros."""
     x = x[:, :, ::stride, ::stride]
     return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def dense_state(model: nn.Module) -> dict[str, Tensor]:
+    """The nested model's state with the structural zeros applied (masked conv weights)."""
+    tensors = dict(model.state_dict())
+    for name, module in model.named_modules():
+        if hasattr(module, "weight_mask"):
+            tensors[f"{name}.weight"] = module.masked_weight().detach()
+    return tensors
+
+
+def prefix_of(tensor: Tensor, shape: torch.Size) -> Tensor:
+    """The leading block of ``tensor`` of ``shape`` (a subnetwork's slice of a nested tensor)."""
+    return tensor[tuple(slice(0, size) for size in shape)] if tensor.dim() else tensor

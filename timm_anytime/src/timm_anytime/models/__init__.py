@@ -6,7 +6,7 @@ from . import (  # noqa: F401  (registration side effects)
     eann,
     sparse_resnet,
     width_depth_resnet,
-    width_registry,
+    width_resnet,
 )
 from .anytime import AnytimeMixin, num_stages_of, stage_logits
 from .cifar_resnet import CifarResNet

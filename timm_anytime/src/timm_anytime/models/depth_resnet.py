@@ -23,7 +23,7 @@ from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
 from .multi_head import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseTimmMixin, SparseUnit, Transition
+from .sparse_resnet import SparseResNet, SparseTimmMixin, SparseUnit, Transition
 
 
 class InterlacedStage(nn.Module):
@@ -288,9 +288,64 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
         """D_stage as a standalone network: the ``stage``-level depth-nested network on
         N / 2^(levels - stage) units per resolution stage (its last stage is D_stage), or, for
         stage 1, a plain :class:`SparseResNet`. Shares no tensors with this model."""
-        from .extract import extract_depth_stage
-
         return extract_depth_stage(self, self.check_stage(stage))
+
+
+# ---------------------------------------------------------------------- extraction
+def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+    """D_stage of a depth-nested Sparse ResNet as a standalone network with copied weights.
+
+    The interlacing is recursive: the units of levels <= k, renumbered in order, are exactly the
+    k-level interlacing of N / 2^(L - k) units, with the same wiring. So D_k is the last stage of a
+    k-level network of that size (for k = 1: a plain ``SparseResNet``, whose sparse rule is level
+    1's wiring).
+    """
+    units = model.units_per_stage // 2 ** (model.levels - stage)
+    weight = model.conv1.weight
+    args = dict(
+        units_per_stage=units,
+        channels=model.channels,
+        stem=model.stem_kind,
+        num_classes=model.num_classes,
+        in_chans=model.in_chans,
+        width=model.width,
+        global_pool=model.global_pool.pool_type,
+        drop_rate=model.drop_rate,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    plain = SparseResNet(**args) if stage == 1 else DepthNestedSparseResNet(levels=stage, **args)
+    mapped: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        target = depth_level_key(model, key, stage)
+        if target is not None:
+            mapped[target] = value.clone()
+    plain.load_state_dict(mapped, strict=True)
+    plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    return plain.train(model.training)
+
+
+def depth_level_key(model: nn.Module, key: str, depth: int) -> str | None:
+    """Where ``key`` of a depth-nested model goes in its ``depth``-level extraction (None: not in it).
+    Head keys (``fc``) map by depth level too, for a model with one head per level."""
+    parts = key.split(".")
+    if parts[0].startswith("stage") and parts[1] == "units":
+        level_of = getattr(model, parts[0]).level_of
+        index = int(parts[2])
+        if level_of[index] > depth:
+            return None
+        parts[2] = str(sum(1 for lv in level_of[:index] if lv <= depth))  # its place in D_depth
+    elif parts[0].startswith("transition"):  # transitionR.levels.<level - 1>.*
+        if int(parts[2]) >= depth:
+            return None
+        if depth == 1:
+            parts = [parts[0], *parts[3:]]
+    elif parts[0] in ("norms", "fc") and parts[1].isdigit():
+        if int(parts[1]) >= depth:
+            return None
+        if depth == 1:
+            parts = ["norm" if parts[0] == "norms" else "fc", *parts[2:]]
+    return ".".join(parts)
 
 
 # ---------------------------------------------------------------------- registry

@@ -18,16 +18,16 @@ from timm.models import register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of
 from ..sparse import unit_levels
 from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
-from .depth_resnet import InterlacedStage, LevelTransitions
+from .depth_resnet import DepthNestedSparseResNet, InterlacedStage, LevelTransitions, depth_level_key
 from .multi_head import MultiHeadMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseTimmMixin
+from .sparse_resnet import SparseResNet, SparseTimmMixin
 
 
 class NestedSparseUnit(nn.Module):
@@ -285,8 +285,6 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         """D_stage as a standalone network with dense weights (the structural zeros copied):
         a plain :class:`SparseResNet` when its depth is d1, else a depth-nested Sparse ResNet
         whose last stage is D_stage. Shares no tensors with this model."""
-        from .extract import extract_width_depth_stage
-
         return extract_width_depth_stage(self, self.check_stage(stage))
 
     @torch.jit.ignore
@@ -369,6 +367,51 @@ class _AnytimeRun:
             features = model.act(norm.forward_stripe(self.outputs[last][depth][j - 1], j))
             pooled.append(model.global_pool(features))
         return model._stage_logits(torch.cat(pooled, dim=1), stage)
+
+
+# ---------------------------------------------------------------------- extraction
+def extract_width_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+    """D_stage of a width-depth-nested Sparse ResNet as a standalone network with dense weights.
+
+    D_stage = (width w, depth d) is the d-level depth-nested network on N / 2^(L - d) units, at the
+    prefix width of stripes <= w, with the block-triangular zeros copied into dense weights (for
+    d = 1 a plain ``SparseResNet``). Its last stage is D_stage. Its head for an earlier depth level
+    l comes from this model's stage (w, l) where the schedule has one, else it stays untrained.
+    """
+    schedule, spec = model.schedule, model.spec
+    width, depth = schedule.width(stage), schedule.depth(stage)
+    weight = model.conv1.weight
+    args = dict(
+        units_per_stage=model.units_per_stage // 2 ** (model.levels - depth),
+        channels=tuple(spec.splits(c)[width] for c in model.widths),
+        stem="cifar",
+        num_classes=model.num_classes,
+        in_chans=model.in_chans,
+        global_pool=model.global_pool.pool_type,
+        drop_rate=model.drop_rate,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    plain = SparseResNet(**args) if depth == 1 else DepthNestedSparseResNet(levels=depth, **args)
+    shapes = {key: value.shape for key, value in plain.state_dict().items()}
+    heads = {schedule.depth(t): t for t in range(1, stage + 1) if schedule.width(t) == width}  # level -> stage
+    mapped: dict[str, Tensor] = {}
+    for key, value in dense_state(model).items():
+        parts = key.split(".")
+        if parts[0] == "fc":
+            stage_of_head = int(parts[1]) + 1
+            level = schedule.depth(stage_of_head)
+            if heads.get(level) != stage_of_head:
+                continue
+            key = ".".join(["fc", str(level - 1), *parts[2:]])
+        target = depth_level_key(model, key, depth)
+        if target is not None:
+            mapped[target] = prefix_of(value, shapes[target]).clone()
+    missing, unexpected = plain.load_state_dict(mapped, strict=False)
+    if unexpected or not all(k.startswith("fc.") for k in missing):
+        raise RuntimeError(f"extract_stage({stage}) could not map the weights: {missing=} {unexpected=}")
+    plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    return plain.train(model.training)
 
 
 # ---------------------------------------------------------------------- registry

@@ -1,4 +1,5 @@
-"""Width-nested anytime ResNets (SPEC section 3), ImageNet and CIFAR families.
+"""Width-nested anytime ResNets (SPEC section 3), ImageNet and CIFAR families: blocks, the model,
+``extract_stage``'s conversion to a plain network, and the registered names at the bottom.
 
 Layout and parameter names follow ``timm.models.resnet.ResNet`` (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...): at full width, the body's state dict has
@@ -11,14 +12,18 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import checkpoint_seq
+from timm.models import checkpoint_seq, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers.nested import NestedBatchNorm2d, NestedConv2d, grow, zero_pad_stripe
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of, zero_pad_stripe
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin, keep_rows
+from .cfgs import cifar_cfg, imagenet_cfg
+from .cifar_resnet import CIFAR_DEPTHS, CifarResNet
 from .multi_head import MultiHeadMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model
 
 POOL_TYPES = ("avg", "max", "")
 
@@ -331,6 +336,245 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
     def extract_stage(self, stage: int) -> nn.Module:
         """A standalone ordinary network equal to D_stage: a ``timm.models.resnet.ResNet`` for the
         ImageNet family, a ``CifarResNet`` for the CIFAR family."""
-        from .extract import extract_width_stage
-
         return extract_width_stage(self, self.check_stage(stage))
+
+
+# ---------------------------------------------------------------------- extraction
+def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
+    spec = model.spec
+    planes = tuple(spec.splits(c)[stage] for c in model.widths)  # D_k's width of every stage
+    stem = spec.splits(model.stem_channels)[stage]
+    head = model.fc[stage - 1]
+    num_classes = head.out_features if isinstance(head, nn.Linear) else 0
+    pool = model.global_pool.pool_type
+    dd = {"device": model.conv1.weight.device, "dtype": model.conv1.weight.dtype}
+    if model.stem_type == "imagenet" and model.shortcut_type == "projection":
+        plain = ResNet(
+            BasicBlock if model.block_type == "basic" else Bottleneck,
+            model.layer_sizes,
+            num_classes=num_classes,
+            in_chans=model.conv1.in_channels,
+            channels=planes,
+            global_pool=pool,
+            drop_rate=model.drop_rate,
+            **dd,
+        )
+        _narrow_stem(plain, stem, dd)
+        perm = None
+    elif model.stem_type == "cifar" and model.shortcut_type == "zero_pad" and model.block_type == "basic":
+        if stem != planes[0]:
+            raise NotImplementedError("extracting a CIFAR network needs stem width == first stage width")
+        plain = CifarResNet(
+            model.layer_sizes[0],
+            num_classes=num_classes,
+            in_chans=model.conv1.in_channels,
+            channels=planes,
+            global_pool=pool,
+            drop_rate=model.drop_rate,
+            **dd,
+        )
+        perm = _cifar_permutations(model, stage)
+    else:
+        raise NotImplementedError(
+            f"no plain counterpart for stem={model.stem_type!r} with shortcut={model.shortcut_type!r}"
+        )
+
+    source = dense_state(model)
+    state = {}
+    for key, target in plain.state_dict().items():
+        name = f"fc.{stage - 1}." + key[3:] if key.startswith("fc.") else key
+        tensor = source[name]
+        if perm is not None:
+            tensor = _permute(key, tensor, perm)
+        state[key] = prefix_of(tensor, target.shape).clone()
+    plain.load_state_dict(state)
+    plain.train(model.training)
+    return plain
+
+
+def _narrow_stem(plain: ResNet, stem: int, dd: dict) -> None:
+    """timm's ResNet fixes a 7x7 stem at 64 channels; D_k's stem has ``stem`` channels. Rebuild the
+    stem and the first block (timm's own block class) at that width, in place."""
+    if stem == plain.conv1.out_channels:
+        return
+    block = plain.layer1[0]
+    block_cls = type(block)
+    out = block.conv3.out_channels if isinstance(block, Bottleneck) else block.conv2.out_channels
+    planes = block.conv1.out_channels
+    plain.conv1 = nn.Conv2d(plain.conv1.in_channels, stem, 7, 2, 3, bias=False, **dd)
+    plain.bn1 = nn.BatchNorm2d(stem, **dd)
+    downsample = None
+    if stem != out:
+        downsample = nn.Sequential(nn.Conv2d(stem, out, 1, 1, bias=False, **dd), nn.BatchNorm2d(out, **dd))
+    plain.layer1[0] = block_cls(stem, planes, 1, downsample=downsample, **dd)
+    plain.feature_info[0]["num_chs"] = stem
+
+
+def _cifar_permutations(model: nn.Module, stage: int) -> dict[int, Tensor]:
+    """Channel order of each CIFAR stage: plain channel p holds nested channel perm[p].
+
+    The nested option-A shortcut pads each stripe separately; the plain one pads once at the end.
+    Both are the same network up to this permutation of every stage's channels.
+    """
+    spec = model.spec
+    widths = [model.stem_channels, *model.widths]
+    perms = {1: torch.arange(spec.splits(widths[1])[stage])}
+    for s in (2, 3):
+        inner, outer = spec.splits(widths[s - 1]), spec.splits(widths[s])
+        location = {}  # nested input channel -> nested output channel of the padded shortcut
+        zeros = []
+        for j in range(1, stage + 1):
+            width = inner[j] - inner[j - 1]
+            for o in range(width):
+                location[inner[j - 1] + o] = outer[j - 1] + o
+                zeros.append(outer[j - 1] + width + o)
+        perms[s] = torch.tensor([location[int(q)] for q in perms[s - 1]] + zeros)
+    return perms
+
+
+def _permute(key: str, tensor: Tensor, perms: dict[int, Tensor]) -> Tensor:
+    """Reorder a nested tensor's channels into the plain network's order."""
+    if key.startswith(("conv1.", "bn1.")):
+        out_perm, in_perm = perms[1], None
+    elif key.startswith("fc."):
+        return tensor[:, perms[3]] if key.endswith("weight") else tensor
+    else:
+        layer = int(key[len("layer")])
+        block = int(key.split(".")[1])
+        out_perm = perms[layer]
+        in_perm = perms[layer - 1] if (block == 0 and layer > 1 and ".conv1." in f".{key}") else perms[layer]
+    if tensor.dim() == 0:
+        return tensor
+    tensor = tensor.index_select(0, out_perm.to(tensor.device))
+    if tensor.dim() == 4 and in_perm is not None:
+        tensor = tensor.index_select(1, in_perm.to(tensor.device))
+    return tensor
+
+
+# ---------------------------------------------------------------------- registry
+NESTINGS = ("w124", "e1234")
+IMAGENET_ARCHS: dict[int, dict[str, Any]] = {
+    18: dict(block="basic", layers=(2, 2, 2, 2)),
+    34: dict(block="basic", layers=(3, 4, 6, 3)),
+    50: dict(block="bottleneck", layers=(3, 4, 6, 3)),
+    101: dict(block="bottleneck", layers=(3, 4, 23, 3)),
+}
+#: name -> NestedResNet arguments of every registered width-nested model
+MODEL_ARGS: dict[str, dict[str, Any]] = {}
+for _depth, _arch in IMAGENET_ARCHS.items():
+    for _nesting in NESTINGS:
+        MODEL_ARGS[f"anytime_resnet{_depth}_{_nesting}"] = dict(_arch, nesting=_nesting)
+for _depth, _blocks in CIFAR_DEPTHS.items():
+    for _nesting in NESTINGS:
+        MODEL_ARGS[f"anytime_cifar_resnet{_depth}_{_nesting}"] = dict(
+            block="basic",
+            layers=(_blocks,) * 3,
+            nesting=_nesting,
+            stem="cifar",
+            channels=(16, 32, 64),
+            stem_width=16,
+            shortcut="zero_pad",
+            num_classes=10,
+            # As He et al.'s CIFAR ResNet and our plain Oracle (cifar_resnet*): no zero-initialized
+            # last BatchNorm. With option-A shortcuts it slows early training badly (docs/models.md).
+            zero_init_last=False,
+        )
+
+
+def _cfg(args: dict[str, Any]) -> dict[str, Any]:
+    family_cfg = cifar_cfg if args.get("stem") == "cifar" else imagenet_cfg
+    heads = tuple(f"fc.{i}" for i in range(StripeSpec.parse(args["nesting"]).num_stages))
+    return family_cfg(classifier=heads)
+
+
+default_cfgs = anytime_default_cfgs({name: _cfg(args) for name, args in MODEL_ARGS.items()})
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    args = {**MODEL_ARGS[variant], **kwargs}
+    feature_cfg = dict(out_indices=tuple(range(len(args["layers"]) + 1)))  # the stem, then every stage
+    return build_anytime_model(NestedResNet, variant, pretrained, feature_cfg=feature_cfg, **args)
+
+
+@register_model
+def anytime_resnet18_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-18 (ImageNet layout), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_resnet18_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet18_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-18 (ImageNet layout), nesting e1234: four equal stripes."""
+    return _create("anytime_resnet18_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet34_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-34 (ImageNet layout), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_resnet34_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet34_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-34 (ImageNet layout), nesting e1234: four equal stripes."""
+    return _create("anytime_resnet34_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet50_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-50 (ImageNet layout), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_resnet50_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet50_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-50 (ImageNet layout), nesting e1234: four equal stripes."""
+    return _create("anytime_resnet50_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet101_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-101 (ImageNet layout), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_resnet101_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_resnet101_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested ResNet-101 (ImageNet layout), nesting e1234: four equal stripes."""
+    return _create("anytime_resnet101_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet20_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-20 (option-A shortcuts), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_cifar_resnet20_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet20_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-20 (option-A shortcuts), nesting e1234: four equal stripes."""
+    return _create("anytime_cifar_resnet20_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet42_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-42 (option-A shortcuts), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_cifar_resnet42_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet42_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-42 (option-A shortcuts), nesting e1234: four equal stripes."""
+    return _create("anytime_cifar_resnet42_e1234", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet56_w124(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-56 (option-A shortcuts), nesting w124: stages of width 1/4, 1/2, 1."""
+    return _create("anytime_cifar_resnet56_w124", pretrained, **kwargs)
+
+
+@register_model
+def anytime_cifar_resnet56_e1234(pretrained: bool = False, **kwargs: Any) -> NestedResNet:
+    """Width-nested CIFAR ResNet-56 (option-A shortcuts), nesting e1234: four equal stripes."""
+    return _create("anytime_cifar_resnet56_e1234", pretrained, **kwargs)
