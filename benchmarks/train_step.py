@@ -37,7 +37,7 @@ from torch.nn import functional as F
 import timm_anytime  # noqa: F401
 from osgd import OSGD
 from timm_anytime.train.config import OSGD_METHODS, TrainConfig
-from timm_anytime.train.methods import Phase, build_update_rule
+from timm_anytime.train.methods import Phase, RuleInputs, build_update_rule
 from timm_anytime.train.stage_passes import resolve_stage_passes, separate_stage_losses
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
@@ -63,7 +63,7 @@ def build_step(
     optimizer = inner
     if method in OSGD_METHODS:
         optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks())
-    rule = build_update_rule(cfg, accelerator, model, optimizer, phase)
+    rule = build_update_rule(cfg.method, phase, RuleInputs(accelerator, model, optimizer, cfg.stage_weights))
     passes = "single" if method == "greedy" else resolve_stage_passes(args.stage_passes, method, model)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     if channels_last:

@@ -126,7 +126,7 @@ def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _fails(train_main, [*tiny_args(Path(run)), "--method=osgd", "--priority", "2", "1"], capsys, "has 3 stage(s)")
     _fails(train_main, [*tiny_args(Path(run)), "--grad-accum=3"], capsys, "multiple of grad_accum")
     argv = [*tiny_args(Path(run)), "--method=osgd", "--stage-weights", "1", "1", "1"]
-    _fails(train_main, argv, capsys, "stage_weights apply to the sgd method only")
+    _fails(train_main, argv, capsys, "stage_weights applies to the methods sgd only")
     _fails(train_main, [*tiny_args(Path(run)), "--method=sgd", "--reduction=mean"], capsys, "reduction applies to")
     bad = tmp_path / "bad.yaml"
     bad.write_text("methd: osgd\n")

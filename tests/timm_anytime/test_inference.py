@@ -172,7 +172,8 @@ def test_budget_curve_equals_running_early_exit() -> None:
 
 
 class FakeClockModel(nn.Module):
-    """An anytime model whose stages take set times on a fake clock (deterministic tests)."""
+    """An anytime model whose stages take set times on a fake clock (deterministic tests); it has the
+    members of the AnytimeModel protocol."""
 
     def __init__(self, durations: list[float]) -> None:
         super().__init__()
@@ -194,6 +195,12 @@ class FakeClockModel(nn.Module):
 
     def extract_stage(self, stage: int) -> nn.Module:
         raise NotImplementedError
+
+    def stage_masks(self, stage: int) -> dict:
+        return {}
+
+    def osgd_reach_masks(self) -> list:
+        return []
 
 
 def test_predict_within_stops_before_a_stage_that_cannot_finish() -> None:

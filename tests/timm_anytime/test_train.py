@@ -14,8 +14,8 @@ from accelerate.utils import set_seed
 from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
-from tests.timm_anytime.runs import MODEL, tiny_config, weights
-from timm_anytime.train import METHODS, Trainer, plan_phases, train
+from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config, weights
+from timm_anytime.train import METHODS, TrainConfig, Trainer, plan_phases, train
 from timm_anytime.train.methods import Greedy
 
 
@@ -182,3 +182,24 @@ def test_environment_records_the_data_and_a_resume_under_another_commit(tmp_path
     train(tiny_config(tmp_path / "run", method="osgd", epochs=1, resume=True))  # finished: records, trains no more
     resumed = json.loads((run / "environment.jsonl").read_text().splitlines()[-1])
     assert resumed["resumed_across_commits"] == {"from": "0" * 40, "to": resumed["git_commit"]}
+
+
+def test_a_method_added_to_the_table_trains_from_the_command_line(tmp_path: Path, monkeypatch) -> None:
+    """Adding a method is one entry in train/methods.py's TABLE: the CLI, validation and trainer
+    read it. A made-up method training the last stage only must give exactly what sgd with
+    --stage-weights 0 0 1 gives (CPU runs are deterministic)."""
+    from timm_anytime.cli.train import main as train_main
+    from timm_anytime.train.methods import TABLE, Method, WeightedSum
+
+    def last_only(inputs):
+        return WeightedSum(inputs.accelerator, [0.0, 0.0, 1.0])
+
+    monkeypatch.setitem(TABLE, "last_only", Method("last_only", last_only))
+    assert train_main([*tiny_args(tmp_path / "new"), "--method=last_only", "--epochs=1"]) == 0
+    sgd_args = ["--method=sgd", "--stage-weights", "0", "0", "1", "--epochs=1"]
+    assert train_main([*tiny_args(tmp_path / "sgd"), *sgd_args]) == 0
+    new, sgd = weights(tmp_path / "new"), weights(tmp_path / "sgd")
+    assert new.keys() == sgd.keys()
+    assert all(torch.equal(new[k], sgd[k]) for k in new)
+    with pytest.raises(ValueError, match="priority applies to the methods osgd, osgd_norm only"):
+        TrainConfig(dataset="digits", method="last_only", priority=[1, 2, 3])

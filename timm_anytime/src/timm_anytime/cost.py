@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.anytime import is_anytime_model
+
 
 @dataclass(frozen=True)
 class StageCost:
@@ -92,7 +94,7 @@ def format_costs(costs: list[StageCost]) -> str:
 @torch.no_grad()
 def model_costs(model: nn.Module, input_size: tuple[int, ...]) -> list[StageCost]:
     """:func:`stage_costs` for an anytime model; one stage (the whole network) for any other."""
-    if hasattr(model, "forward_anytime"):
+    if is_anytime_model(model):
         return stage_costs(model, input_size)
     weight = next(model.parameters())
     x = torch.randn(1, *input_size, device=weight.device, dtype=weight.dtype)

@@ -126,8 +126,9 @@ def keep_rows(state: Any, rows: Tensor | None) -> Any:
 
 @runtime_checkable
 class AnytimeModel(Protocol):
-    """What every anytime network provides (SPEC section 2); ``isinstance(model, AnytimeModel)``
-    checks that a model has these members."""
+    """What every anytime network provides (SPEC section 2): stages to run, select and extract, and
+    the per-stage parameter masks the optimizers need (``AnytimeMixin`` supplies the masks).
+    ``isinstance(model, AnytimeModel)`` checks that a model has these members."""
 
     num_stages: int
 
@@ -138,6 +139,10 @@ class AnytimeModel(Protocol):
     def set_active_stage(self, stage: int) -> nn.Module: ...
 
     def extract_stage(self, stage: int) -> nn.Module: ...
+
+    def stage_masks(self, stage: int) -> dict[nn.Parameter, Tensor]: ...
+
+    def osgd_reach_masks(self) -> list[dict[nn.Parameter, Tensor]]: ...
 
 
 def is_anytime_model(model: object) -> bool:

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 import yaml
 
-METHODS = ("greedy", "sgd", "normsgd", "osgd", "osgd_norm", "adaloss")
-#: The ``osgd`` package's name for each method that combines per-stage gradients.
-OSGD_METHODS = {"normsgd": "norm", "osgd": "osgd", "osgd_norm": "osgd_norm"}
+from .methods import OPTIONAL_SETTINGS, TABLE
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 #: ``auto``: bf16 autocast when training on a CUDA GPU that supports it, full float32 otherwise.
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -103,7 +102,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
 
-        choice("method", METHODS)
+        choice("method", tuple(TABLE))
         choice("dataset", DATASETS)
         choice("precision", PRECISIONS)
         choice("stage_passes", STAGE_PASSES)
@@ -127,12 +126,10 @@ class TrainConfig:
             raise ValueError(f"lr and norm_scale must be positive, got lr={self.lr}, norm_scale={self.norm_scale}")
         if self.priority is not None and sorted(self.priority) != list(range(1, len(self.priority) + 1)):
             raise ValueError(f"priority must list every stage once, numbered from 1 (e.g. 3 2 1), got {self.priority}")
-        if self.priority is not None and self.method not in ("osgd", "osgd_norm"):
-            raise ValueError(f"priority applies to the osgd and osgd_norm methods only, not {self.method!r}")
-        if self.stage_weights is not None and self.method != "sgd":
-            raise ValueError(f"stage_weights apply to the sgd method only, not {self.method!r}")
-        if self.reduction is not None and self.method not in OSGD_METHODS:
-            raise ValueError(f"reduction applies to {', '.join(OSGD_METHODS)} only, not {self.method!r}")
+        for option in OPTIONAL_SETTINGS:
+            if getattr(self, option) is not None and option not in TABLE[self.method].options:
+                allowed = ", ".join(name for name, method in TABLE.items() if option in method.options)
+                raise ValueError(f"{option} applies to the methods {allowed} only, not {self.method!r}")
         if self.dataset != "digits" and self.data_dir is None and not (self.download and self.dataset != "imagefolder"):
             raise ValueError(
                 f"dataset {self.dataset!r} needs --data-dir (an ImageFolder tree, or for CIFAR a torchvision "
@@ -210,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--workers", type=int, help="DataLoader workers (streamed datasets only)")
     g = p.add_argument_group("method")
-    g.add_argument("--method", choices=METHODS)
+    g.add_argument("--method", choices=tuple(TABLE))
     g.add_argument("--priority", nargs="+", type=int, help="stage order for OSGD, highest first, e.g. 3 2 1")
     g.add_argument("--stage-weights", nargs="+", type=float, help="loss weights k_i for sgd")
     g.add_argument("--norm-scale", type=float, help="C of normsgd / osgd_norm")

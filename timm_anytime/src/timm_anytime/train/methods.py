@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,7 @@ from torch.optim import Optimizer
 from osgd import OSGD
 
 from ..adaloss import AdaLoss
-from ..models.anytime import num_stages_of
-from .config import OSGD_METHODS, TrainConfig
+from ..models.anytime import is_anytime_model, num_stages_of
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Phase:
 def plan_phases(method: str, epochs: int, num_stages: int) -> list[Phase]:
     """``greedy`` splits the epochs across the stages as evenly as possible (earlier stages get the
     remainder); every other method trains all stages together for all epochs."""
-    if method != "greedy" or num_stages == 1:
+    if not TABLE[method].staged or num_stages == 1:
         return [Phase(0, epochs)]
     if epochs < num_stages:
         raise ValueError(f"greedy training needs at least one epoch per stage: {epochs} epochs < {num_stages} stages")
@@ -131,7 +130,7 @@ class Greedy(WeightedSum):
     def __init__(self, accelerator: Accelerator, model: nn.Module, stage: int) -> None:
         super().__init__(accelerator, [1.0])
         self.stage = stage
-        trainable = model.stage_masks(stage) if hasattr(model, "stage_masks") else {}
+        trainable = model.stage_masks(stage) if is_anytime_model(model) else {}
         self.frozen: list[tuple[Tensor, Tensor | None, Tensor]] = []  # (tensor, trainable mask, frozen copy)
         for param in model.parameters():
             mask = trainable.get(param)
@@ -152,15 +151,68 @@ class Greedy(WeightedSum):
             tensor.copy_(frozen if mask is None else torch.where(mask, tensor, frozen))
 
 
-def build_update_rule(
-    cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, optimizer: Optimizer, phase: Phase
-) -> UpdateRule:
+@dataclass(frozen=True)
+class RuleInputs:
+    """What building an update rule may use."""
+
+    accelerator: Accelerator
+    model: nn.Module
+    optimizer: Optimizer
+    stage_weights: Sequence[float] | None = None
+
+
+def _weighted_sum(inputs: RuleInputs) -> UpdateRule:
+    return WeightedSum(inputs.accelerator, inputs.stage_weights or [1.0] * num_stages_of(inputs.model))
+
+
+def _combined(inputs: RuleInputs) -> UpdateRule:
+    if not isinstance(inputs.optimizer, OSGD):
+        raise TypeError(f"this method needs the osgd.OSGD optimizer wrapper, got {type(inputs.optimizer).__name__}")
+    return Combined(inputs.accelerator, inputs.optimizer)
+
+
+def _adaloss(inputs: RuleInputs) -> UpdateRule:
+    return AdaLossSum(inputs.accelerator, num_stages_of(inputs.model))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: how its update rule is built and which settings apply to it."""
+
+    name: str
+    #: the rule of a phase that trains every stage
+    build: Callable[[RuleInputs], UpdateRule]
+    #: ``osgd.OSGD``'s method name when the rule combines per-stage gradients (one backward per stage)
+    osgd: str | None = None
+    #: trains one stage at a time, each in its own phase with the ``Greedy`` rule (Alg. 1)
+    staged: bool = False
+    #: which of ``OPTIONAL_SETTINGS`` apply (the others must stay unset)
+    options: tuple[str, ...] = ()
+
+
+#: Settings that apply to some methods only (``TrainConfig.validate`` checks them against ``TABLE``)
+OPTIONAL_SETTINGS = ("priority", "stage_weights", "reduction")
+
+#: Every training method. Config validation, the trainer and the CLI read this table, so adding a
+#: method is one entry here (plus its ``UpdateRule`` if none of the above fits).
+TABLE: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("greedy", _weighted_sum, staged=True),  # a one-stage model has one phase: its plain loss
+        Method("sgd", _weighted_sum, options=("stage_weights",)),
+        Method("normsgd", _combined, osgd="norm", options=("reduction",)),
+        Method("osgd", _combined, osgd="osgd", options=("priority", "reduction")),
+        Method("osgd_norm", _combined, osgd="osgd_norm", options=("priority", "reduction")),
+        Method("adaloss", _adaloss),
+    )
+}
+METHODS = tuple(TABLE)
+#: Methods that combine per-stage gradients -> ``osgd.OSGD``'s name for them
+OSGD_METHODS = {name: method.osgd for name, method in TABLE.items() if method.osgd is not None}
+
+
+def build_update_rule(method: str, phase: Phase, inputs: RuleInputs) -> UpdateRule:
+    """The update rule of ``method`` for ``phase`` (a greedy phase trains its stage alone)."""
     if phase.stage is not None:
-        return Greedy(accelerator, model, phase.stage)
-    if cfg.method in OSGD_METHODS:
-        assert isinstance(optimizer, OSGD)
-        return Combined(accelerator, optimizer)
-    if cfg.method == "adaloss":
-        return AdaLossSum(accelerator, num_stages_of(model))
-    weights = cfg.stage_weights or [1.0] * num_stages_of(model)
-    return WeightedSum(accelerator, weights)
+        return Greedy(inputs.accelerator, inputs.model, phase.stage)
+    return TABLE[method].build(inputs)

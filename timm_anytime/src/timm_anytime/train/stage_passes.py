@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import OSGD_METHODS, STAGE_PASSES
+from .config import STAGE_PASSES
+from .methods import OSGD_METHODS
 
 
 def resolve_stage_passes(setting: str, method: str, model: nn.Module) -> str:

@@ -35,12 +35,12 @@ from osgd import OSGD
 
 from .. import __version__
 from ..evaluate import stage_correct
-from ..models.anytime import num_stages_of, stage_logits
+from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
 from .checkpoint import load_state, load_weights, save_checkpoint
-from .config import OSGD_METHODS, TrainConfig
+from .config import TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
-from .methods import Phase, build_update_rule, plan_phases
+from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
 from .stage_passes import resolve_stage_passes, separate_stage_losses
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
@@ -164,7 +164,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output)
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method == "greedy")
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=TABLE[cfg.method].staged)
         self.accelerator = Accelerator(
             cpu=cfg.cpu or _cpu_processes(),
             mixed_precision=cfg.resolved_precision(),
@@ -273,14 +273,15 @@ class Trainer:
             self.model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
         )
         optimizer: torch.optim.Optimizer = inner
-        if cfg.method in OSGD_METHODS and phase.stage is None:
+        osgd_method = TABLE[cfg.method].osgd
+        if osgd_method is not None and phase.stage is None:
             optimizer = OSGD(
                 inner,
-                OSGD_METHODS[cfg.method],
+                osgd_method,
                 priority=None if cfg.priority is None else [p - 1 for p in cfg.priority],
                 norm_scale=cfg.norm_scale,
                 reduction=cfg.reduction,
-                reach_masks=self.model.osgd_reach_masks() if hasattr(self.model, "osgd_reach_masks") else None,
+                reach_masks=self.model.osgd_reach_masks() if is_anytime_model(self.model) else None,
             )
         self.scheduler, _ = create_scheduler_v2(
             optimizer,
@@ -292,7 +293,9 @@ class Trainer:
             decay_rate=cfg.decay_rate,
             warmup_epochs=cfg.warmup_epochs,
         )
-        self.rule = build_update_rule(cfg, self.accelerator, self.model, optimizer, phase)
+        self.rule = build_update_rule(
+            cfg.method, phase, RuleInputs(self.accelerator, self.model, optimizer, cfg.stage_weights)
+        )
         self.optimizer = self.accelerator.prepare_optimizer(optimizer)
         self.phase = phase
 
@@ -315,7 +318,7 @@ class Trainer:
             record["seconds"] = round(time.perf_counter() - started, 3)
             self._log(record)
             self._save_checkpoint(epoch + 1)
-        if hasattr(self.model, "set_active_stage"):
+        if is_anytime_model(self.model):
             self.model.set_active_stage(self.num_stages)
         if self.is_main:
             shutil.copyfile(self.out / "checkpoint" / "model.safetensors", self.out / "model.safetensors")
