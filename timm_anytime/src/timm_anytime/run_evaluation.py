@@ -13,15 +13,15 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .cost import model_costs
-from .data import InMemoryLoader, load_held_out
-from .data.stream import attach_transforms, stream_loader
+from .data import load_held_out
+from .data.stream import attach_transforms
 from .evaluate import stage_finish_times, stage_outcomes
 from .inference.early_exit import budget_curve, default_budgets, score_function, stage_scores
 from .models.anytime import is_anytime_model
 from .train.checkpoint import MODEL_FILE, load_weights
 from .train.config import TrainConfig
 from .train.environment import environment_report
-from .train.loaders import DeviceLoader, load_sources
+from .train.loaders import evaluation_loader, load_sources
 from .train.trainer import create_model
 
 #: Held-out training images per class that calibrate the early-exit thresholds by default
@@ -83,12 +83,10 @@ def evaluate_run(
     size = batch_size or cfg.eval_batch_size
     if sources.spec is not None:
         spec = sources.spec
-        loader = InMemoryLoader(sources.evaluation, size, train=False, mean=spec.mean, std=spec.std, device=target)
         input_size = (spec.in_chans, spec.image_size, spec.image_size)
     else:
-        config = attach_transforms(None, sources.evaluation, model)
-        loader = DeviceLoader(stream_loader(sources.evaluation, size, train=False, workers=cfg.workers), target)
-        input_size = tuple(config["input_size"])
+        input_size = tuple(attach_transforms(None, sources.evaluation, model)["input_size"])
+    loader = evaluation_loader(sources.evaluation, size, target, spec=sources.spec, workers=cfg.workers)
     top1, top5, scores = stage_outcomes(model, loader, score=score_fn if early_exit else None)
     costs = model_costs(model, input_size)
     finish = stage_finish_times(model, _first_images(loader, min(latency_inputs, top1.shape[1])))
@@ -126,9 +124,7 @@ def evaluate_run(
     }
     if early_exit:
         assert scores is not None
-        assert sources.spec is not None
-        spec = sources.spec
-        held_out = InMemoryLoader(calibration, size, train=False, mean=spec.mean, std=spec.std, device=target)
+        held_out = evaluation_loader(calibration, size, target, spec=sources.spec)
         calibration_scores, _, _ = stage_scores(model, held_out, score_fn)
         relative = [c.anytime_flops / costs[-1].anytime_flops for c in costs]
         chosen = sorted(budgets) if budgets is not None else default_budgets(relative)

@@ -92,6 +92,37 @@ class DeviceLoader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
+def evaluation_loader(
+    data: InMemoryDataset | Dataset,
+    batch_size: int,
+    device: torch.device | str,
+    *,
+    spec: DataSpec | None,
+    workers: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> Iterable[tuple[Tensor, Tensor]]:
+    """Unaugmented batches of ``data`` in order, on ``device``: the ``shard_index``-th of
+    ``num_shards`` shares. In-memory data is normalized with ``spec``; a streamed dataset must have
+    its evaluation transforms attached (``data.stream.attach_transforms``). Training and
+    ``anytime-eval`` both evaluate through this."""
+    if isinstance(data, InMemoryDataset):
+        if spec is None:
+            raise ValueError("in-memory evaluation data needs its DataSpec (mean and std)")
+        return InMemoryLoader(
+            data,
+            batch_size,
+            train=False,
+            mean=spec.mean,
+            std=spec.std,
+            device=device,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
+    shard = data if num_shards == 1 else Subset(data, range(shard_index, len(data), num_shards))
+    return DeviceLoader(stream_loader(shard, batch_size, train=False, workers=workers), torch.device(device))
+
+
 @dataclass
 class Loaders:
     train: Any  # has set_epoch() and __len__ (batches per process)
@@ -124,10 +155,11 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
             seed=cfg.seed,
             **common,
         )
-        evaluation = InMemoryLoader(sources.evaluation, cfg.eval_batch_size, train=False, **common)
+        shards = dict(num_shards=world, shard_index=rank, spec=spec)
+        evaluation = evaluation_loader(sources.evaluation, cfg.eval_batch_size, accelerator.device, **shards)
         validation = None
         if sources.validation is not None:
-            validation = InMemoryLoader(sources.validation, cfg.eval_batch_size, train=False, **common)
+            validation = evaluation_loader(sources.validation, cfg.eval_batch_size, accelerator.device, **shards)
         return Loaders(train, evaluation, spec, validation)
     data_config = attach_transforms(sources.train, sources.evaluation, model)
     spec = DataSpec(
@@ -143,8 +175,13 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
     train = accelerator.prepare_data_loader(
         stream_loader(sources.train, cfg.batch_size // world, train=True, workers=cfg.workers, seed=cfg.seed)
     )
-    shard = Subset(sources.evaluation, range(rank, len(sources.evaluation), world))
-    evaluation = DeviceLoader(
-        stream_loader(shard, cfg.eval_batch_size, train=False, workers=cfg.workers), accelerator.device
+    evaluation = evaluation_loader(
+        sources.evaluation,
+        cfg.eval_batch_size,
+        accelerator.device,
+        spec=None,
+        workers=cfg.workers,
+        num_shards=world,
+        shard_index=rank,
     )
     return Loaders(train, evaluation, spec)
