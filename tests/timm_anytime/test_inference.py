@@ -274,6 +274,7 @@ def test_anytime_eval_early_exit_writes_the_curve_and_the_report_plots_it(tmp_pa
     assert [p["budget"] for p in cli["points"]] == [0.5, 1.0]
     assert cli["points"][0]["test_cost"] <= 0.6  # 80 test digits: the cost tracks the budget loosely
     assert evaluate_main([str(run), "--early-exit", "--budgets", "2", "--no-progress", "--output", str(tmp_path)]) != 0
+    assert not (tmp_path / "eval.json").exists()  # refused before anything was written
     report = write_report([run], tmp_path / "report")
     assert (tmp_path / "report" / "early_exit.png").is_file()
     assert "Early exit under a compute budget" in report.read_text()

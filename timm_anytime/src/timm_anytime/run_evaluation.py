@@ -72,6 +72,9 @@ def evaluate_run(
         weights = run / MODEL_FILE if (run / MODEL_FILE).is_file() else run / "checkpoint" / MODEL_FILE
     if early_exit:
         score_fn = score_function(score)
+        wrong = [b for b in budgets or () if not 0 < b <= 1]
+        if wrong:  # checked again against stage 1's cost once the model exists
+            raise ValueError(f"budgets {wrong} are not fractions of the cost of every stage in (0, 1]")
         calibration = _held_out(cfg, calibration_per_class, progress)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sources = load_sources(cfg, progress=progress, train=False)
