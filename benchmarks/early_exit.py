@@ -29,7 +29,8 @@ import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
 from timm_anytime.data import InMemoryLoader, load_cifar, load_held_out
-from timm_anytime.inference import EarlyExit
+from timm_anytime.inference import SCORES, EarlyExit, relative_stage_costs
+from timm_anytime.inference.early_exit import stage_scores
 from timm_anytime.models.pretrained import SHIPPED
 
 TRAINED_PER_CLASS = 2500  # the shipped checkpoints trained on the first 2,500 images of each class
@@ -68,10 +69,10 @@ def main() -> None:
     with torch.no_grad():
         for name in SHIPPED:
             model = timm.create_model(name, pretrained=True).eval()
-            probe = EarlyExit.calibrate(model, calibration, 1.0)
-            costs = probe.costs
+            scores, _, size = stage_scores(model, calibration, SCORES["max_softmax"])  # one pass for all budgets
+            costs = relative_stage_costs(model, size)
             budgets = [costs[1], 0.5]
-            exits = {f"early exit @ {b:.3f}": EarlyExit.calibrate(model, calibration, b) for b in budgets}
+            exits = {f"early exit @ {b:.3f}": EarlyExit.from_scores(model, scores, costs, b) for b in budgets}
 
             def at(stage: int, model=model) -> Callable[[], object]:
                 return lambda: model.set_active_stage(stage)(x)

@@ -59,7 +59,7 @@ def main() -> None:
     calibration_scores, _, size = stage_scores(model, loader(held_out), score)
     test_scores, test_correct, _ = stage_scores(model, loader(test), score)
     costs = relative_stage_costs(model, size)
-    ee = EarlyExit.calibrate(model, loader(held_out), budget=costs[1], score=args.score)
+    ee = EarlyExit.from_scores(model, calibration_scores, costs, budget=costs[1], score=args.score)
     images, labels = next(iter(loader(test)))
     logits, stages = ee(images)
     print(f"{args.model}: thresholds {[round(t, 4) for t in ee.thresholds]} for budget {costs[1]:.3f}")

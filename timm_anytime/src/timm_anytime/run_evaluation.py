@@ -16,7 +16,7 @@ from .cost import model_costs
 from .data import load_held_out
 from .data.stream import attach_transforms
 from .evaluate import stage_finish_times, stage_outcomes
-from .inference.early_exit import budget_curve, default_budgets, score_function, stage_scores
+from .inference.early_exit import budget_curve, default_budgets, relative_costs, score_function, stage_scores
 from .models.anytime import is_anytime_model
 from .train.checkpoint import MODEL_FILE, load_weights
 from .train.config import TrainConfig
@@ -129,7 +129,7 @@ def evaluate_run(
         assert scores is not None
         held_out = evaluation_loader(calibration, size, target, spec=sources.spec)
         calibration_scores, _, _ = stage_scores(model, held_out, score_fn)
-        relative = [c.anytime_flops / costs[-1].anytime_flops for c in costs]
+        relative = relative_costs(costs)
         chosen = sorted(budgets) if budgets is not None else default_budgets(relative)
         result["early_exit"] = {
             "score": score,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cost import stage_costs
+from ..cost import StageCost, stage_costs
 from ..evaluate import stage_outcomes
 from ..models.anytime import is_anytime_model
 
@@ -61,10 +61,14 @@ def score_function(score: str) -> Callable[[Tensor], Tensor]:
     return SCORES[score]
 
 
+def relative_costs(costs: Sequence[StageCost]) -> list[float]:
+    """Each stage's ``anytime_flops`` as a fraction of the last stage's (the last is 1)."""
+    return [cost.anytime_flops / costs[-1].anytime_flops for cost in costs]
+
+
 def relative_stage_costs(model: nn.Module, input_size: tuple[int, ...]) -> list[float]:
     """Cost of stopping after each stage as a fraction of running every stage (the last is 1)."""
-    flops = [cost.anytime_flops for cost in stage_costs(model, input_size)]
-    return [f / flops[-1] for f in flops]
+    return relative_costs(stage_costs(model, input_size))
 
 
 def exit_stages(scores: Tensor, thresholds: Sequence[float]) -> Tensor:
@@ -212,9 +216,16 @@ class EarlyExit:
         cost and 1."""
         check_anytime(model)
         scores, _, input_size = stage_scores(model, loader, score_function(score))
-        costs = relative_stage_costs(model, input_size)
+        return cls.from_scores(model, scores, relative_stage_costs(model, input_size), budget, score=score)
+
+    @classmethod
+    def from_scores(
+        cls, model: nn.Module, scores: Tensor, costs: Sequence[float], budget: float, *, score: str = "max_softmax"
+    ) -> EarlyExit:
+        """:meth:`calibrate` from confidence already measured on held-out data (``stage_scores``)
+        and the relative stage ``costs``: several budgets need only one pass over the data."""
         thresholds = calibrate_thresholds(scores, costs, budget)
-        return cls(model, thresholds, costs, score, budget, expected_cost(scores, thresholds, costs))
+        return cls(model, thresholds, list(costs), score, budget, expected_cost(scores.double(), thresholds, costs))
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -300,21 +300,7 @@ def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
     k-level network of that size (for k = 1: a plain ``SparseResNet``, whose sparse rule is level
     1's wiring).
     """
-    units = model.units_per_stage // 2 ** (model.levels - stage)
-    weight = model.conv1.weight
-    args = dict(
-        units_per_stage=units,
-        channels=model.channels,
-        stem=model.stem_kind,
-        num_classes=model.num_classes,
-        in_chans=model.in_chans,
-        width=model.width,
-        global_pool=model.global_pool.pool_type,
-        drop_rate=model.drop_rate,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    plain = SparseResNet(**args) if stage == 1 else DepthNestedSparseResNet(levels=stage, **args)
+    plain = depth_level_network(model, stage, channels=model.channels, stem=model.stem_kind, width=model.width)
     mapped: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
         target = depth_level_key(model, key, stage)
@@ -323,6 +309,23 @@ def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
     plain.load_state_dict(mapped, strict=True)
     plain.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     return plain.train(model.training)
+
+
+def depth_level_network(model: nn.Module, depth: int, **args: Any) -> nn.Module:
+    """The ``depth``-level depth-nested Sparse ResNet on N / 2^(levels - depth) units of ``model``
+    (a plain ``SparseResNet`` for depth 1), with ``model``'s classes, input channels, pooling,
+    dropout, device and dtype, and ``args`` (channels, stem, ...): what an extracted stage is built as."""
+    weight = model.conv1.weight
+    common = dict(
+        units_per_stage=model.units_per_stage // 2 ** (model.levels - depth),
+        num_classes=model.num_classes,
+        in_chans=model.in_chans,
+        global_pool=model.global_pool.pool_type,
+        drop_rate=model.drop_rate,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    return SparseResNet(**common, **args) if depth == 1 else DepthNestedSparseResNet(levels=depth, **common, **args)
 
 
 def depth_level_key(model: nn.Module, key: str, depth: int) -> str | None:

@@ -24,10 +24,10 @@ from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
-from .depth_resnet import DepthNestedSparseResNet, InterlacedStage, LevelTransitions, depth_level_key
+from .depth_resnet import InterlacedStage, LevelTransitions, depth_level_key, depth_level_network
 from .multi_head import MultiHeadMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseResNet, SparseTimmMixin
+from .sparse_resnet import SparseTimmMixin
 
 
 class NestedSparseUnit(nn.Module):
@@ -380,19 +380,8 @@ def extract_width_depth_stage(model: nn.Module, stage: int) -> nn.Module:
     """
     schedule, spec = model.schedule, model.spec
     width, depth = schedule.width(stage), schedule.depth(stage)
-    weight = model.conv1.weight
-    args = dict(
-        units_per_stage=model.units_per_stage // 2 ** (model.levels - depth),
-        channels=tuple(spec.splits(c)[width] for c in model.widths),
-        stem="cifar",
-        num_classes=model.num_classes,
-        in_chans=model.in_chans,
-        global_pool=model.global_pool.pool_type,
-        drop_rate=model.drop_rate,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    plain = SparseResNet(**args) if depth == 1 else DepthNestedSparseResNet(levels=depth, **args)
+    channels = tuple(spec.splits(c)[width] for c in model.widths)
+    plain = depth_level_network(model, depth, channels=channels, stem="cifar")
     shapes = {key: value.shape for key, value in plain.state_dict().items()}
     heads = {schedule.depth(t): t for t in range(1, stage + 1) if schedule.width(t) == width}  # level -> stage
     mapped: dict[str, Tensor] = {}
