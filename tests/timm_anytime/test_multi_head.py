@@ -1,4 +1,4 @@
-"""The per-stage classifier API shared by the Sparse ResNet families (models/multi_head.py)."""
+"""The per-stage classifier API shared by the Sparse ResNet families (models/heads.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_anytime  # noqa: F401
-from timm_anytime.models.sparse_resnet import SparseStage, SparseUnit
+from timm_anytime.layers.sparse_blocks import SparseStage, SparseUnit
 
 
 def reference_stage(stage: SparseStage, x: torch.Tensor) -> torch.Tensor:

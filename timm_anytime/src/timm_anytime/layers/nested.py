@@ -230,3 +230,13 @@ def dense_state(model: nn.Module) -> dict[str, Tensor]:
 def prefix_of(tensor: Tensor, shape: torch.Size) -> Tensor:
     """The leading block of ``tensor`` of ``shape`` (a subnetwork's slice of a nested tensor)."""
     return tensor[tuple(slice(0, size) for size in shape)] if tensor.dim() else tensor
+
+
+def init_conv_weights(model: nn.Module) -> None:
+    """timm's ResNet init for every convolution of ``model`` (Kaiming normal, fan-out, ReLU); a
+    width-nested convolution keeps its structural zeros."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if hasattr(module, "weight_mask"):
+                module.weight.data.mul_(module.weight_mask)

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .cfgs import cifar_cfg
+from .heads import SingleHeadMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .single_head import SingleHeadMixin
 
 CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
 

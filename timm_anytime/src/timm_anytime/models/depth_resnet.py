@@ -10,129 +10,24 @@ N / 2^(L-k) units per stage: ``extract_stage(k)`` returns that smaller network (
 :class:`SparseResNet`).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from timm.models import register_model
 from torch import Tensor, nn
 
-from ..sparse import interlaced_wiring, stage_output_units, unit_levels
+from ..layers.sparse_blocks import InterlacedStage, LevelTransitions
+from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_widths
+from ..sparse import unit_levels
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
-from .multi_head import NormedHeadsMixin
-from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseResNet, SparseTimmMixin, SparseUnit, Transition
+from .heads import NormedHeadsMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
+from .sparse_resnet import SparseResNet
 
 
-class InterlacedStage(nn.Module):
-    """One resolution stage: N units, each reading inside its own level's sequence.
-
-    ``forward(inputs)`` takes the stage input of each level 1..k (k: the active stage) and returns
-    each level's stage output; units of levels > k are not run.
-    """
-
-    level_of: list[int]
-    reads: list[list[int]]
-    reads_input: list[bool]
-    out_reads: list[list[int]]
-    out_reads_input: list[bool]
-
-    def __init__(
-        self,
-        channels: int,
-        num_units: int,
-        levels: int,
-        device=None,
-        dtype=None,
-        make_unit: Callable[[], nn.Module] | None = None,
-    ) -> None:
-        super().__init__()
-        if make_unit is None:
-            make_unit = lambda: SparseUnit(channels, device=device, dtype=dtype)  # noqa: E731
-        self.units = nn.ModuleList(make_unit() for _ in range(num_units))
-        self.grad_checkpointing = False
-        self.out = nn.Identity()  # the deepest active level's output passes here (timm's feature hooks)
-        wiring = interlaced_wiring(num_units, levels)
-        self.level_of = [w.level for w in wiring]
-        self.reads = [[u - 1 for u in w.reads_units] for w in wiring]
-        self.reads_input = [w.reads_stage_input for w in wiring]
-        self.out_reads, self.out_reads_input = [], []
-        for level in range(1, levels + 1):
-            units, with_input = stage_output_units(num_units, levels, level)
-            self.out_reads.append([u - 1 for u in units])
-            self.out_reads_input.append(with_input)
-
-    def _aggregate(self, outputs: list[Tensor], stage_input: Tensor, reads: list[int], with_input: bool) -> Tensor:
-        total = stage_input
-        first = not with_input
-        for unit in reads:
-            if first:
-                total = outputs[unit]
-                first = False
-            else:
-                total = total + outputs[unit]
-        return total
-
-    def forward(self, inputs: list[Tensor]) -> list[Tensor]:
-        active = len(inputs)
-        outputs: list[Tensor] = []
-        for index, unit in enumerate(self.units):
-            level = self.level_of[index]
-            if level <= active:
-                aggregate = self._aggregate(outputs, inputs[level - 1], self.reads[index], self.reads_input[index])
-                if self.grad_checkpointing and not torch.jit.is_scripting():
-                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
-                else:
-                    outputs.append(unit(aggregate))
-            else:
-                outputs.append(inputs[0])  # a placeholder: no unit of an active level reads it
-        results: list[Tensor] = []
-        for level in range(active):
-            result = self._aggregate(outputs, inputs[level], self.out_reads[level], self.out_reads_input[level])
-            results.append(self.out(result) if level == active - 1 else result)
-        return results
-
-    @torch.jit.ignore
-    def forward_level(self, stage_input: Tensor, level: int, outputs: dict[int, Tensor]) -> Tensor:
-        """Run only the units of ``level`` (reading ``outputs`` of lower levels, which it extends)
-        and return ``level``'s stage output."""
-        for index, unit in enumerate(self.units):
-            if self.level_of[index] == level:
-                aggregate = self._aggregate(outputs, stage_input, self.reads[index], self.reads_input[index])
-                outputs[index] = unit(aggregate)
-        return self.out(
-            self._aggregate(outputs, stage_input, self.out_reads[level - 1], self.out_reads_input[level - 1])
-        )
-
-
-class LevelTransitions(nn.Module):
-    """One transition per level between two resolution stages (each level has its own)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        levels: int,
-        device=None,
-        dtype=None,
-        make_transition: Callable[[], nn.Module] | None = None,
-    ) -> None:
-        super().__init__()
-        if make_transition is None:
-            make_transition = lambda: Transition(in_channels, out_channels, device=device, dtype=dtype)  # noqa: E731
-        self.levels = nn.ModuleList(make_transition() for _ in range(levels))
-
-    def forward(self, outputs: list[Tensor]) -> list[Tensor]:
-        inputs: list[Tensor] = []
-        for level, transition in enumerate(self.levels):
-            if level < len(outputs):
-                inputs.append(transition(outputs[level]))
-        return inputs
-
-
-class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
+class DepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A Sparse ResNet with ``levels`` interlaced depth levels; stage s = D_s = levels <= s.
 
     Args:
@@ -159,44 +54,24 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
         dtype=None,
     ) -> None:
         super().__init__()
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"unknown stem {stem!r}: use 'cifar' or 'imagenet'")
         unit_levels(units_per_stage, levels)  # validates the interlacing
         dd = {"device": device, "dtype": dtype}
-        widths = [round(c * width) for c in channels]
-        if min(widths) < 1:
-            raise ValueError(f"width={width} leaves a stage with no channels")
+        widths = scaled_widths(channels, width)
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.units_per_stage, self.levels, self.channels, self.stem_kind = units_per_stage, levels, channels, stem
         self.width = width
         self.num_stages = self.stage = levels
-        self.grad_checkpointing = False
-        self.num_resolution_stages = len(widths)
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, widths[0], 7, 2, 3, bias=False, **dd)
-            self.bn1 = nn.BatchNorm2d(widths[0], **dd)
-            self.act1 = nn.ReLU()
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            reduction, stem_module = 4, "maxpool"
-        else:
-            self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False, **dd)
-            reduction, stem_module = 1, "conv1"
-        self.feature_info = [dict(num_chs=widths[0], reduction=reduction, module=stem_module)]
-        for index, channels_i in enumerate(widths):
-            if index > 0:
-                self.add_module(f"transition{index}", LevelTransitions(widths[index - 1], channels_i, levels, **dd))
-                reduction *= 2
-            self.add_module(f"stage{index + 1}", InterlacedStage(channels_i, units_per_stage, levels, **dd))
-            self.feature_info.append(dict(num_chs=channels_i, reduction=reduction, module=f"stage{index + 1}.out"))
-        self.norms = nn.ModuleList(nn.BatchNorm2d(widths[-1], **dd) for _ in range(levels))
-        self.act = nn.ReLU()
-        self.num_features = self.head_hidden_size = widths[-1]
-        self.check_pool(global_pool)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.fc = self._make_heads(num_classes, dd)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self._build_body(
+            widths=widths,
+            in_chans=in_chans,
+            stem=stem,
+            make_stage=lambda c: InterlacedStage(c, units_per_stage, levels, **dd),
+            make_transition=lambda c_in, c: LevelTransitions(c_in, c, levels, **dd),
+            feature_module="stage{}.out",
+            dd=dd,
+        )
+        norms = nn.ModuleList(nn.BatchNorm2d(widths[-1], **dd) for _ in range(levels))
+        self._build_head("norms", norms, widths[-1], global_pool, num_classes, dd)
 
     def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
         if num_classes <= 0:
@@ -208,42 +83,12 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
     def element_stages(self) -> dict[nn.Parameter, Tensor]:
         """Whole tensors: the stem belongs to stage 1, a unit to its level, a transition to its level."""
         owners: dict[nn.Parameter, Tensor] = {}
-        for param in self.conv1.parameters():
-            owners[param] = torch.ones_like(param, dtype=torch.long)
-        if hasattr(self, "bn1"):
-            for param in self.bn1.parameters():
-                owners[param] = torch.ones_like(param, dtype=torch.long)
-        for r in range(self.num_resolution_stages):
-            stage = getattr(self, f"stage{r + 1}")
-            for unit, level in zip(stage.units, stage.level_of, strict=True):
-                for param in unit.parameters():
-                    owners[param] = torch.full_like(param, level, dtype=torch.long)
-            if r > 0:
-                for level, transition in enumerate(getattr(self, f"transition{r}").levels, start=1):
-                    for param in transition.parameters():
-                        owners[param] = torch.full_like(param, level, dtype=torch.long)
+        for level, module in self._level_modules():
+            for param in module.parameters():
+                owners[param] = torch.full_like(param, level, dtype=torch.long)
         return owners
 
     # ------------------------------------------------------------------ timm model API
-
-    def _stem(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        if hasattr(self, "maxpool"):  # the ImageNet stem
-            x = self.maxpool(self.act1(self.bn1(x)))
-        return x
-
-    def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
-        """Every level's (<= active) output of the last resolution stage, before its head's norm."""
-        stem = self._stem(x)
-        inputs: list[Tensor] = []
-        for _ in range(active):
-            inputs.append(stem)
-        outputs = self.stage1(inputs)
-        outputs = self.stage2(self.transition1(outputs))
-        outputs = self.stage3(self.transition2(outputs))
-        if hasattr(self, "stage4"):
-            outputs = self.stage4(self.transition3(outputs))
-        return outputs
 
     def forward_features(self, x: Tensor) -> Tensor:
         """D_stage's final features (after its head's BN-ReLU), computing only levels <= stage."""
@@ -260,8 +105,7 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
     @torch.jit.ignore
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """All stages' logits from one pass of the full network (for training)."""
-        if self.global_pool.is_identity():
-            raise RuntimeError("forward_stages needs pooled heads; reset_classifier with global_pool='avg'")
+        self._check_pooled("forward_stages")
         outputs = self._level_outputs(x, self.num_stages)
         return [self._logits(out, index) for index, out in enumerate(outputs)]
 
@@ -269,8 +113,7 @@ class DepthNestedSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, n
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield stage 1, 2, ... logits; stage k runs only the units and transitions of level k.
         ``send(rows)`` after a stage continues with those inputs only."""
-        if self.global_pool.is_identity():
-            raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
+        self._check_pooled("forward_anytime")
         stem = self._stem(x)
         caches: list[dict[int, Tensor]] = [{} for _ in range(self.num_resolution_stages)]
         for level in range(1, self.num_stages + 1):
@@ -303,7 +146,7 @@ def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
     plain = depth_level_network(model, stage, channels=model.channels, stem=model.stem_kind, width=model.width)
     mapped: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
-        target = depth_level_key(model, key, stage)
+        target = interlaced_key(model, key, stage)
         if target is not None:
             mapped[target] = value.clone()
     plain.load_state_dict(mapped, strict=True)
@@ -326,29 +169,6 @@ def depth_level_network(model: nn.Module, depth: int, **args: Any) -> nn.Module:
         dtype=weight.dtype,
     )
     return SparseResNet(**common, **args) if depth == 1 else DepthNestedSparseResNet(levels=depth, **common, **args)
-
-
-def depth_level_key(model: nn.Module, key: str, depth: int) -> str | None:
-    """Where ``key`` of a depth-nested model goes in its ``depth``-level extraction (None: not in it).
-    Head keys (``fc``) map by depth level too, for a model with one head per level."""
-    parts = key.split(".")
-    if parts[0].startswith("stage") and parts[1] == "units":
-        level_of = getattr(model, parts[0]).level_of
-        index = int(parts[2])
-        if level_of[index] > depth:
-            return None
-        parts[2] = str(sum(1 for lv in level_of[:index] if lv <= depth))  # its place in D_depth
-    elif parts[0].startswith("transition"):  # transitionR.levels.<level - 1>.*
-        if int(parts[2]) >= depth:
-            return None
-        if depth == 1:
-            parts = [parts[0], *parts[3:]]
-    elif parts[0] in ("norms", "fc") and parts[1].isdigit():
-        if int(parts[1]) >= depth:
-            return None
-        if depth == 1:
-            parts = ["norm" if parts[0] == "norms" else "fc", *parts[2:]]
-    return ".".join(parts)
 
 
 # ---------------------------------------------------------------------- registry
@@ -377,9 +197,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> DepthNestedSparseR
     else:
         args = dict(units_per_stage=units, levels=levels, channels=(64, 128, 256, 512), stem="imagenet")
         args["num_classes"] = 1000
-    resolution_stages = len(args["channels"])
-    # Feature maps come from hooks: a stage's output exists only inside the level-wise forward.
-    feature_cfg = dict(feature_cls="hook", no_rewrite=True, out_indices=tuple(range(resolution_stages + 1)))
+    feature_cfg = hook_feature_cfg(len(args["channels"]))
     return build_anytime_model(
         DepthNestedSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs}
     )

@@ -11,32 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from timm.models import register_model
 from torch import Tensor, nn
 
+from ..layers.sparse_blocks import SparseStage, Transition
+from ..layers.sparse_body import SparseBodyMixin, scaled_widths
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
-from .multi_head import NormedHeadsMixin
+from .heads import NormedHeadsMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseStage, SparseTimmMixin, Transition
-
-
-class ExitStage(SparseStage):
-    """A Sparse ResNet stage that can stop after any unit."""
-
-    def forward_until(self, x: Tensor, units: int) -> Tensor:
-        """Run units 1..``units`` and return the aggregate at position ``units + 1`` (for
-        ``units = N``: the stage output)."""
-        outputs = [x]
-        for index, unit in enumerate(self.units):
-            if index < units:
-                aggregate = self._aggregate(outputs, index)
-                if self.grad_checkpointing and not torch.jit.is_scripting():
-                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
-                else:
-                    outputs.append(unit(aggregate))
-        return self._aggregate(outputs, units)
 
 
 def exit_units(total_units: int, num_exits: int) -> list[int]:
@@ -46,7 +29,7 @@ def exit_units(total_units: int, num_exits: int) -> list[int]:
     return [total_units // 2 ** (num_exits - 1 - i) for i in range(num_exits)]
 
 
-class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
+class EANNSparseResNet(SparseBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet with ``num_exits`` cascade exits (stage k: the network up to exit k).
 
     Args:
@@ -76,36 +59,25 @@ class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Modul
         if len(channels) != 3:
             raise ValueError(f"the CIFAR layout has 3 resolution stages, got channels={channels}")
         dd = {"device": device, "dtype": dtype}
-        widths = [round(c * width) for c in channels]
-        if min(widths) < 1:
-            raise ValueError(f"width={width} leaves a stage with no channels")
+        widths = scaled_widths(channels, width)
         self.exits = exit_units(3 * units_per_stage, num_exits)
         self.units_per_stage = units_per_stage
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.num_stages = self.stage = num_exits
-        self.grad_checkpointing = False
         # Exit after global unit u: resolution stage (u - 1) // N, having run its first ((u - 1) % N) + 1 units.
         self.exit_resolution = [(u - 1) // units_per_stage for u in self.exits]
         self.exit_position = [(u - 1) % units_per_stage + 1 for u in self.exits]
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False, **dd)
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
-        reduction = 1
-        for index, channels_i in enumerate(widths):
-            if index > 0:
-                self.add_module(f"transition{index}", Transition(widths[index - 1], channels_i, **dd))
-                reduction *= 2
-            self.add_module(f"stage{index + 1}", ExitStage(channels_i, units_per_stage, **dd))
-            self.feature_info.append(dict(num_chs=channels_i, reduction=reduction, module=f"stage{index + 1}"))
+        self._build_body(
+            widths=widths,
+            in_chans=in_chans,
+            stem="cifar",
+            make_stage=lambda c: SparseStage(c, units_per_stage, **dd),
+            make_transition=lambda c_in, c: Transition(c_in, c, **dd),
+            dd=dd,
+        )
         self.exit_channels = [widths[r] for r in self.exit_resolution]
-        self.norms = nn.ModuleList(nn.BatchNorm2d(c, **dd) for c in self.exit_channels)
-        self.act = nn.ReLU()
-        self.num_features = self.head_hidden_size = widths[-1]
-        self.check_pool(global_pool)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.fc = self._make_heads(num_classes, dd)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        norms = nn.ModuleList(nn.BatchNorm2d(c, **dd) for c in self.exit_channels)
+        self._build_head("norms", norms, widths[-1], global_pool, num_classes, dd)
 
     def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
         if num_classes <= 0:
@@ -160,8 +132,7 @@ class EANNSparseResNet(SparseTimmMixin, NormedHeadsMixin, AnytimeMixin, nn.Modul
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield every exit's logits in order, running each unit once; ``send(rows)`` after an
         exit continues with those inputs only."""
-        if self.global_pool.is_identity():
-            raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
+        self._check_pooled("forward_anytime")
         pending = list(enumerate(self.exits))
         h = self.conv1(x)
         n = self.units_per_stage

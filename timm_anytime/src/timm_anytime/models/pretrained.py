@@ -100,3 +100,9 @@ def build_anytime_model(model_cls: type, variant: str, pretrained: bool, **kwarg
             "truncated or corrupt. Delete it (for hf-hub: the model's folder in the Hugging Face cache) and "
             "download or export it again."
         ) from error
+
+
+def hook_feature_cfg(resolution_stages: int) -> dict[str, Any]:
+    """timm's ``feature_cfg`` for a depth-interlaced body: feature maps come from forward hooks
+    (a stage's output exists only inside the level-wise forward), the stem and every stage."""
+    return dict(feature_cls="hook", no_rewrite=True, out_indices=tuple(range(resolution_stages + 1)))

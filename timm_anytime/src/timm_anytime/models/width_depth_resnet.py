@@ -10,70 +10,28 @@ depth level's final BN-ReLU, pooled over its stripes, and a Linear layer.
 """
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from timm.models import register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, prefix_of
+from ..layers.sparse_blocks import InterlacedStage, LevelTransitions, NestedSparseUnit, NestedTransition
+from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_widths
 from ..sparse import unit_levels
 from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
-from .depth_resnet import InterlacedStage, LevelTransitions, depth_level_key, depth_level_network
-from .multi_head import MultiHeadMixin
-from .pretrained import anytime_default_cfgs, build_anytime_model
-from .sparse_resnet import SparseTimmMixin
+from .depth_resnet import depth_level_network
+from .heads import NormedHeadsMixin
+from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
 
 
-class NestedSparseUnit(nn.Module):
-    """Pre-activation basic unit (BN-ReLU-conv3x3-BN-ReLU-conv3x3) over width-nested layers."""
-
-    def __init__(self, channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
-        super().__init__()
-        dd = {"spec": spec, "device": device, "dtype": dtype}
-        self.bn1 = NestedBatchNorm2d(channels, **dd)
-        self.act1 = nn.ReLU()
-        self.conv1 = NestedConv2d(channels, channels, 3, 1, 1, **dd)
-        self.bn2 = NestedBatchNorm2d(channels, **dd)
-        self.act2 = nn.ReLU()
-        self.conv2 = NestedConv2d(channels, channels, 3, 1, 1, **dd)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv2(self.act2(self.bn2(self.conv1(self.act1(self.bn1(x))))))
-
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
-        """Output stripe k from input stripe k alone (BN and ReLU are per channel); the earlier
-        stripes' activations come from ``cache``, which this extends."""
-        h = grow(cache, "h0", self.act1(self.bn1.forward_stripe(x, k)), self.bn1.num_features)
-        h = grow(
-            cache, "h1", self.act2(self.bn2.forward_stripe(self.conv1.forward_stripe(h, k), k)), self.conv1.out_channels
-        )
-        return self.conv2.forward_stripe(h, k)
-
-
-class NestedTransition(nn.Sequential):
-    """BN-ReLU-conv1x1 (widen)-avgpool2 over width-nested layers."""
-
-    def __init__(self, in_channels: int, out_channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
-        dd = {"spec": spec, "device": device, "dtype": dtype}
-        super().__init__()
-        self.add_module("norm", NestedBatchNorm2d(in_channels, **dd))
-        self.add_module("act", nn.ReLU())
-        self.add_module("conv", NestedConv2d(in_channels, out_channels, 1, **dd))
-        self.add_module("pool", nn.AvgPool2d(2))
-
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
-        """Output stripe k from input stripe k alone; earlier stripes come from ``cache``."""
-        h = grow(cache, "h0", self.act(self.norm.forward_stripe(x, k)), self.norm.num_features)
-        return self.pool(self.conv.forward_stripe(h, k))
-
-
-class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin, nn.Module):
+class WidthDepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet nested in width and depth along ``schedule`` (SPEC section 5).
 
     Args:
@@ -110,7 +68,7 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         levels = schedule.depth_levels
         unit_levels(units_per_stage, levels)  # validates the interlacing
         spec = StripeSpec.parse("w" + "".join(str(2**i) for i in range(schedule.width_levels)))
-        widths = [round(c * width) for c in channels]
+        widths = scaled_widths(channels, width)
         for c in widths:
             spec.splits(c)  # every layer must split into the stripes
         dd = {"device": device, "dtype": dtype}
@@ -121,33 +79,23 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
         self.depth_of_stage = [schedule.depth(s) for s in range(1, schedule.num_stages + 1)]  # (TorchScript)
         self.head_levels = sorted(set(self.depth_of_stage))
         self.num_stages = self.stage = schedule.num_stages
-        self.grad_checkpointing = False
-        self.num_resolution_stages = len(widths)
-        self.conv1 = NestedConv2d(in_chans, widths[0], 3, 1, 1, striped_input=False, **nd)
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
-        reduction = 1
-        for index, c in enumerate(widths):
-            if index > 0:
-                c_in = widths[index - 1]
-                transitions = LevelTransitions(
-                    c_in, c, levels, make_transition=lambda c_in=c_in, c=c: NestedTransition(c_in, c, **nd)
-                )
-                self.add_module(f"transition{index}", transitions)
-                reduction *= 2
-            stage = InterlacedStage(c, units_per_stage, levels, make_unit=lambda c=c: NestedSparseUnit(c, **nd))
-            self.add_module(f"stage{index + 1}", stage)
-            self.feature_info.append(dict(num_chs=c, reduction=reduction, module=f"stage{index + 1}.out"))
-        self.norms = nn.ModuleList(NestedBatchNorm2d(widths[-1], **nd) for _ in range(levels))
-        self.act = nn.ReLU()
-        self.num_features = self.head_hidden_size = widths[-1]
+        self._build_body(
+            widths=widths,
+            in_chans=in_chans,
+            stem="cifar",
+            stem_conv=partial(NestedConv2d, striped_input=False, spec=spec),
+            make_stage=lambda c: InterlacedStage(
+                c, units_per_stage, levels, make_unit=lambda: NestedSparseUnit(c, **nd)
+            ),
+            make_transition=lambda c_in, c: LevelTransitions(
+                c_in, c, levels, make_transition=lambda: NestedTransition(c_in, c, **nd)
+            ),
+            feature_module="stage{}.out",
+            dd=dd,
+        )
         self.feature_splits = spec.splits(widths[-1])
-        self.check_pool(global_pool)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.fc = self._make_heads(num_classes, dd)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                m.weight.data.mul_(m.weight_mask)
+        norms = nn.ModuleList(NestedBatchNorm2d(widths[-1], **nd) for _ in range(levels))
+        self._build_head("norms", norms, widths[-1], global_pool, num_classes, dd)
         self.set_active_stage(self.num_stages)
 
     def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
@@ -179,14 +127,8 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
 
     def _depth_modules(self) -> Iterator[tuple[int, nn.Module, bool]]:
         """(depth level, module, is a head norm) for every module holding body parameters."""
-        yield 1, self.conv1, False
-        for r in range(self.num_resolution_stages):
-            stage = getattr(self, f"stage{r + 1}")
-            for unit, level in zip(stage.units, stage.level_of, strict=True):
-                yield level, unit, False
-            if r > 0:
-                for level, transition in enumerate(getattr(self, f"transition{r}").levels, start=1):
-                    yield level, transition, False
+        for level, module in self._level_modules():
+            yield level, module, False
         for level, norm in enumerate(self.norms, start=1):
             yield level, norm, True
 
@@ -207,25 +149,6 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
 
     # ------------------------------------------------------------------ timm model API
 
-    def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
-        """Every depth level's (<= active) output of the last resolution stage, at the set width."""
-        stem = self.conv1(x)
-        inputs: list[Tensor] = []
-        for _ in range(active):
-            inputs.append(stem)
-        outputs = self.stage1(inputs)
-        outputs = self.stage2(self.transition1(outputs))
-        outputs = self.stage3(self.transition2(outputs))
-        return outputs
-
-    def _head_features(self, out: Tensor, level: int) -> Tensor:
-        """BN-ReLU of depth level ``level`` (a loop, so that TorchScript can select the module)."""
-        features = out
-        for i, norm in enumerate(self.norms):
-            if i == level - 1:
-                features = self.act(norm(out))
-        return features
-
     def forward_features(self, x: Tensor) -> Tensor:
         """D_stage's final features (its depth level's BN-ReLU, its stripes only)."""
         depth = self.depth_of_stage[self.stage - 1]
@@ -235,8 +158,8 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
             # training pass of D_S alone leaves the statistics the single pass leaves.
             for level in self.head_levels:
                 if level != depth:
-                    self._head_features(outputs[level - 1], level)
-        return self._head_features(outputs[depth - 1], depth)
+                    self._head_norm(outputs[level - 1], level - 1)
+        return self._head_norm(outputs[depth - 1], depth - 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the active stage (default: the last), from D_stage alone."""
@@ -249,22 +172,18 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
             pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
         return self.fc[stage - 1](pooled)
 
-    def _check_pooled(self) -> None:
-        if self.global_pool.is_identity():
-            raise RuntimeError("the anytime forwards need pooled heads; reset_classifier with global_pool='avg'")
-
     @torch.jit.ignore
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """All stages' logits from one pass of the full network (for training): every depth
         level at full width; stage s's head reads the prefix of its stripes."""
-        self._check_pooled()
+        self._check_pooled("forward_stages")
         active = self.stage
         self._set_width(self.spec.num_stages)
         try:
             outputs = self._level_outputs(x, self.levels)
             pooled = {}
             for level in self.head_levels:
-                pooled[level] = self.global_pool(self._head_features(outputs[level - 1], level))
+                pooled[level] = self.global_pool(self._head_norm(outputs[level - 1], level - 1))
         finally:
             self.set_active_stage(active)
         return [self._stage_logits(pooled[self.schedule.depth(s)], s) for s in range(1, self.num_stages + 1)]
@@ -273,7 +192,7 @@ class WidthDepthNestedSparseResNet(SparseTimmMixin, MultiHeadMixin, AnytimeMixin
     def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield stage 1, 2, ... logits; stage k computes only the (unit, stripe) cells, transition
         stripes and head stripes that D_k adds to D_(k-1)."""
-        self._check_pooled()
+        self._check_pooled("forward_anytime")
         run = _AnytimeRun(self, x)
         for s in range(1, self.num_stages + 1):
             rows = yield run.advance(s)
@@ -393,7 +312,7 @@ def extract_width_depth_stage(model: nn.Module, stage: int) -> nn.Module:
             if heads.get(level) != stage_of_head:
                 continue
             key = ".".join(["fc", str(level - 1), *parts[2:]])
-        target = depth_level_key(model, key, depth)
+        target = interlaced_key(model, key, depth)
         if target is not None:
             mapped[target] = prefix_of(value, shapes[target]).clone()
     missing, unexpected = plain.load_state_dict(mapped, strict=False)
@@ -423,10 +342,8 @@ default_cfgs = anytime_default_cfgs(
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> WidthDepthNestedSparseResNet:
     units, schedule = WIDTH_DEPTH_MODELS[variant]
     args: dict[str, Any] = dict(units_per_stage=units, schedule=schedule, channels=(16, 32, 64), num_classes=10)
-    # Feature maps come from hooks: a stage's output exists only inside the level-wise forward.
-    feature_cfg = dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2, 3))
     return build_anytime_model(
-        WidthDepthNestedSparseResNet, variant, pretrained, feature_cfg=feature_cfg, **{**args, **kwargs}
+        WidthDepthNestedSparseResNet, variant, pretrained, feature_cfg=hook_feature_cfg(3), **{**args, **kwargs}
     )
 
 

@@ -17,15 +17,26 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of, zero_pad_stripe
+from ..layers.nested import (
+    NestedBatchNorm2d,
+    NestedConv2d,
+    dense_state,
+    grow,
+    init_conv_weights,
+    prefix_of,
+    zero_pad_stripe,
+)
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
 from .cifar_resnet import CIFAR_DEPTHS, CifarResNet
-from .multi_head import MultiHeadMixin
+from .heads import MultiHeadMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
 
-POOL_TYPES = ("avg", "max", "")
+
+def _conv_bn_stripe(conv: NestedConv2d, bn: NestedBatchNorm2d, x: Tensor, k: int) -> Tensor:
+    """Stripe k of ``bn(conv(x))`` from the input prefix ``x`` of stripes <= k."""
+    return bn.forward_stripe(conv.forward_stripe(x, k), k)
 
 
 class _NestedResidualBlock(nn.Module):
@@ -66,8 +77,7 @@ class _NestedResidualBlock(nn.Module):
 
     def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
         if self.downsample is not None:
-            conv, bn = self.downsample[0], self.downsample[1]
-            return bn.forward_stripe(conv.forward_stripe(x, k), k)
+            return _conv_bn_stripe(self.downsample[0], self.downsample[1], x, k)
         new = x[:, self.in_splits[k - 1] : self.in_splits[k]]
         return zero_pad_stripe(new, self.stride) if self.zero_pad else new
 
@@ -100,13 +110,8 @@ class NestedBasicBlock(_NestedResidualBlock):
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
         """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
-        h = grow(
-            cache,
-            key + ".h1",
-            self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)),
-            self.conv1.out_channels,
-        )
-        y = self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)
+        h = grow(cache, key + ".h1", self.act1(_conv_bn_stripe(self.conv1, self.bn1, x, k)), self.conv1.out_channels)
+        y = _conv_bn_stripe(self.conv2, self.bn2, h, k)
         return grow(cache, key, self.act2(y + self._shortcut_stripe(x, k)), self.conv2.out_channels)
 
 
@@ -142,19 +147,9 @@ class NestedBottleneck(_NestedResidualBlock):
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
         """Stripe k of this block's output, from the input prefix of stripes <= k; returns the prefix."""
-        h = grow(
-            cache,
-            key + ".h1",
-            self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k)),
-            self.conv1.out_channels,
-        )
-        h = grow(
-            cache,
-            key + ".h2",
-            self.act2(self.bn2.forward_stripe(self.conv2.forward_stripe(h, k), k)),
-            self.conv2.out_channels,
-        )
-        y = self.bn3.forward_stripe(self.conv3.forward_stripe(h, k), k)
+        h = grow(cache, key + ".h1", self.act1(_conv_bn_stripe(self.conv1, self.bn1, x, k)), self.conv1.out_channels)
+        h = grow(cache, key + ".h2", self.act2(_conv_bn_stripe(self.conv2, self.bn2, h, k)), self.conv2.out_channels)
+        y = _conv_bn_stripe(self.conv3, self.bn3, h, k)
         return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)), self.conv3.out_channels)
 
 
@@ -204,8 +199,7 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
             raise ValueError(f"unknown block {block!r}: use 'basic' or 'bottleneck'")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"unknown stem {stem!r}: use 'imagenet' or 'cifar'")
-        if global_pool not in POOL_TYPES:
-            raise ValueError(f"global_pool must be one of {POOL_TYPES} for a nested network, got {global_pool!r}")
+        self.check_pool(global_pool)
         if len(layers) != len(channels):
             raise ValueError(f"layers {layers} and channels {channels} must have the same length")
         block_cls = NestedBasicBlock if block == "basic" else NestedBottleneck
@@ -248,10 +242,7 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.fc = self._make_heads(num_classes, dd)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                m.weight.data.mul_(m.weight_mask)
+        init_conv_weights(self)
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, "zero_init_last"):
@@ -298,8 +289,7 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
     @torch.jit.ignore
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """All stages' logits from one pass of the full network (for training)."""
-        if self.global_pool.is_identity():
-            raise RuntimeError("forward_stages needs pooled heads; reset_classifier with global_pool='avg'")
+        self._check_pooled("forward_stages")
         active = self.stage
         self.set_active_stage(self.num_stages)
         try:
@@ -315,8 +305,7 @@ class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
         """Yield stage 1, 2, ... logits; stage k computes only stripe k of every layer and reuses
         every activation of stages < k. Stop iterating whenever time is up; ``send(rows)`` after a
         stage continues with those inputs only."""
-        if self.global_pool.is_identity():
-            raise RuntimeError("forward_anytime needs pooled heads; reset_classifier with global_pool='avg'")
+        self._check_pooled("forward_anytime")
         cache: dict[str, tuple[Tensor, int]] = {}
         for k in range(1, self.num_stages + 1):
             h = self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k))

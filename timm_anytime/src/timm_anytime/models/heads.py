@@ -1,8 +1,13 @@
-"""timm's classifier API for anytime networks: one classifier per stage, the active one in use.
+"""timm's classifier API (``get_classifier``, ``reset_classifier``, ``forward_head``) for every family.
 
-``MultiHeadMixin`` serves every anytime model: ``self.fc`` is a ModuleList of per-stage
-classifiers built by the model's ``_make_heads``. ``NormedHeadsMixin`` adds what the Sparse ResNet
-families share: each stage's head is BN (``self.norms``)-ReLU-pool-Linear.
+* ``SingleHeadMixin``: the plain networks, one ``global_pool`` and one ``fc``.
+* ``MultiHeadMixin``: every anytime model: ``self.fc`` is a ModuleList of per-stage classifiers,
+  the active stage's in use.
+* ``NormedHeadsMixin``: what the Sparse ResNet families add: each head is BN (``self.norms``)-ReLU-
+  pool-Linear.
+
+A model implements ``_make_heads(num_classes, dd)`` (the classifier or the ModuleList of them);
+``reset_classifier`` rebuilds it.
 """
 
 import torch
@@ -11,7 +16,47 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-class MultiHeadMixin:
+class ClassifierMixin:
+    """``check_pool`` and ``reset_classifier`` over ``self.global_pool`` and ``self.fc``."""
+
+    #: the ``global_pool`` values the classifier can read (None: any of timm's)
+    pool_types: tuple[str, ...] | None = None
+
+    def check_pool(self, global_pool: str) -> None:
+        """Refuse a pooling whose output width the classifier cannot read."""
+        if self.pool_types is not None and global_pool not in self.pool_types:
+            raise ValueError(f"global_pool must be one of {self.pool_types} for this network, got {global_pool!r}")
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier(s) (``num_classes=0``: removed, pooled features returned)."""
+        if global_pool is not None:
+            self.check_pool(global_pool)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.num_classes = num_classes
+        weight = self.conv1.weight
+        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+
+class SingleHeadMixin(ClassifierMixin):
+    """One classifier ``self.fc`` (``self.num_features`` wide), with dropout ``self.drop_rate`` before it."""
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False):
+        return "fc" if name_only else self.fc
+
+    def _make_heads(self, num_classes: int, dd: dict) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+
+class MultiHeadMixin(ClassifierMixin):
     """``get_classifier``, ``reset_classifier`` and ``forward_head`` over ``self.fc[stage - 1]``.
 
     A subclass sets ``pool_types`` (the ``global_pool`` values its heads accept) and implements
@@ -25,22 +70,6 @@ class MultiHeadMixin:
         """The active stage's classifier (``fc.<stage - 1>``)."""
         return f"fc.{self.stage - 1}" if name_only else self.fc[self.stage - 1]
 
-    def check_pool(self, global_pool: str) -> None:
-        """Refuse a pooling whose output width the per-stage heads cannot read."""
-        if global_pool not in self.pool_types:
-            raise ValueError(f"global_pool must be one of {self.pool_types} for this network, got {global_pool!r}")
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace every stage's classifier (``num_classes=0``: removed, pooled features returned)."""
-        if global_pool is not None:
-            self.check_pool(global_pool)
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.num_classes = num_classes
-        weight = self.conv1.weight
-        self.fc = self._make_heads(num_classes, {"device": weight.device, "dtype": weight.dtype})
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.global_pool(x)
         if self.drop_rate > 0.0:
@@ -52,6 +81,11 @@ class MultiHeadMixin:
             if index == self.stage - 1:
                 out = head(x)
         return out
+
+    def _check_pooled(self, forward: str) -> None:
+        """Refuse to run ``forward`` (an anytime forward, which pools inside) without pooling."""
+        if self.global_pool.is_identity():
+            raise RuntimeError(f"{forward} needs pooled heads; reset_classifier with global_pool='avg'")
 
 
 class NormedHeadsMixin(MultiHeadMixin):
