@@ -1,0 +1,336 @@
+"""The paper's CIFAR-10 regime on a lent GPU, as one command that fits one device call (issue 15).
+
+All 50,000 training images, the paper's schedule shape (lr 0.1, x0.2 after 30/60/80% of the
+epochs, momentum 0.9, batch 128, weight decay 5e-4), bf16 and channels_last, several runs packed
+onto the GPU (``anytime-queue``), every epoch checkpointed. The plan, in order: sgd, osgd and sgd
+on the summed losses for ResNet-20 w124 and Sparse ResNet-26 d124 with seed 0, then seeds 1 and
+2, then the paper's own architectures (ResNet-42 w124, Sparse ResNet-98 d1248) with sgd and osgd.
+
+The device machine sees only this repository, so the data travels packed (the JPEG bytes of the
+50,000 training images and the first ``--test-per-class`` test images per class, about 47 MB) in
+``.device_data/``, which git ignores and the device call carries. Three steps:
+
+    # here, once: pack the shared JPEG copy
+    python examples/reproduce_cifar_gpu.py pack --data-dir ../shared/datasets/cifar10
+    # on the device (carry .device_data): unpack, run the plan for 540 s, bundle for the trip back
+    python examples/reproduce_cifar_gpu.py run --budget-s 540 --out $OUT
+    # here, with the files that came back: finished runs -> runs/cifar10_gpu/<run> (weights
+    # included) and results/cifar10_gpu/<run> (no weights); unfinished runs' checkpoints ->
+    # .device_data/campaign/, which the next ``run`` resumes
+    python examples/reproduce_cifar_gpu.py collect /work/.device/<files_at>
+
+Evaluation on the full 10,000-image test split runs here, on CPU, after ``collect``
+(``anytime-eval runs/cifar10_gpu/<run> --data-dir ../shared/datasets/cifar10``): the device
+monitors training on the packed test images only. ``run --list`` prints the plan and its state.
+``run`` with ``--budget-s`` small and ``--epochs 1 --train-per-class 20 --only w_sgd_s0`` is the
+CPU smoke test (``tests/timm_anytime/test_reproduce_gpu_script.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE_DATA = REPO / ".device_data"
+PACK = DEVICE_DATA / "cifar10_pack.safetensors"
+CAMPAIGN = DEVICE_DATA / "campaign"  # unfinished runs' folders, carried back to the device to resume
+TAR_LIMIT = 15 * 2**20  # what comes back from the device: 8 files of at most 16 MiB each
+DESIGNS = {
+    "w": "anytime_cifar_resnet20_w124",
+    "d": "anytime_cifar_sparse_resnet26_d124",
+    "w42": "anytime_cifar_resnet42_w124",
+    "d98": "anytime_cifar_sparse_resnet98_d1248",
+}
+
+
+def protocol(epochs: int, train_per_class: int | None, batch_size: int = 128) -> list[str]:
+    flags = ["--dataset=cifar10", f"--epochs={epochs}", f"--batch-size={batch_size}", "--lr=0.1", "--eval-every=5"]
+    flags += ["--precision=bf16", "--channels-last", "--no-progress"]
+    if train_per_class is not None:
+        flags.append(f"--train-per-class={train_per_class}")
+    return flags
+
+
+def plan() -> dict[str, list[str]]:
+    """Run name -> the ``anytime-train`` flags that differ from the protocol, most important first."""
+    runs: dict[str, list[str]] = {}
+    methods = {
+        "sgd": ["--method=sgd"],
+        "osgd": ["--method=osgd"],
+        # SGD's update on the summed losses: OSGD's step size without the projection (lr x3, weight
+        # decay /3, so that the decay step is unchanged; three stages).
+        "sgd_sum": ["--method=sgd", "--lr=0.3", f"--weight-decay={5e-4 / 3:.6g}"],
+    }
+    for seed in (0, 1, 2):
+        for tag in ("w", "d"):
+            for method, flags in methods.items():
+                runs[f"{tag}_{method}_s{seed}"] = [f"--model={DESIGNS[tag]}", *flags, f"--seed={seed}"]
+    for tag in ("w42", "d98"):  # the paper's own architectures (sum: d1248 has four stages)
+        for method in ("sgd", "osgd"):
+            runs[f"{tag}_{method}_s0"] = [f"--model={DESIGNS[tag]}", *methods[method], "--seed=0"]
+    return runs
+
+
+def label(name: str) -> str:
+    """The report label of a run: its setting without the seed, so that seeds pool."""
+    return name.rsplit("_s", 1)[0].split("_", 1)[1]
+
+
+# ---------------------------------------------------------------------- the data, packed
+def _image_folder(root: Path, per_class: int | None) -> tuple[list[str], list[list[Path]]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [sorted(f for f in (root / c).iterdir() if f.is_file())[:per_class] for c in classes]
+    return classes, files
+
+
+def pack(data_dir: Path, test_per_class: int, output: Path = PACK) -> Path:
+    """The JPEG bytes of ``train/`` and of the first ``test_per_class`` images per class of
+    ``test/``, in sorted order, in one safetensors file (never unpickled)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, str] = {}
+    for split, per_class in (("train", None), ("test", test_per_class)):
+        if not (data_dir / split).is_dir():
+            raise SystemExit(f"no {data_dir / split}: pass --data-dir, the CIFAR-10 ImageFolder tree")
+        classes, files = _image_folder(data_dir / split, per_class)
+        blobs = [path.read_bytes() for paths in files for path in paths]
+        sizes = torch.tensor([0] + [len(b) for b in blobs], dtype=torch.int64)
+        tensors[f"{split}.bytes"] = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8)
+        tensors[f"{split}.offsets"] = sizes.cumsum(0)
+        tensors[f"{split}.labels"] = torch.tensor([i for i, paths in enumerate(files) for _ in paths])
+        meta[f"{split}.classes"] = json.dumps(classes)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(output), metadata=meta)
+    print(
+        f"packed {len(tensors['train.labels'])} + {len(tensors['test.labels'])} images into {output} "
+        f"({output.stat().st_size / 1e6:.1f} MB)"
+    )
+    return output
+
+
+def unpack(source: Path, dest: Path) -> Path:
+    """Write the packed images back as an ImageFolder tree (``dest/<split>/<class>/<index>.jpg``,
+    the original sorted order kept by the zero-padded index)."""
+    if (dest / "complete").exists():
+        return dest
+    from safetensors import safe_open
+
+    with safe_open(str(source), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(source))
+    jobs = []
+    for split in ("train", "test"):
+        classes = json.loads(meta[f"{split}.classes"])
+        data, offsets = tensors[f"{split}.bytes"].numpy(), tensors[f"{split}.offsets"].tolist()
+        for index, label in enumerate(tensors[f"{split}.labels"].tolist()):
+            path = dest / split / classes[label] / f"{index:05d}.jpg"
+            jobs.append((path, data[offsets[index] : offsets[index + 1]]))
+    for folder in {path.parent for path, _ in jobs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda job: job[0].write_bytes(job[1].tobytes()), jobs))
+    (dest / "complete").write_text(f"{len(jobs)} images\n")
+    return dest
+
+
+# ---------------------------------------------------------------------- the campaign
+def finished(run: Path) -> bool:
+    return (run / "model.safetensors").exists()
+
+
+def commands(
+    runs_dir: Path, data_dir: Path, names: list[str], epochs: int, train_per_class: int | None, batch_size: int = 128
+) -> list[str]:
+    """One shell command per run still to do: a fresh start, or a resume of its checkpoint."""
+    lines = []
+    python = shlex.quote(sys.executable)
+    for name in names:
+        run = runs_dir / name
+        if finished(run):
+            continue
+        if (run / "config.yaml").exists():
+            cmd = [f"--output={run}", "--resume", "--no-progress"]
+        else:
+            flags = [*protocol(epochs, train_per_class, batch_size), *plan()[name], f"--name={label(name)}"]
+            cmd = [*flags, f"--data-dir={data_dir}", f"--output={run}"]
+        lines.append(f"{python} -m timm_anytime.cli.train {shlex.join(cmd)}")
+    return lines
+
+
+def bundle(runs_dir: Path, names: list[str], out: Path) -> list[Path]:
+    """Tar every run folder (weights and checkpoints included) into files under the device's size
+    limit; a run is never split across two files."""
+    out.mkdir(parents=True, exist_ok=True)
+    groups: list[list[Path]] = []
+    size = 0
+    for name in names:
+        run = runs_dir / name
+        if not run.is_dir():
+            continue
+        run_size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
+        if not groups or size + run_size > TAR_LIMIT:
+            groups.append([])
+            size = 0
+        groups[-1].append(run)
+        size += run_size
+    tars = []
+    for index, group in enumerate(groups):
+        tars.append(out / f"runs{index}.tar")
+        with tarfile.open(tars[-1], "w") as tar:
+            for run in group:
+                tar.add(run, arcname=run.name)
+    return tars
+
+
+def run_campaign(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    names = args.only or list(plan())
+    unknown = sorted(set(names) - set(plan()))
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; `run --list` shows the plan")
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for carried in sorted(CAMPAIGN.glob("*")) if CAMPAIGN.is_dir() else []:  # resume what came back earlier
+        if carried.is_dir() and not (runs_dir / carried.name).exists():
+            shutil.copytree(carried, runs_dir / carried.name)
+    if args.list:
+        for name in plan():
+            run = runs_dir / name
+            state = "finished" if finished(run) else "started" if (run / "config.yaml").exists() else "to do"
+            print(f"{name:14s} {state:9s} {shlex.join(plan()[name])}")
+        return
+    data_dir = unpack(Path(args.pack), Path(args.unpack_to))
+    lines = commands(runs_dir, data_dir, names, args.epochs, args.train_per_class, args.batch_size)
+    (out / "commands.txt").write_text("\n".join(lines) + "\n")
+    provenance = {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "argv": sys.argv,
+        "unpack_s": round(time.monotonic() - start, 1),
+    }
+    budget = max(1.0, args.budget_s - (time.monotonic() - start) - args.bundle_s)
+    queue = [sys.executable, "-m", "timm_anytime.cli.queue", str(out / "commands.txt"), f"--jobs={args.jobs}"]
+    queue += [f"--logs={out / 'logs'}", f"--budget-s={budget:.0f}", f"--margin-s={args.margin_s}", "--no-progress"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(queue, check=False, env=env)
+    provenance["queue_s"] = round(time.monotonic() - start, 1)
+    state = {
+        name: ("finished" if finished(runs_dir / name) else "started") for name in names if (runs_dir / name).is_dir()
+    }
+    provenance["runs"] = state
+    (out / "campaign.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    logs = out / "logs"
+    with tarfile.open(out / "logs.tar", "w") as tar:
+        tar.add(logs, arcname="logs")
+    shutil.rmtree(logs)
+    (out / "commands.txt").unlink()
+    tars = bundle(runs_dir, list(state), out)
+    print(f"campaign: {json.dumps(state)}; {len(tars)} run bundle(s) in {out} after {time.monotonic() - start:.0f} s")
+
+
+def collect(args: argparse.Namespace) -> None:
+    """Unpack the files that came back. A finished run goes to ``runs/cifar10_gpu/<run>`` (with
+    its weights), is evaluated there on the full test split (``anytime-eval``, on this machine),
+    and its results without weights go to ``results/cifar10_gpu/<run>``. An unfinished run's
+    folder goes to ``.device_data/campaign/<run>``, which the next ``run`` resumes."""
+    source = Path(args.files)
+    runs_dir, results = Path(args.runs_dir), Path(args.results)
+    campaign = json.loads((source / "campaign.json").read_text())
+    for tar_path in sorted(source.glob("runs*.tar")):
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(runs_dir, filter="data")
+    if (source / "logs.tar").exists():
+        with tarfile.open(source / "logs.tar") as tar:
+            tar.extractall(runs_dir / f"logs_{campaign['commit'][:8]}_{int(time.time())}", filter="data")
+    for name, state in campaign["runs"].items():
+        run = runs_dir / name
+        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
+        if state != "finished":
+            shutil.copytree(run, CAMPAIGN / name)
+            print(f"{name}: unfinished, kept in {CAMPAIGN / name} for the next run")
+            continue
+        if args.data_dir is not None:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "timm_anytime.cli.evaluate",
+                    str(run),
+                    f"--data-dir={args.data_dir}",
+                    "--device=cpu",
+                    "--no-progress",
+                ],
+                check=True,
+            )
+        keep = results / name
+        keep.mkdir(parents=True, exist_ok=True)
+        for item in ("config.yaml", "environment.jsonl", "metrics.jsonl", "eval.json", "eval_outputs.safetensors"):
+            if (run / item).exists():
+                shutil.copy2(run / item, keep / item)
+        (keep / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
+        print(f"{name}: finished -> {keep}")
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="pack the CIFAR-10 ImageFolder tree for the device")
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared/datasets/cifar10"))
+    p.add_argument("--test-per-class", type=int, default=100, help="test images per class for monitoring")
+    p.add_argument("--output", default=str(PACK))
+    r = sub.add_parser("run", help="run the plan on this machine for --budget-s seconds")
+    r.add_argument("--budget-s", type=float, default=540.0, help="the whole command, bundling included")
+    r.add_argument("--bundle-s", type=float, default=30.0, help="seconds kept for stopping and bundling")
+    r.add_argument("--margin-s", type=float, default=60.0, help="start no run in the last seconds")
+    r.add_argument("--jobs", type=int, default=6, help="runs in flight on the GPU")
+    r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--batch-size", type=int, default=128, help="the paper's 128 (the lr is not rescaled)")
+    r.add_argument("--train-per-class", type=int, default=None, help="fewer images (CPU smoke test)")
+    r.add_argument("--only", nargs="+", default=None, help="these runs of the plan")
+    r.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_out"), help="what comes back")
+    r.add_argument("--runs-dir", default="/tmp/cifar10_gpu_runs")
+    r.add_argument("--pack", default=str(PACK))
+    r.add_argument("--unpack-to", default="/tmp/cifar10_unpacked")
+    r.add_argument("--list", action="store_true", help="print the plan and the state of each run")
+    c = sub.add_parser("collect", help="unpack what came back from the device")
+    c.add_argument("files", help="the folder holding the returned files")
+    c.add_argument("--runs-dir", default=str(REPO / "runs/cifar10_gpu"))
+    c.add_argument("--results", default=str(REPO / "results/cifar10_gpu"))
+    c.add_argument(
+        "--data-dir",
+        default=str(REPO.parent / "shared/datasets/cifar10"),
+        help="full CIFAR-10 tree for the final evaluation ('' to skip it)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        pack(Path(args.data_dir), args.test_per_class, Path(args.output))
+    elif args.command == "run":
+        run_campaign(args)
+    else:
+        args.data_dir = args.data_dir or None
+        collect(args)
+
+
+if __name__ == "__main__":
+    main()

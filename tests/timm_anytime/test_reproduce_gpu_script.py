@@ -1,0 +1,169 @@
+"""examples/reproduce_cifar_gpu.py, run on CPU at toy size: the packed data unpacks to the same
+images, every planned run is a valid anytime-train command, a campaign cut short by its budget
+comes back as a checkpoint that the next call resumes, and finished runs are collected."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import timm
+from PIL import Image
+
+import timm_anytime  # noqa: F401
+from timm_anytime.data.memory import load_image_folder
+from timm_anytime.train.config import config_from_args
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "reproduce_cifar_gpu.py"
+spec = importlib.util.spec_from_file_location("reproduce_cifar_gpu", SCRIPT)
+gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu)
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def toy_cifar(root: Path, per_class: int) -> Path:
+    """A CIFAR-shaped ImageFolder tree of random 32x32 JPEGs (names not in index order)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"img_{(7 * i) % per_class:03d}_{i}.jpg")
+    return root
+
+
+def test_pack_unpack_keeps_every_image_and_the_order(tmp_path: Path) -> None:
+    source = toy_cifar(tmp_path / "cifar", per_class=5)
+    packed = gpu.pack(source, test_per_class=3, output=tmp_path / "pack.safetensors")
+    tree = gpu.unpack(packed, tmp_path / "unpacked")
+    for split, per_class in (("train", None), ("test", 3)):
+        original = load_image_folder(source / split, max_per_class=per_class, progress=False)
+        restored = load_image_folder(tree / split, progress=False)
+        assert restored.classes == original.classes
+        assert (restored.labels == original.labels).all()
+        assert (restored.images == original.images).all()  # the same JPEG bytes decode the same
+
+
+def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
+    names = list(gpu.plan())
+    assert names[:6] == ["w_sgd_s0", "w_osgd_s0", "w_sgd_sum_s0", "d_sgd_s0", "d_osgd_s0", "d_sgd_sum_s0"]
+    lines = gpu.commands(tmp_path / "runs", tmp_path / "data", names, epochs=30, train_per_class=None)
+    assert len(lines) == len(names)
+    for name, line in zip(names, lines, strict=True):
+        flags = line.split(" -m timm_anytime.cli.train ", 1)[1].split()
+        cfg = config_from_args(flags)
+        assert timm.is_model(cfg.model), name
+        assert (cfg.epochs, cfg.train_per_class, cfg.precision, cfg.channels_last) == (30, None, "bf16", True)
+        assert cfg.name == gpu.label(name)
+    assert gpu.label("w_sgd_sum_s2") == "sgd_sum"
+    assert gpu.label("d98_osgd_s0") == "osgd"
+
+
+def test_a_started_run_resumes_and_a_finished_one_is_skipped(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / "w_sgd_s0").mkdir(parents=True)
+    (runs / "w_sgd_s0" / "config.yaml").write_text("model: x\n")
+    (runs / "w_osgd_s0").mkdir()
+    (runs / "w_osgd_s0" / "model.safetensors").write_bytes(b"")
+    lines = gpu.commands(runs, tmp_path, ["w_sgd_s0", "w_osgd_s0", "d_sgd_s0"], 30, None)
+    assert len(lines) == 2
+    assert "--resume" in lines[0]
+    assert "w_sgd_s0" in lines[0]
+    assert "--resume" not in lines[1]
+    assert "d_sgd_s0" in lines[1]
+
+
+def test_bundles_stay_under_the_device_limit_and_keep_runs_whole(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(gpu, "TAR_LIMIT", 3000)
+    runs = tmp_path / "runs"
+    for name, size in (("a", 1000), ("b", 1500), ("c", 2500)):
+        (runs / name / "checkpoint").mkdir(parents=True)
+        (runs / name / "checkpoint" / "model.safetensors").write_bytes(b"x" * size)
+    tars = gpu.bundle(runs, ["a", "b", "c", "missing"], tmp_path / "out")
+    members = []
+    for path in tars:
+        with tarfile.open(path) as tar:
+            members.append(sorted({m.split("/")[0] for m in tar.getnames()}))
+    assert members == [["a", "b"], ["c"]]
+
+
+def test_collect_keeps_unfinished_runs_for_the_next_call(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    machine, out = tmp_path / "machine", tmp_path / "out"
+    for name, files in (("w_sgd_s0", ["config.yaml", "metrics.jsonl", "model.safetensors"]), ("d_sgd_s0", [])):
+        (machine / name / "checkpoint").mkdir(parents=True)
+        (machine / name / "checkpoint" / "state.json").write_text("{}")
+        for item in files:
+            (machine / name / item).write_text(item)
+    gpu.bundle(machine, ["w_sgd_s0", "d_sgd_s0"], out)
+    runs = {"w_sgd_s0": "finished", "d_sgd_s0": "started"}
+    (out / "campaign.json").write_text(json.dumps({"commit": "abc", "runs": runs}))
+    gpu.main(
+        [
+            "collect",
+            str(out),
+            "--runs-dir",
+            str(tmp_path / "here"),
+            "--results",
+            str(tmp_path / "res"),
+            "--data-dir",
+            "",
+        ]
+    )
+    assert sorted(p.name for p in (tmp_path / "res" / "w_sgd_s0").iterdir()) == [
+        "campaign.json",
+        "config.yaml",
+        "metrics.jsonl",
+    ]
+    assert (tmp_path / "here" / "w_sgd_s0" / "model.safetensors").exists()  # the weights stay out of results/
+    assert (tmp_path / "campaign" / "d_sgd_s0" / "checkpoint" / "state.json").exists()
+    assert not (tmp_path / "campaign" / "w_sgd_s0").exists()
+    assert not (tmp_path / "res" / "d_sgd_s0").exists()
+
+
+def test_a_stopped_run_resumes_on_a_fresh_machine(tmp_path: Path, monkeypatch) -> None:
+    """A run stopped after epoch 1 of 2 (made by training one epoch and restoring what the budget
+    stop leaves: a checkpoint and no final weights), carried in the campaign folder, is resumed on
+    the next call's fresh machine, finished, bundled and evaluated by collect."""
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors")
+
+    def device_call(index: int, epochs: int) -> tuple[Path, Path]:
+        out, machine = tmp_path / f"out{index}", tmp_path / f"machine{index}"  # a fresh machine each call
+        args = ["run", "--pack", str(packed), "--unpack-to", str(tmp_path / f"tree{index}"), "--only", "w_sgd_s0"]
+        args += [
+            "--jobs",
+            "1",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "16",
+            "--budget-s",
+            "600",
+            "--bundle-s",
+            "0",
+            "--margin-s",
+            "0",
+        ]
+        gpu.main([*args, "--out", str(out), "--runs-dir", str(machine)])
+        return out, machine / "w_sgd_s0"
+
+    _, run = device_call(0, epochs=1)
+    (run / "model.safetensors").unlink()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("epochs: 1\n", "epochs: 2\n"))
+    shutil.copytree(run, tmp_path / "campaign" / "w_sgd_s0")
+
+    out, run = device_call(1, epochs=2)
+    assert json.loads((out / "campaign.json").read_text())["runs"] == {"w_sgd_s0": "finished"}
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines if "train_loss" in m] == [1, 2]  # resumed, not restarted
+    here = ["--runs-dir", str(tmp_path / "here"), "--results", str(tmp_path / "res")]
+    gpu.main(["collect", str(out), *here, "--data-dir", str(tmp_path / "cifar")])
+    assert json.loads((tmp_path / "res" / "w_sgd_s0" / "eval.json").read_text())["stages"]
+    assert not (tmp_path / "campaign" / "w_sgd_s0").exists()
