@@ -13,7 +13,8 @@ The device machine sees only this repository, so the data travels packed (the JP
     # here, once: pack the shared JPEG copy
     python examples/reproduce_cifar_gpu.py pack --data-dir ../shared/datasets/cifar10
     # on the device (carry .device_data): unpack, run the plan for 540 s, bundle for the trip back
-    python examples/reproduce_cifar_gpu.py run --budget-s 540 --out $OUT
+    export PYTHONPATH=$PWD/osgd/src:$PWD/timm_anytime/src
+    python3 examples/reproduce_cifar_gpu.py run --budget-s 540 --out $OUT
     # here, with the files that came back: finished runs -> runs/cifar10_gpu/<run> (weights
     # included) and results/cifar10_gpu/<run> (no weights); unfinished runs' checkpoints ->
     # .device_data/campaign/, which the next ``run`` resumes
