@@ -14,10 +14,15 @@ any time, across sessions and machines:
     python examples/reproduce_cifar_cpu.py --only w_sgd_s0 w_osgd_s0                 # chosen runs
     python examples/reproduce_cifar_cpu.py --summary results/cifar10_cpu results/h200_paper_archs
                                               # markdown: every measured row next to the paper's
+    python examples/reproduce_cifar_cpu.py --sweep-summary results/cifar10_cpu
+                                              # the learning-rate sweep on the validation split
 
 The plan is ordered by importance: the key comparison first (sgd vs osgd on the width- and the
 depth-nested network), then the reduction ablation, the Oracles, the other methods, the
-baselines, the priority orders, and the extra seeds.
+baselines, the priority orders, and the extra seeds. Last, the learning-rate sweep
+(``sweep_*``): sgd and osgd at lr 0.05, 0.1, 0.2 and 0.3, trained on the first 400 images of each
+class and validated on the next 100 (never on the test split), so that each method's lr is chosen
+fairly.
 """
 
 from __future__ import annotations
@@ -89,7 +94,51 @@ def plan() -> dict[str, list[str]]:
     # 1.8x (depth) the training FLOPs of sgd, which runs the full network once for all stages.
     for tag, model in (("w", WIDTH), ("d", DEPTH)):
         runs[f"{tag}_greedy_e30_s0"] = [f"--model={model}", "--method=greedy", "--epochs=30"]
+    runs.update(sweep_plan())
     return runs
+
+
+#: The learning rates of the sweep, and its split: the first 400 training images of each class
+#: train, the next 100 (images 401-500, inside the protocol's subset) validate; the test split is
+#: never read. Each method's lr is the one with the lowest mean validation error over the stages
+#: at the last epoch (chosen before the sweep ran).
+SWEEP_LRS = ("0.05", "0.1", "0.2", "0.3")
+SWEEP_SPLIT = ["--train-per-class=400", "--val-per-class=100"]
+
+
+def sweep_plan() -> dict[str, list[str]]:
+    """``sweep_<design>_<method>_lr<lr>``: sgd and osgd at every lr of ``SWEEP_LRS``, one seed."""
+    runs = {}
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for method in ("sgd", "osgd"):
+            for lr in SWEEP_LRS:
+                runs[f"sweep_{tag}_{method}_lr{lr}"] = [f"--model={model}", f"--method={method}", f"--lr={lr}"]
+                runs[f"sweep_{tag}_{method}_lr{lr}"] += SWEEP_SPLIT
+    return runs
+
+
+def is_sweep(name: str) -> bool:
+    return name.startswith("sweep_")
+
+
+def sweep_summary(folder: Path) -> str:
+    """Markdown: validation error per stage for every swept lr, and each method's chosen lr."""
+    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for run in sorted(folder.glob("sweep_*")):
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        last = [r for r in records if "val_top1_err" in r]
+        if not last:
+            continue
+        _, tag, method, lr = run.name.split("_", 3)
+        rows.setdefault((tag, method), {})[lr.removeprefix("lr")] = last[-1]["val_top1_err"]
+    lines = ["| design | method | lr | validation top-1 err % per stage | mean | chosen |", "|---|---|---|---|---|---|"]
+    for (tag, method), by_lr in rows.items():
+        means = {lr: statistics.mean(errors) for lr, errors in by_lr.items()}
+        best = min(means, key=means.get)
+        for lr in sorted(by_lr, key=float):
+            cells = " / ".join(f"{e:.2f}" for e in by_lr[lr])
+            lines.append(f"| {tag} | {method} | {lr} | {cells} | {means[lr]:.2f} | {'**yes**' if lr == best else ''} |")
+    return "\n".join(lines)
 
 
 #: The paper's CIFAR-10 top-1 error %, stage by stage (Table 1 and Table 2; means over its runs).
@@ -169,13 +218,15 @@ def summary(folders: list[Path]) -> str:
 def label(name: str) -> str:
     """The report label of a run: its setting without the seed and the design prefix (``w_osgd_s1``
     -> ``osgd``, ``oracle_w0.25_s0`` -> ``oracle_w0.25``); seeds of one setting share it."""
-    return re.sub(r"^[wd]_", "", re.sub(r"_s\d+$", "", name))
+    return re.sub(r"^(sweep_)?[wd]_", "", re.sub(r"_s\d+$", "", name))
 
 
 def commands(name: str, flags: list[str], data_dir: str, runs: Path) -> list[list[str]]:
     out = runs / name
     train = ["anytime-train", *PROTOCOL, f"--data-dir={data_dir}", *flags, f"--name={label(name)}"]
     train += ["--no-progress", f"--output={out}"]
+    if is_sweep(name):  # chosen on the validation split: the test split is not evaluated
+        return [train]
     return [train, ["anytime-eval", str(out), "--no-progress", "--latency-inputs=100"]]
 
 
@@ -209,10 +260,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="run just these names")
     parser.add_argument("--list", action="store_true", help="print the plan and which runs are done")
     parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
+    parser.add_argument("--sweep-summary", metavar="RESULTS", help="print the learning-rate sweep and stop")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     if args.summary:
         print(summary([Path(f) for f in args.summary]))
+        return
+    if args.sweep_summary:
+        print(sweep_summary(Path(args.sweep_summary)))
         return
     runs, results = Path(args.runs), Path(args.results)
     todo = plan()
@@ -222,7 +277,7 @@ def main() -> None:
             raise SystemExit(f"unknown run names {unknown}; see --list")
         todo = {name: todo[name] for name in args.only}
     for name, flags in todo.items():
-        done = (results / name / "eval.json").is_file()
+        done = (results / name / ("metrics.jsonl" if is_sweep(name) else "eval.json")).is_file()
         if args.list:
             print(f"{'done' if done else 'todo'}  {name}: {shlex.join(flags)}")
             continue
@@ -247,6 +302,8 @@ def main() -> None:
         target = results / name
         target.mkdir(parents=True, exist_ok=True)
         for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
+            if file.startswith("eval") and is_sweep(name):
+                continue
             shutil.copy2(runs / name / file, target / file)
         full = commands(name, flags, "DATA_DIR", Path("runs/repro"))
         (target / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")

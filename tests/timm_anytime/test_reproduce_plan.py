@@ -25,13 +25,17 @@ def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
     plan = reproduce.plan()
     assert {"w_sgd_s0", "w_osgd_s0", "d_sgd_s0", "d_osgd_s0", "w_osgd_mean_s0", "d_osgd_s2"} <= set(plan)
     for name, flags in plan.items():
-        train, evaluate = reproduce.commands(name, flags, str(tmp_path), tmp_path / "runs")
-        cfg = config_from_args(train[1:])  # the flags after "anytime-train"
+        steps = reproduce.commands(name, flags, str(tmp_path), tmp_path / "runs")
+        cfg = config_from_args(steps[0][1:])  # the flags after "anytime-train"
         assert timm.is_model(cfg.model), name
-        # greedy_e30: the protocol's 10 epochs for each of the 3 stages (greedy splits --epochs)
-        assert (cfg.train_per_class, cfg.epochs) == (500, 30 if "_e30_" in name else 10), name
         assert cfg.name == reproduce.label(name)  # seeds of one setting share a report label
-        assert evaluate[:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
+        if reproduce.is_sweep(name):  # trained on 400 per class, chosen on the next 100, never tested
+            assert (cfg.train_per_class, cfg.val_per_class, cfg.epochs) == (400, 100, 10), name
+            assert len(steps) == 1, name
+            continue
+        # greedy_e30: the protocol's 10 epochs for each of the 3 stages (greedy splits --epochs)
+        assert (cfg.train_per_class, cfg.val_per_class, cfg.epochs) == (500, None, 30 if "_e30_" in name else 10), name
+        assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
 
 
 def test_labels_group_seeds_and_keep_settings_apart() -> None:
@@ -119,3 +123,16 @@ def test_runs_refuse_a_dirty_tree_unless_allowed(tmp_path: Path, monkeypatch: py
     with pytest.raises(SystemExit, match=r"uncommitted changes \(a.py"):
         reproduce.require_clean_tree(allow_dirty=False)
     reproduce.require_clean_tree(allow_dirty=True)
+
+
+def test_sweep_summary_chooses_the_lowest_mean_validation_error(tmp_path: Path) -> None:
+    runs = {"0.05": [60.0, 50.0, 40.0], "0.1": [55.0, 50.0, 44.0], "0.2": [70.0, 60.0, 50.0]}
+    for lr, errors in runs.items():
+        run = tmp_path / f"sweep_w_sgd_lr{lr}"
+        run.mkdir()
+        lines = [{"epoch": 5, "val_top1_err": [99.0, 99.0, 99.0]}, {"epoch": 10, "val_top1_err": errors}]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    table = reproduce.sweep_summary(tmp_path).splitlines()
+    chosen = [row for row in table if "**yes**" in row]
+    assert len(chosen) == 1
+    assert "| w | sgd | 0.1 | 55.00 / 50.00 / 44.00 | 49.67 |" in chosen[0]  # not 0.05's lower last stage
