@@ -47,8 +47,9 @@ def test_train_eval_report(trained: Path, tmp_path: Path, capsys: pytest.Capture
     assert flops == sorted(flops)
     assert flops[0] > 0
     assert report_main([str(trained), "--output", str(tmp_path / "report")]) == 0
-    for name in ("report.md", "stage_error.png", "error_vs_flops.png", "deadlines.png"):
+    for name in ("report.md", "stage_error.png", "error_vs_flops.png", "deadlines.png", "learning_curves.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
+    assert f"| {trained.name} | " in (tmp_path / "report" / "report.md").read_text()  # its convergence row
 
 
 def test_config_file_and_flags(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """``anytime-report``: the paper's views of evaluated runs, as a markdown table and PNG plots.
 
-Each run folder must hold ``eval.json`` and ``eval_outputs.safetensors`` (``anytime-eval``).
+Each run folder must hold ``eval.json`` and ``eval_outputs.safetensors`` (``anytime-eval``); with
+its ``metrics.jsonl`` the report adds the learning curves and a convergence table
+(``learning_curves``).
 Runs with the same label (``--name``, else the method and priority) are seeds of one setting:
 tables show their mean and standard deviation. Plain networks (one stage) are the Oracle: an
 independently trained network per stage size.
@@ -20,6 +22,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .deadline import deadline_table
+from .learning_curves import convergence_table, plot_learning_curves, read_learning_curve
 
 DEADLINE_FRACTIONS = (0.5, 7 / 12, 2 / 3, 0.75, 5 / 6, 11 / 12, 1.0)  # the paper's 7 deadlines, 0.5x to 1x
 
@@ -347,6 +350,19 @@ def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
             early_exit_table(results),
             "",
             "![early exit](early_exit.png)",
+            "",
+        ]
+    curves = {r.folder.name: read_learning_curve(r.folder) for r in results if (r.folder / "metrics.jsonl").is_file()}
+    if curves:
+        plot_learning_curves(curves, out / "learning_curves.png")
+        sections += [
+            "## Training: learning curves and convergence",
+            "",
+            "Training error is on the augmented batches, averaged over each epoch (greedy: the stage in training).",
+            "",
+            convergence_table(curves),
+            "",
+            "![learning curves](learning_curves.png)",
             "",
         ]
     path = out / "report.md"

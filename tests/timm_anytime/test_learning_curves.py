@@ -1,0 +1,65 @@
+"""timm_anytime.learning_curves: metrics.jsonl read back, the convergence rule, the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from timm_anytime.learning_curves import convergence, convergence_table, plot_learning_curves, read_learning_curve
+
+
+def write_metrics(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return folder
+
+
+def record(epoch: int, lr: float, loss: float, err: float, **extra) -> dict:
+    return {"epoch": epoch, "lr": lr, "train_loss": [2 * loss, loss], "train_top1_err": [2 * err, err], **extra}
+
+
+def test_reads_epochs_evaluations_and_keeps_the_later_record_of_a_repeated_epoch(tmp_path: Path) -> None:
+    records = [record(1, 0.1, 2.0, 80.0), record(2, 0.1, 1.5, 60.0, eval_top1_err=[70.0, 65.0])]
+    records += [record(2, 0.1, 1.4, 59.0, val_top1_err=[68.0, 64.0]), {"epoch": 2, "note": "no training numbers"}]
+    records += [record(3, 0.02, 1.0, 40.0)]
+    curve = read_learning_curve(write_metrics(tmp_path / "run", records))
+    assert curve.epochs == [1, 2, 3]
+    assert curve.lr == [0.1, 0.1, 0.02]
+    assert curve.train_err == [[160.0, 80.0], [118.0, 59.0], [80.0, 40.0]]
+    assert curve.eval_err == {2: [70.0, 65.0]}
+    assert curve.val_err == {2: [68.0, 64.0]}
+    assert curve.num_stages == 2
+
+
+def test_convergence_needs_a_low_error_and_a_flat_loss(tmp_path: Path) -> None:
+    # 20 epochs: the window is the last 2, so the change is measured from epoch 18 to epoch 20.
+    def curve_of(losses: list[float], final_err: float):
+        records = [record(e + 1, 0.1, loss, 50.0) for e, loss in enumerate(losses)]
+        records[-1] = record(len(losses), 0.001, losses[-1], final_err)
+        return read_learning_curve(write_metrics(tmp_path / f"r{len(list(tmp_path.iterdir()))}", records))
+
+    flat = [1.0] * 17 + [0.100, 0.099, 0.098]
+    assert convergence(curve_of(flat, 1.5)).converged  # change 2%, error 1.5%
+    assert not convergence(curve_of(flat, 2.5)).converged  # flat but the error is too high
+    falling = [1.0] * 17 + [0.100, 0.090, 0.080]
+    result = convergence(curve_of(falling, 1.0))
+    assert result.loss_change == pytest.approx(0.2)  # (0.080 - 0.100) / 0.100
+    assert not result.converged
+    assert result.final_lr == 0.001
+    table = convergence_table({"a": curve_of(flat, 1.5), "b": curve_of(falling, 1.0)})
+    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 2.0% | yes |" in table
+    assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% | **no** |" in table
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    records = [record(e, 0.1, 1.0 / e, 50.0 / e, eval_top1_err=[60.0 / e, 55.0 / e]) for e in range(1, 6)]
+    curve = read_learning_curve(write_metrics(tmp_path / "run", records))
+    path = plot_learning_curves({"run": curve, "again": curve}, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_metrics_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
+        read_learning_curve(tmp_path)

@@ -1,0 +1,149 @@
+"""Learning curves of training runs, and whether each run converged.
+
+``anytime-train`` appends one record per epoch to ``metrics.jsonl``: the learning rate, every
+stage's training loss and error (on the augmented batches, averaged over the epoch) and, every
+``--eval-every`` epochs, the test (``eval_*``) and validation (``val_*``) errors. (Greedy trains one
+stage at a time, so its records hold the stage in training only.) This module reads
+them back, judges convergence by a stated rule, and plots them (``anytime-report`` adds both).
+
+Convergence rule (issue 15): at the last epoch the last stage's training error is under
+``max_train_err`` (2%), and its training loss changed by less than ``max_loss_change`` (5%,
+relative) over the last ``window`` (10%) of the epochs. A flat loss alone is not enough: it is
+also flat once the learning rate has decayed to almost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LearningCurve:
+    """One run's ``metrics.jsonl``, by epoch; ``[epoch index][stage]`` for the per-stage lists."""
+
+    epochs: list[int]
+    lr: list[float]
+    train_loss: list[list[float]]
+    train_err: list[list[float]]
+    eval_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> test error per stage
+    val_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> validation error per stage
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.train_err[-1])
+
+
+def read_learning_curve(path: str | Path) -> LearningCurve:
+    """Read a ``metrics.jsonl`` (or the run folder holding it); greedy's per-stage phases and any
+    record without training numbers are skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: learning curves come from the metrics.jsonl of anytime-train")
+    curve = LearningCurve([], [], [], [])
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "train_top1_err" not in record or "epoch" not in record:
+            continue
+        epoch = int(record["epoch"])
+        while curve.epochs and curve.epochs[-1] >= epoch:  # a resume repeated epochs: keep the later records
+            for values in (curve.epochs, curve.lr, curve.train_loss, curve.train_err):
+                values.pop()
+        curve.epochs.append(epoch)
+        curve.lr.append(float(record.get("lr", float("nan"))))
+        curve.train_loss.append(_as_list(record["train_loss"]))
+        curve.train_err.append(_as_list(record["train_top1_err"]))
+        if "eval_top1_err" in record:
+            curve.eval_err[epoch] = _as_list(record["eval_top1_err"])
+        if "val_top1_err" in record:
+            curve.val_err[epoch] = _as_list(record["val_top1_err"])
+    if not curve.epochs:
+        raise ValueError(f"{path} has no training epochs")
+    return curve
+
+
+def _as_list(value: float | Sequence[float]) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, Sequence) else [float(value)]
+
+
+@dataclass
+class Convergence:
+    final_train_err: list[float]
+    loss_change: float  # relative change of the last stage's training loss over the window
+    final_lr: float
+    converged: bool
+
+
+def convergence(
+    curve: LearningCurve, max_train_err: float = 2.0, max_loss_change: float = 0.05, window: float = 0.1
+) -> Convergence:
+    """Apply the module's convergence rule to ``curve``."""
+    last = max(1, round(window * len(curve.epochs)))
+    first = curve.train_loss[-last - 1][-1] if len(curve.epochs) > last else curve.train_loss[0][-1]
+    change = abs(curve.train_loss[-1][-1] - first) / max(abs(first), 1e-12)
+    final = curve.train_err[-1]
+    return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and change < max_loss_change)
+
+
+def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
+    """Markdown: per run, the final training error per stage, the loss change and the verdict."""
+    lines = [
+        "| run | epochs | final lr | final training err % per stage | last-stage loss change, last 10% of epochs "
+        "| converged (last stage < 2%, change < 5%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, curve in curves.items():
+        c = convergence(curve)
+        errors = " / ".join(f"{e:.2f}" for e in c.final_train_err)
+        verdict = "yes" if c.converged else "**no**"
+        lines.append(
+            f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {100 * c.loss_change:.1f}% | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, max_panels: int = 12) -> Path:
+    """One panel per run (the first ``max_panels``): training error per stage (lines), test error
+    (dashed, markers) and validation error (dotted) against the epoch, learning rate on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(curves)[:max_panels]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        curve = curves[name]
+        for stage in range(curve.num_stages):
+            color = f"C{stage}"
+            ax.plot(curve.epochs, [e[stage] for e in curve.train_err], color=color, label=f"stage {stage + 1} train")
+            for errors, style, what in ((curve.eval_err, "o--", "test"), (curve.val_err, "s:", "val")):
+                if errors:
+                    ax.plot(
+                        list(errors),
+                        [e[stage] for e in errors.values()],
+                        style,
+                        color=color,
+                        ms=3,
+                        label=f"stage {stage + 1} {what}",
+                    )
+        ax.set(title=name, xlabel="epoch", ylabel="top-1 error (%)", ylim=(0, None))
+        ax.grid(alpha=0.3)
+        lr_ax = ax.twinx()
+        lr_ax.step(curve.epochs, curve.lr, where="post", color="grey", lw=0.8, alpha=0.6)
+        lr_ax.set_ylabel("lr", color="grey")
+        lr_ax.set_yscale("log")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
