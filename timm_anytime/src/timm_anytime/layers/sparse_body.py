@@ -71,7 +71,13 @@ class SparseBodyMixin:
             )
 
     def _build_head(
-        self, norm_name: str, norms: nn.Module, num_features: int, global_pool: str, num_classes: int, dd
+        self,
+        norm_name: str,
+        norms: nn.Module,
+        num_features: int,
+        global_pool: str,
+        num_classes: int,
+        dd: dict[str, Any],
     ) -> None:
         """Add the final norm(s) under ``norm_name``, ``act``, ``global_pool`` and the classifier(s)
         (``self._make_heads``); every convolution gets timm's ResNet init (Kaiming normal,

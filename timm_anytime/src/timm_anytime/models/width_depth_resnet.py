@@ -1,7 +1,8 @@
 """Width-depth-nested Sparse ResNets (SPEC section 5): interlaced depth levels of width-nested units.
 
-The body is the depth-nested Sparse ResNet (``depth_resnet``) built from width-nested layers
-(``layers.nested``): every unit, transition and final BatchNorm is split into the power-of-two
+The body is the interlaced Sparse body of the depth-nested family (``layers.sparse_body``) built
+from width-nested units and transitions (``layers.sparse_blocks``, on ``layers.nested``): every
+unit, transition and final BatchNorm is split into the power-of-two
 stripes of the width nesting. A schedule such as ``"w1d1,w2d1,w2d2,w4d2,w4d4"`` lists each stage's
 width and depth; stage s runs the units of depth level <= d_s at the stripes <= w_s. A cell (unit,
 stripe) reads only units its depth level allows and only input stripes <= its own, so it reads only
