@@ -49,6 +49,7 @@ DEVICE_DATA = REPO / ".device_data"
 PACK = DEVICE_DATA / "cifar10_pack.safetensors"
 CAMPAIGN = DEVICE_DATA / "campaign"  # unfinished runs' folders, carried back to the device to resume
 TAR_LIMIT = 15 * 2**20  # what comes back from the device: 8 files of at most 16 MiB each
+CARRY_LIMIT = 64 * 2**20  # what a device call may carry: the repository's files and .device_data
 DESIGNS = {
     "w": "anytime_cifar_resnet20_w124",
     "d": "anytime_cifar_sparse_resnet26_d124",
@@ -286,6 +287,26 @@ def collect(args: argparse.Namespace) -> None:
                 shutil.copy2(run / item, keep / item)
         (keep / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
         print(f"{name}: finished -> {keep}")
+    warn_if_too_big_to_carry()
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def warn_if_too_big_to_carry() -> None:
+    """The next device call carries the repository and .device_data: say so if that will not fit."""
+    tracked = _git("ls-files", "-z").split("\0")
+    total = sum((REPO / f).stat().st_size for f in tracked if f and (REPO / f).is_file()) + _size(DEVICE_DATA)
+    if total > 0.95 * CARRY_LIMIT:
+        runs = sorted(CAMPAIGN.glob("*"), key=_size, reverse=True) if CAMPAIGN.is_dir() else []
+        listing = ", ".join(f"{r.name} ({_size(r) / 2**20:.1f} MiB)" for r in runs)
+        print(
+            f"warning: the next device call would carry {total / 2**20:.1f} MiB (limit "
+            f"{CARRY_LIMIT / 2**20:.0f} MiB). Delete some unfinished runs from {CAMPAIGN} (they then "
+            f"start again from scratch): {listing}",
+            file=sys.stderr,
+        )
 
 
 def _git(*args: str) -> str:

@@ -167,3 +167,17 @@ def test_a_stopped_run_resumes_on_a_fresh_machine(tmp_path: Path, monkeypatch) -
     gpu.main(["collect", str(out), *here, "--data-dir", str(tmp_path / "cifar")])
     assert json.loads((tmp_path / "res" / "w_sgd_s0" / "eval.json").read_text())["stages"]
     assert not (tmp_path / "campaign" / "w_sgd_s0").exists()
+
+
+def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(gpu, "DEVICE_DATA", tmp_path / "data")
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "data" / "campaign")
+    (tmp_path / "data" / "campaign" / "w_osgd_s0").mkdir(parents=True)
+    (tmp_path / "data" / "campaign" / "w_osgd_s0" / "state.safetensors").write_bytes(b"x" * 2**20)
+    monkeypatch.setattr(gpu, "CARRY_LIMIT", 100 * 2**20)
+    gpu.warn_if_too_big_to_carry()
+    assert capsys.readouterr().err == ""
+    repository = sum((gpu.REPO / f).stat().st_size for f in gpu._git("ls-files", "-z").split("\0") if f)
+    monkeypatch.setattr(gpu, "CARRY_LIMIT", repository + 2**19)
+    gpu.warn_if_too_big_to_carry()
+    assert "w_osgd_s0 (1.0 MiB)" in capsys.readouterr().err
