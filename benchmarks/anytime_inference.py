@@ -20,7 +20,6 @@ dense k.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import timm
 import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
+from timm_anytime.train.environment import cpu_name
 
 DEFAULTS = [
     ("anytime_cifar_resnet20_w124", 32),
@@ -110,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cases = DEFAULTS if args.model is None else [(args.model, args.size)]
     print(
-        f"anytime inference benchmark: CPU ({platform.processor() or platform.machine()}, "
+        f"anytime inference benchmark: CPU ({cpu_name()}, "
         f"{torch.get_num_threads()} threads), torch {torch.__version__}, timm {timm.__version__}"
     )
     for name, size in cases:

@@ -43,7 +43,8 @@ def _git_commit() -> str | None:
     return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo where there is one), for run and benchmark records."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -68,7 +69,7 @@ def environment_report(
         "python": sys.version.split()[0],
         "packages": {name: _version(name) for name in PACKAGES},
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,

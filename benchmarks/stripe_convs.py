@@ -1,0 +1,88 @@
+"""Why width-nested anytime inference at batch 1 costs about 2x the last stage on a CPU at CIFAR size.
+
+One 3x3 convolution of each CIFAR resolution stage (16 channels at 32x32, 32 at 16x16, 64 at 8x8),
+at batch 1, in inference, three ways side by side (interleaved rounds, medians):
+
+* ``dense``: the full-width convolution once (what the last stage alone runs).
+* ``stripes``: what ``forward_anytime`` runs: three convolutions, stripe k's output channels from
+  the input prefix of stripes <= k (power-of-two stripes, 1/4, 1/4, 1/2), the same FLOPs in all
+  as the block-triangular dense weight.
+* ``unfold``: an alternative that never re-reads earlier stripes: the im2col columns of each new
+  input stripe are appended to a buffer (``F.unfold``) and each output stripe is one matrix product
+  with the columns of its prefix.
+
+    python benchmarks/stripe_convs.py [--threads 2] [--rounds 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from timm_anytime.train.environment import cpu_name
+
+SHAPES = ((16, 32), (32, 16), (64, 8))  # (channels, height = width) of the CIFAR stages
+
+
+def variants(channels: int, size: int) -> dict[str, Callable[[], object]]:
+    x = torch.randn(1, channels, size, size)
+    weight = torch.randn(channels, channels, 3, 3)
+    splits = [0, channels // 4, channels // 2, channels]
+    stripe_weights = [weight[splits[k - 1] : splits[k], : splits[k]].contiguous() for k in (1, 2, 3)]
+    stripe_matrices = [w.reshape(w.shape[0], -1) for w in stripe_weights]
+
+    def dense() -> object:
+        return F.conv2d(x, weight, padding=1)
+
+    def stripes() -> object:
+        return [F.conv2d(x[:, : splits[k]], stripe_weights[k - 1], padding=1) for k in (1, 2, 3)]
+
+    def unfold() -> object:
+        columns = torch.empty(channels * 9, size * size)
+        outputs = []
+        for k in (1, 2, 3):
+            columns[splits[k - 1] * 9 : splits[k] * 9] = F.unfold(x[:, splits[k - 1] : splits[k]], 3, padding=1)[0]
+            outputs.append(torch.mm(stripe_matrices[k - 1], columns[: splits[k] * 9]).view(1, -1, size, size))
+        return outputs
+
+    for want, have in zip(stripes(), unfold(), strict=True):  # the two incremental paths agree
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-3)
+    return {"dense": dense, "stripes": stripes, "unfold": unfold}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--inner", type=int, default=50, help="calls per timed sample")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, batch 1")
+    print("| channels, size | dense (us) | stripes (us) | unfold (us) | stripes / dense | unfold / dense |")
+    print("|---|---|---|---|---|---|")
+    with torch.inference_mode():
+        for channels, size in SHAPES:
+            fns = variants(channels, size)
+            for fn in fns.values():
+                fn()
+            samples: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(args.rounds):
+                for name, fn in fns.items():
+                    start = time.perf_counter()
+                    for _ in range(args.inner):
+                        fn()
+                    samples[name].append((time.perf_counter() - start) / args.inner * 1e6)
+            med = {name: statistics.median(values) for name, values in samples.items()}
+            print(
+                f"| {channels}, {size}x{size} | {med['dense']:.0f} | {med['stripes']:.0f} | {med['unfold']:.0f} "
+                f"| {med['stripes'] / med['dense']:.2f} | {med['unfold'] / med['dense']:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
