@@ -34,22 +34,22 @@ def test_reads_epochs_evaluations_and_keeps_the_later_record_of_a_repeated_epoch
 
 
 def test_convergence_needs_a_low_error_and_a_flat_loss(tmp_path: Path) -> None:
-    # 20 epochs: the window is the last 2, so the change is measured from epoch 18 to epoch 20.
+    # 20 epochs: windows of 2, so the mean loss of epochs 19-20 is compared with that of 17-18.
     def curve_of(losses: list[float], final_err: float):
         records = [record(e + 1, 0.1, loss, 50.0) for e, loss in enumerate(losses)]
         records[-1] = record(len(losses), 0.001, losses[-1], final_err)
         return read_learning_curve(write_metrics(tmp_path / f"r{len(list(tmp_path.iterdir()))}", records))
 
-    flat = [1.0] * 17 + [0.100, 0.099, 0.098]
-    assert convergence(curve_of(flat, 1.5)).converged  # change 2%, error 1.5%
+    flat = [1.0] * 16 + [0.100, 0.102, 0.099, 0.101]  # means 0.101 and 0.100: 1% apart
+    assert convergence(curve_of(flat, 1.5)).converged
     assert not convergence(curve_of(flat, 2.5)).converged  # flat but the error is too high
-    falling = [1.0] * 17 + [0.100, 0.090, 0.080]
+    falling = [1.0] * 16 + [0.100, 0.100, 0.080, 0.080]
     result = convergence(curve_of(falling, 1.0))
     assert result.loss_change == pytest.approx(0.2)  # (0.080 - 0.100) / 0.100
     assert not result.converged
     assert result.final_lr == 0.001
     table = convergence_table({"a": curve_of(flat, 1.5), "b": curve_of(falling, 1.0)})
-    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 2.0% | yes |" in table
+    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% | yes |" in table
     assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% | **no** |" in table
 
 
