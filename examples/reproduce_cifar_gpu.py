@@ -218,9 +218,10 @@ def run_campaign(args: argparse.Namespace) -> None:
     data_dir = unpack(Path(args.pack), Path(args.unpack_to))
     lines = commands(runs_dir, data_dir, names, args.epochs, args.train_per_class, args.batch_size)
     (out / "commands.txt").write_text("\n".join(lines) + "\n")
+    commit = _git("rev-parse", "HEAD") or None  # None: the copy on the device has no git metadata
     provenance = {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": commit,
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "argv": sys.argv,
@@ -243,6 +244,8 @@ def run_campaign(args: argparse.Namespace) -> None:
     shutil.rmtree(logs)
     (out / "commands.txt").unlink()
     tars = bundle(runs_dir, list(state), out)
+    if len(tars) > 6:  # with logs.tar and campaign.json, the device returns at most 8 files
+        print(f"warning: {len(tars)} run bundles; only 6 come back from the device: run fewer --jobs", file=sys.stderr)
     print(f"campaign: {json.dumps(state)}; {len(tars)} run bundle(s) in {out} after {time.monotonic() - start:.0f} s")
 
 
@@ -254,12 +257,18 @@ def collect(args: argparse.Namespace) -> None:
     source = Path(args.files)
     runs_dir, results = Path(args.runs_dir), Path(args.results)
     campaign = json.loads((source / "campaign.json").read_text())
+    # Where the device's copy had no git metadata, the commit is the one this checkout is at, if clean
+    # (the device call sends this working tree).
+    campaign["collected_at"] = {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
     for tar_path in sorted(source.glob("runs*.tar")):
         with tarfile.open(tar_path) as tar:
             tar.extractall(runs_dir, filter="data")
     if (source / "logs.tar").exists():
         with tarfile.open(source / "logs.tar") as tar:
-            tar.extractall(runs_dir / f"logs_{campaign['commit'][:8]}_{int(time.time())}", filter="data")
+            tar.extractall(runs_dir / f"logs_{int(time.time())}", filter="data")
     for name, state in campaign["runs"].items():
         run = runs_dir / name
         shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
