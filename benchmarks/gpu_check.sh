@@ -7,7 +7,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+# On a machine without this project installed (the lent GPU machine), import it from the checkout.
+"$PY" -c "import timm_anytime" 2>/dev/null || export PYTHONPATH="$PWD/osgd/src:$PWD/timm_anytime/src${PYTHONPATH:+:$PYTHONPATH}"
 { git rev-parse HEAD; git status --short; nvidia-smi --query-gpu=name,memory.total --format=csv; } > "$OUT/provenance.txt" 2>&1
 run() {  # name, timeout in seconds, command...
     local name=$1 limit=$2
