@@ -352,7 +352,12 @@ def write_report(folders: Sequence[str | Path], output: str | Path) -> Path:
             "![early exit](early_exit.png)",
             "",
         ]
-    curves = {r.folder.name: read_learning_curve(r.folder) for r in results if (r.folder / "metrics.jsonl").is_file()}
+    curves = {}
+    for result in results:
+        try:
+            curves[result.folder.name] = read_learning_curve(result.folder)
+        except (FileNotFoundError, ValueError):  # no training record (e.g. downloaded weights): no curve
+            continue
     if curves:
         plot_learning_curves(curves, out / "learning_curves.png")
         sections += [
