@@ -44,6 +44,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from timm_anytime.data.memory import list_image_folder
+
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_DATA = REPO / ".device_data"
 PACK = DEVICE_DATA / "cifar10_pack.safetensors"
@@ -92,12 +94,6 @@ def label(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- the data, packed
-def _image_folder(root: Path, per_class: int | None) -> tuple[list[str], list[list[Path]]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [sorted(f for f in (root / c).iterdir() if f.is_file())[:per_class] for c in classes]
-    return classes, files
-
-
 def pack(data_dir: Path, test_per_class: int, output: Path = PACK) -> Path:
     """The JPEG bytes of ``train/`` and of the first ``test_per_class`` images per class of
     ``test/``, in sorted order, in one safetensors file (never unpickled)."""
@@ -106,12 +102,12 @@ def pack(data_dir: Path, test_per_class: int, output: Path = PACK) -> Path:
     for split, per_class in (("train", None), ("test", test_per_class)):
         if not (data_dir / split).is_dir():
             raise SystemExit(f"no {data_dir / split}: pass --data-dir, the CIFAR-10 ImageFolder tree")
-        classes, files = _image_folder(data_dir / split, per_class)
-        blobs = [path.read_bytes() for paths in files for path in paths]
+        classes, samples = list_image_folder(data_dir / split, per_class)  # the loader's own order
+        blobs = [path.read_bytes() for path, _ in samples]
         sizes = torch.tensor([0] + [len(b) for b in blobs], dtype=torch.int64)
         tensors[f"{split}.bytes"] = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8)
         tensors[f"{split}.offsets"] = sizes.cumsum(0)
-        tensors[f"{split}.labels"] = torch.tensor([i for i, paths in enumerate(files) for _ in paths])
+        tensors[f"{split}.labels"] = torch.tensor([label for _, label in samples])
         meta[f"{split}.classes"] = json.dumps(classes)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(output), metadata=meta)
@@ -181,7 +177,7 @@ def bundle(runs_dir: Path, names: list[str], out: Path) -> list[Path]:
         run = runs_dir / name
         if not run.is_dir():
             continue
-        run_size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
+        run_size = _size(run)
         if not groups or size + run_size > TAR_LIMIT:
             groups.append([])
             size = 0

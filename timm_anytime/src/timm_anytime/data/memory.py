@@ -31,9 +31,12 @@ class InMemoryDataset:
         return len(self.labels)
 
 
-def _list_image_folder(
+def list_image_folder(
     root: Path, max_per_class: int | None, skip_per_class: int = 0
 ) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The classes (sorted folder names) and ``(image path, label)`` samples of an ImageFolder tree,
+    in the order the in-memory loader reads them: per class, image files sorted by name, the
+    ``max_per_class`` after the first ``skip_per_class``."""
     if not root.is_dir():
         raise FileNotFoundError(
             f"data folder {root} does not exist: expected an ImageFolder tree {root}/<class>/<image>.jpg "
@@ -76,7 +79,7 @@ def load_image_folder(
     ``max_per_class`` keeps the first images of each class (sorted by file name), after the first
     ``skip_per_class`` (those a run trained on, when loading held-out images).
     """
-    classes, samples = _list_image_folder(Path(root), max_per_class, skip_per_class)
+    classes, samples = list_image_folder(Path(root), max_per_class, skip_per_class)
     if not samples:
         raise ValueError(f"{root} has no images after the first {skip_per_class} of each class")
     workers = num_threads or min(8, os.cpu_count() or 1)
