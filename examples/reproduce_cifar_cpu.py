@@ -17,7 +17,22 @@ any time, across sessions and machines:
     python examples/reproduce_cifar_cpu.py --sweep-summary results/cifar10_cpu
                                               # the learning-rate sweep on the validation split
 
-The plan is ordered by importance: the key comparison first (sgd vs osgd on the width- and the
+Two protocols (``--protocol``). ``underfit`` (the default, above) is the 10-epoch one of issue 7,
+where every network stops far from fitting its data. ``converged`` (issue 15) trains on the first
+100 images of each class (1,000) for 300 epochs at batch 64 (4,800 steps, x0.2 at 30/60/80%), which
+drives the last stage's training error under 2%; the next 100 images of each class (101-200)
+validate, and every run is also evaluated on the full test split. Its plan: sgd and osgd at lr
+0.05, 0.1 and 0.025 (seed 0; each method's lr is chosen on the validation split), seeds 1 and 2 at
+the chosen lrs, then the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
+width-nested design first, then the depth-nested one. Its results go to
+``results/cifar10_cpu_converged/``:
+
+    python examples/reproduce_cifar_cpu.py --protocol converged --list
+
+Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
+with a lock file that the operating system releases when the worker exits.
+
+The underfit plan is ordered by importance: the key comparison first (sgd vs osgd on the width- and the
 depth-nested network), then the reduction ablation, the Oracles, the other methods, the
 baselines, the priority orders, and the extra seeds. Last, the learning-rate sweep
 (``sweep_*``): sgd and osgd at lr 0.05, 0.1, 0.2 and 0.3, trained on the first 400 images of each
@@ -115,6 +130,77 @@ def sweep_plan() -> dict[str, list[str]]:
                 runs[f"sweep_{tag}_{method}_lr{lr}"] = [f"--model={model}", f"--method={method}", f"--lr={lr}"]
                 runs[f"sweep_{tag}_{method}_lr{lr}"] += SWEEP_SPLIT
     return runs
+
+
+#: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
+#: class validate. Its learning rates run in this order (the pilot's 0.05 first).
+CONVERGED = [
+    "--dataset=cifar10",
+    "--train-per-class=100",
+    "--val-per-class=100",
+    "--epochs=300",
+    "--batch-size=64",
+    "--eval-every=50",
+]
+CONVERGED_LRS = ("0.05", "0.1", "0.025")
+#: The base lr of the converged 2x2 ablation (sgd/osgd x mean/sum of the stage losses).
+ABLATION_LR = "0.05"
+
+
+def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
+    """``<design>_<method>_lr<lr>_s<seed>`` runs of the converged protocol. Seeds 1 and 2 of a
+    method at its chosen lr enter the plan once its seed-0 sweep is in ``results``."""
+    runs: dict[str, list[str]] = {}
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for lr in CONVERGED_LRS:
+            for method in ("sgd", "osgd"):
+                runs[f"{tag}_{method}_lr{lr}_s0"] = [f"--model={model}", f"--method={method}", f"--lr={lr}"]
+        for method in ("sgd", "osgd"):
+            chosen = chosen_lr(results, tag, method) if results is not None else None
+            for lr in dict.fromkeys(x for x in (chosen, ABLATION_LR) if x is not None):
+                for seed in (1, 2):
+                    flags = [f"--model={model}", f"--method={method}", f"--lr={lr}", f"--seed={seed}"]
+                    runs[f"{tag}_{method}_lr{lr}_s{seed}"] = flags
+        # The rest of the 2x2 at ABLATION_LR: sgd on the summed losses (lr x3, weight decay /3, the
+        # same decay step) and osgd on the mean of its orthogonalized gradients.
+        summed_lr, summed_wd = f"{3 * float(ABLATION_LR):.6g}", f"{5e-4 / 3:.6g}"
+        for seed in (0, 1, 2):
+            runs[f"{tag}_sgd_sum_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=sgd",
+                f"--lr={summed_lr}",
+                f"--weight-decay={summed_wd}",
+                f"--seed={seed}",
+            ]
+            runs[f"{tag}_osgd_mean_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=osgd",
+                "--reduction=mean",
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    return runs
+
+
+def chosen_lr(results: Path, tag: str, method: str) -> str | None:
+    """The lr of ``CONVERGED_LRS`` with the lowest mean validation error over the stages (last
+    evaluation, seed 0), or None while any of them has not finished."""
+    means = {}
+    for lr in CONVERGED_LRS:
+        metrics = results / f"{tag}_{method}_lr{lr}_s0" / "metrics.jsonl"
+        if not (metrics.parent / "eval.json").is_file():
+            return None
+        records = [json.loads(x) for x in metrics.read_text().splitlines()]
+        val = [r["val_top1_err"] for r in records if "val_top1_err" in r]
+        means[lr] = statistics.mean(val[-1])
+    return min(means, key=means.get)
+
+
+#: ``--protocol``: (the fixed anytime-train flags, the plan, where results and run folders go).
+PROTOCOLS = {
+    "underfit": (PROTOCOL, lambda results: plan(), "cifar10_cpu", "repro"),
+    "converged": (CONVERGED, converged_plan, "cifar10_cpu_converged", "repro_converged"),
+}
 
 
 def is_sweep(name: str) -> bool:
@@ -221,9 +307,9 @@ def label(name: str) -> str:
     return re.sub(r"^(sweep_)?[wd]_", "", re.sub(r"_s\d+$", "", name))
 
 
-def commands(name: str, flags: list[str], data_dir: str, runs: Path) -> list[list[str]]:
+def commands(name: str, flags: list[str], data_dir: str, runs: Path, protocol: list[str] = PROTOCOL) -> list[list[str]]:
     out = runs / name
-    train = ["anytime-train", *PROTOCOL, f"--data-dir={data_dir}", *flags, f"--name={label(name)}"]
+    train = ["anytime-train", *protocol, f"--data-dir={data_dir}", *flags, f"--name={label(name)}"]
     train += ["--no-progress", f"--output={out}"]
     if is_sweep(name):  # chosen on the validation split: the test split is not evaluated
         return [train]
@@ -252,11 +338,27 @@ def require_clean_tree(allow_dirty: bool) -> None:
         )
 
 
+def claim(lock: Path):
+    """An exclusive lock on ``lock`` (held until the returned file is closed or the process exits),
+    or None when another worker holds it."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
-    parser.add_argument("--runs", default=str(REPO / "runs" / "repro"), help="where the run folders go")
-    parser.add_argument("--results", default=str(REPO / "results" / "cifar10_cpu"), help="where the JSON goes")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="underfit", help="see the module docstring")
+    parser.add_argument("--runs", help="where the run folders go (default: runs/repro[_converged])")
+    parser.add_argument("--results", help="where the results go (default: results/cifar10_cpu[_converged])")
     parser.add_argument("--only", nargs="+", help="run just these names")
     parser.add_argument("--list", action="store_true", help="print the plan and which runs are done")
     parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
@@ -269,45 +371,71 @@ def main() -> None:
     if args.sweep_summary:
         print(sweep_summary(Path(args.sweep_summary)))
         return
-    runs, results = Path(args.runs), Path(args.results)
-    todo = plan()
+    protocol, make_plan, results_name, runs_name = PROTOCOLS[args.protocol]
+    runs = Path(args.runs or REPO / "runs" / runs_name)
+    results = Path(args.results or REPO / "results" / results_name)
+    plan_now = make_plan(results)
     if args.only:
-        unknown = sorted(set(args.only) - set(todo))
+        unknown = sorted(set(args.only) - set(plan_now))
         if unknown:
             raise SystemExit(f"unknown run names {unknown}; see --list")
-        todo = {name: todo[name] for name in args.only}
-    for name, flags in todo.items():
-        done = (results / name / ("metrics.jsonl" if is_sweep(name) else "eval.json")).is_file()
-        if args.list:
-            print(f"{'done' if done else 'todo'}  {name}: {shlex.join(flags)}")
+
+    def todo() -> dict[str, list[str]]:
+        """The plan's runs without results (read again after every run: a finished sweep adds runs)."""
+        current = make_plan(results)
+        names = args.only or list(current)
+        return {
+            n: current[n]
+            for n in names
+            if not (results / n / ("metrics.jsonl" if is_sweep(n) else "eval.json")).is_file()
+        }
+
+    if args.list:
+        waiting = todo()
+        for name, flags in plan_now.items():
+            print(f"{'todo' if name in waiting else 'done'}  {name}: {shlex.join(flags)}")
+        return
+    busy: set[str] = set()  # runs another worker holds
+    while True:
+        pending = {n: f for n, f in todo().items() if n not in busy}
+        if not pending:
+            break
+        name, flags = next(iter(pending.items()))
+        lock = claim(runs / f"{name}.lock")
+        if lock is None:
+            busy.add(name)
             continue
-        if done:
+        with lock:
+            if (results / name / "eval.json").is_file() or (
+                is_sweep(name) and (results / name / "metrics.jsonl").is_file()
+            ):
+                continue  # another worker finished it meanwhile
+            require_clean_tree(args.allow_dirty)
+            if not Path(args.data_dir).is_dir():
+                raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
+            run_one(name, flags, args.data_dir, runs, results, protocol, runs_name)
+
+
+def run_one(
+    name: str, flags: list[str], data_dir: str, runs: Path, results: Path, protocol: list[str], runs_name: str
+) -> None:
+    """Train (or resume) and evaluate one run, then copy its results (no weights) to ``results``."""
+    steps = commands(name, flags, data_dir, runs, protocol)
+    if (runs / name / "config.yaml").is_file():  # an interrupted run: continue it
+        steps[0] = ["anytime-train", f"--output={runs / name}", "--resume", f"--name={label(name)}", "--no-progress"]
+    start = time.time()
+    print(f"== {name}: {shlex.join(steps[0])}", flush=True)
+    for step in steps:
+        subprocess.run(_module(step), check=True, cwd=REPO)
+    target = results / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
+        if file.startswith("eval") and is_sweep(name):
             continue
-        require_clean_tree(args.allow_dirty)
-        if not Path(args.data_dir).is_dir():
-            raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
-        steps = commands(name, flags, args.data_dir, runs)
-        if (runs / name / "config.yaml").is_file():  # an interrupted run: continue it
-            steps[0] = [
-                "anytime-train",
-                f"--output={runs / name}",
-                "--resume",
-                f"--name={label(name)}",
-                "--no-progress",
-            ]
-        start = time.time()
-        print(f"== {name}: {shlex.join(steps[0])}", flush=True)
-        for step in steps:
-            subprocess.run(_module(step), check=True, cwd=REPO)
-        target = results / name
-        target.mkdir(parents=True, exist_ok=True)
-        for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
-            if file.startswith("eval") and is_sweep(name):
-                continue
-            shutil.copy2(runs / name / file, target / file)
-        full = commands(name, flags, "DATA_DIR", Path("runs/repro"))
-        (target / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")
-        print(f"== {name} done in {time.time() - start:.0f} s", flush=True)
+        shutil.copy2(runs / name / file, target / file)
+    full = commands(name, flags, "DATA_DIR", Path("runs") / runs_name, protocol)
+    (target / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")
+    print(f"== {name} done in {time.time() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,51 @@ def test_sweep_summary_chooses_the_lowest_mean_validation_error(tmp_path: Path) 
     chosen = [row for row in table if "**yes**" in row]
     assert len(chosen) == 1
     assert "| w | sgd | 0.1 | 55.00 / 50.00 / 44.00 | 49.67 |" in chosen[0]  # not 0.05's lower last stage
+
+
+def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_path: Path) -> None:
+    plan = reproduce.converged_plan(tmp_path)
+    assert list(plan)[:2] == ["w_sgd_lr0.05_s0", "w_osgd_lr0.05_s0"]  # the pilot's lr first
+    for name, flags in plan.items():
+        steps = reproduce.commands(name, flags, "D", tmp_path / "runs", reproduce.CONVERGED)
+        cfg = config_from_args(steps[0][1:])
+        # trained on images 1-100 of each class, validated on 101-200, tested on the full test split
+        assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (100, 100, None), name
+        assert (cfg.epochs, cfg.batch_size) == (300, 64), name
+        assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
+        assert f"--lr={cfg.lr:g}" in flags or "sum" in name, name
+    summed = config_from_args(
+        reproduce.commands("d_sgd_sum_lr0.05_s2", plan["d_sgd_sum_lr0.05_s2"], "D", tmp_path)[0][1:]
+    )
+    assert summed.lr * summed.weight_decay == pytest.approx(0.05 * 5e-4, rel=1e-5)  # the decay step of lr 0.05
+    assert (summed.lr, summed.seed) == (pytest.approx(0.15), 2)
+
+
+def _val_run(results: Path, name: str, val: list[float]) -> None:
+    run = results / name
+    run.mkdir(parents=True)
+    records = [{"epoch": 50, "val_top1_err": [99.0] * 3}, {"epoch": 300, "val_top1_err": val}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (run / "eval.json").write_text("{}")
+
+
+def test_converged_seeds_follow_the_lr_chosen_on_the_validation_split(tmp_path: Path) -> None:
+    _val_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 50.0, 50.0])
+    _val_run(tmp_path, "w_sgd_lr0.1_s0", [40.0, 45.0, 50.0])
+    assert reproduce.chosen_lr(tmp_path, "w", "sgd") is None  # 0.025 has not run: no choice yet
+    assert "w_sgd_lr0.1_s1" not in reproduce.converged_plan(tmp_path)
+    _val_run(tmp_path, "w_sgd_lr0.025_s0", [60.0, 45.0, 35.0])  # lowest last stage, not lowest mean
+    assert reproduce.chosen_lr(tmp_path, "w", "sgd") == "0.1"
+    plan = reproduce.converged_plan(tmp_path)
+    assert {"w_sgd_lr0.1_s1", "w_sgd_lr0.1_s2", "w_sgd_lr0.05_s1"} <= set(plan)  # chosen, and the ablation's lr
+    assert "w_sgd_lr0.025_s1" not in plan
+
+
+def test_a_claimed_run_is_skipped_by_other_workers(tmp_path: Path) -> None:
+    lock = reproduce.claim(tmp_path / "runs" / "w_sgd_lr0.05_s0.lock")
+    assert lock is not None
+    assert reproduce.claim(tmp_path / "runs" / "w_sgd_lr0.05_s0.lock") is None
+    lock.close()  # released when the worker exits
+    again = reproduce.claim(tmp_path / "runs" / "w_sgd_lr0.05_s0.lock")
+    assert again is not None
+    again.close()
