@@ -28,6 +28,8 @@ width-nested design first, then the depth-nested one. Its results go to
 ``results/cifar10_cpu_converged/``:
 
     python examples/reproduce_cifar_cpu.py --protocol converged --list
+    python examples/reproduce_cifar_cpu.py --converged-summary results/cifar10_cpu_converged
+                                              # mean +/- sd over seeds, convergence, Welch tests
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.
@@ -194,6 +196,79 @@ def chosen_lr(results: Path, tag: str, method: str) -> str | None:
         val = [r["val_top1_err"] for r in records if "val_top1_err" in r]
         means[lr] = statistics.mean(val[-1])
     return min(means, key=means.get)
+
+
+#: The converged comparisons: (what it isolates, run variant a, run variant b); ``{sgd}`` and
+#: ``{osgd}`` are those methods' lrs chosen on the validation split.
+CONVERGED_COMPARISONS = (
+    ("osgd vs sgd, each at its validated lr", "osgd_lr{osgd}", "sgd_lr{sgd}"),
+    ("osgd vs sgd at lr 0.05", "osgd_lr0.05", "sgd_lr0.05"),
+    ("projection, at the summed step (osgd vs sgd on the sum)", "osgd_lr0.05", "sgd_sum_lr0.05"),
+    ("projection, at the mean step (osgd on the mean vs sgd)", "osgd_mean_lr0.05", "sgd_lr0.05"),
+    ("step size, sgd (sum vs mean)", "sgd_sum_lr0.05", "sgd_lr0.05"),
+    ("step size, osgd (sum vs mean)", "osgd_lr0.05", "osgd_mean_lr0.05"),
+)
+
+
+def converged_summary(results: Path) -> str:
+    """Markdown: per design and setting, validation and test errors (mean +/- sd over seeds) and how
+    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage."""
+    from timm_anytime.learning_curves import convergence, read_learning_curve
+
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    for run in sorted(p for p in results.iterdir() if (p / "eval.json").is_file()):
+        tag, variant = run.name[0], re.sub(r"^[wd]_|_s\d+$", "", run.name)
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        group = groups.setdefault((tag, variant), {"test": [], "val": [], "converged": [], "seeds": []})
+        group["test"].append(_errors(run)[1])
+        group["val"].append([r["val_top1_err"] for r in records if "val_top1_err" in r][-1])
+        group["converged"].append(convergence(read_learning_curve(run)).converged)
+        group["seeds"].append(run.name.rsplit("_s", 1)[1])
+
+    def cells(rows: list[list[float]]) -> str:
+        stages = list(zip(*rows, strict=True))
+        if len(rows) == 1:
+            return " / ".join(f"{s[0]:.2f}" for s in stages)
+        return " / ".join(f"{statistics.mean(s):.2f} ± {statistics.stdev(s):.2f}" for s in stages)
+
+    lines = [
+        "| design | setting | seeds | validation err % per stage | test err % per stage | converged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (tag, variant), g in sorted(groups.items()):
+        seeds = ",".join(g["seeds"])
+        lines.append(
+            f"| {tag} | {variant} | {seeds} | {cells(g['val'])} | {cells(g['test'])} | "
+            f"{sum(g['converged'])}/{len(g['converged'])} |"
+        )
+    lines += [
+        "",
+        "| design | comparison | a - b, test err % per stage: difference (95% CI; Welch; detectable) |",
+        "|---|---|---|",
+    ]
+    for tag in ("w", "d"):
+        chosen = {m: chosen_lr(results, tag, m) for m in ("sgd", "osgd")}
+        for what, a, b in CONVERGED_COMPARISONS:
+            if "{" in a and None in chosen.values():
+                continue
+            a, b = a.format(**chosen), b.format(**chosen)
+            ga, gb = groups.get((tag, a)), groups.get((tag, b))
+            if not ga or not gb or len(ga["test"]) < 2 or len(gb["test"]) < 2:
+                continue
+            stages = zip(zip(*ga["test"], strict=True), zip(*gb["test"], strict=True), strict=True)
+            tests = [_welch_cell(x, y) for x, y in stages]
+            cell = "<br>".join(f"stage {i + 1}: {t}" for i, t in enumerate(tests))
+            lines.append(f"| {tag} | {what}: {a} - {b} | {cell} |")
+    return "\n".join(lines)
+
+
+def _welch_cell(a: tuple[float, ...], b: tuple[float, ...]) -> str:
+    from timm_anytime.significance import welch_test
+
+    try:
+        return str(welch_test(a, b))
+    except ValueError:  # every seed of both settings gave the same error
+        return f"{statistics.mean(a) - statistics.mean(b):+.2f} (no spread across seeds: untestable)"
 
 
 #: ``--protocol``: (the fixed anytime-train flags, the plan, where results and run folders go).
@@ -363,6 +438,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the plan and which runs are done")
     parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
     parser.add_argument("--sweep-summary", metavar="RESULTS", help="print the learning-rate sweep and stop")
+    parser.add_argument(
+        "--converged-summary", metavar="RESULTS", help="print the converged protocol's tables and tests, and stop"
+    )
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     if args.summary:
@@ -370,6 +448,9 @@ def main() -> None:
         return
     if args.sweep_summary:
         print(sweep_summary(Path(args.sweep_summary)))
+        return
+    if args.converged_summary:
+        print(converged_summary(Path(args.converged_summary)))
         return
     protocol, make_plan, results_name, runs_name = PROTOCOLS[args.protocol]
     runs = Path(args.runs or REPO / "runs" / runs_name)

@@ -184,3 +184,35 @@ def test_a_claimed_run_is_skipped_by_other_workers(tmp_path: Path) -> None:
     again = reproduce.claim(tmp_path / "runs" / "w_sgd_lr0.05_s0.lock")
     assert again is not None
     again.close()
+
+
+def _converged_run(results: Path, name: str, test: list[float], final_train_err: float) -> None:
+    run = results / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": "m", "method": "sgd"}))
+    (run / "eval.json").write_text(json.dumps({"epoch": "300", "stages": [{"top1_err": e} for e in test]}))
+    records = [
+        {"epoch": e, "lr": 0.01, "train_loss": [0.1, 0.1, 0.05], "train_top1_err": [9.0, 3.0, final_train_err]}
+        for e in range(1, 21)
+    ]
+    records[-1]["val_top1_err"] = [v + 1 for v in test]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+
+
+def test_converged_summary_pools_seeds_judges_convergence_and_tests_the_difference(tmp_path: Path) -> None:
+    for seed, (osgd_err, sgd_err) in enumerate([(48.0, 50.0), (49.0, 51.0), (50.0, 52.0)]):
+        _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0, 55.0, osgd_err], final_train_err=0.5)
+        _converged_run(tmp_path, f"w_sgd_lr0.05_s{seed}", [61.0, 55.0 + seed, sgd_err], final_train_err=5.0)
+    table = reproduce.converged_summary(tmp_path)
+    # osgd: last stage 49 +/- 1, converged (training error 0.5% < 2%, flat loss); sgd: 5% is not
+    assert (
+        "| w | osgd_lr0.05 | 0,1,2 | 61.00 ± 0.00 / 56.00 ± 0.00 / 50.00 ± 1.00 "
+        "| 60.00 ± 0.00 / 55.00 ± 0.00 / 49.00 ± 1.00 | 3/3 |" in table
+    )
+    assert "| w | sgd_lr0.05 | 0,1,2 |" in table
+    assert table.count("| 0/3 |") == 1
+    # last stage: -2.00, SE = sqrt(1/3 + 1/3), t = -2.449, df = 4, two-sided p = 0.070 (t table)
+    row = next(line for line in table.splitlines() if "osgd vs sgd at lr 0.05" in line)
+    assert "stage 3: -2.00" in row
+    assert "t = -2.45, df = 4.0, p = 0.070" in row
+    assert "validated lr" not in table  # the sweep has not finished: no chosen lrs yet
