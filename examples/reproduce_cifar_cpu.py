@@ -24,7 +24,8 @@ drives the last stage's training error under 2%; the next 100 images of each cla
 validate, and every run is also evaluated on the full test split. Its plan: sgd and osgd at lr
 0.05, 0.1 and 0.025 (seed 0; each method's lr is chosen on the validation split), seeds 1 and 2 at
 the chosen lrs, then the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
-width-nested design first, then the depth-nested one. Its results go to
+width-nested design first, then the depth-nested one; then, at lr 0.05 and 3 seeds, Oracles matched
+to each stage's FLOPs, greedy with the full schedule for every stage, and osgd's priority orders. Its results go to
 ``results/cifar10_cpu_converged/``:
 
     python examples/reproduce_cifar_cpu.py --protocol converged --list
@@ -149,10 +150,23 @@ CONVERGED_LRS = ("0.05", "0.1", "0.025")
 ABLATION_LR = "0.05"
 
 
+#: Oracles matched to each nested stage's FLOPs (``timm_anytime.cost``): the width-nested stages
+#: cost 5.24 / 15.48 / 56.03 MFLOPs; plain ``cifar_resnet20`` at width 1/4, 7/16 and 13/16 (integer
+#: channels) costs 5.24 / 15.74 / 53.68. The depth-nested stages cost 31.3 / 61.7 / 120.4; plain
+#: ``cifar_sparse_resnet26`` with 1, 2 and 4 units costs 31.3 / 59.6 / 116.2.
+FLOP_MATCHED_ORACLES = {
+    "w": [("cifar_resnet20", f"width={w}") for w in ("0.25", "0.4375", "0.8125")],
+    "d": [("cifar_sparse_resnet26", f"units_per_stage={u}") for u in (1, 2, 4)],
+}
+
+
 def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
-    """``<design>_<method>_lr<lr>_s<seed>`` runs of the converged protocol. Seeds 1 and 2 of a
-    method at its chosen lr enter the plan once its seed-0 sweep is in ``results``."""
+    """``<design>_<setting>_lr<lr>_s<seed>`` runs of the converged protocol, in order of importance:
+    per design, the lr sweep (seed 0), seeds 1 and 2 at each method's chosen lr (they enter the plan
+    once its sweep is in ``results``), the rest of the 2x2 ablation; then the FLOP-matched Oracles,
+    greedy with the full schedule per stage, and the priority orders, all at ``ABLATION_LR``."""
     runs: dict[str, list[str]] = {}
+    seeds = (0, 1, 2)
     for tag, model in (("w", WIDTH), ("d", DEPTH)):
         for lr in CONVERGED_LRS:
             for method in ("sgd", "osgd"):
@@ -160,13 +174,13 @@ def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
         for method in ("sgd", "osgd"):
             chosen = chosen_lr(results, tag, method) if results is not None else None
             for lr in dict.fromkeys(x for x in (chosen, ABLATION_LR) if x is not None):
-                for seed in (1, 2):
+                for seed in seeds[1:]:
                     flags = [f"--model={model}", f"--method={method}", f"--lr={lr}", f"--seed={seed}"]
                     runs[f"{tag}_{method}_lr{lr}_s{seed}"] = flags
         # The rest of the 2x2 at ABLATION_LR: sgd on the summed losses (lr x3, weight decay /3, the
         # same decay step) and osgd on the mean of its orthogonalized gradients.
         summed_lr, summed_wd = f"{3 * float(ABLATION_LR):.6g}", f"{5e-4 / 3:.6g}"
-        for seed in (0, 1, 2):
+        for seed in seeds:
             runs[f"{tag}_sgd_sum_lr{ABLATION_LR}_s{seed}"] = [
                 f"--model={model}",
                 "--method=sgd",
@@ -178,6 +192,35 @@ def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
                 f"--model={model}",
                 "--method=osgd",
                 "--reduction=mean",
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for seed in seeds:
+            for stage, (oracle, kwargs) in enumerate(FLOP_MATCHED_ORACLES[tag], start=1):
+                runs[f"{tag}_oracle{stage}_lr{ABLATION_LR}_s{seed}"] = [
+                    f"--model={oracle}",
+                    "--model-kwargs",
+                    kwargs,
+                    "--method=sgd",
+                    f"--lr={ABLATION_LR}",
+                    f"--seed={seed}",
+                ]
+            # greedy splits --epochs over its stages: 300 epochs (the whole schedule) for each
+            runs[f"{tag}_greedy_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=greedy",
+                "--epochs=900",
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    for seed in seeds:
+        for order in ("321", "213"):  # the default is 1 2 3
+            runs[f"w_osgd_p{order}_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={WIDTH}",
+                "--method=osgd",
+                "--priority",
+                *order,
                 f"--lr={ABLATION_LR}",
                 f"--seed={seed}",
             ]
@@ -259,6 +302,16 @@ def converged_summary(results: Path) -> str:
             tests = [_welch_cell(x, y) for x, y in stages]
             cell = "<br>".join(f"stage {i + 1}: {t}" for i, t in enumerate(tests))
             lines.append(f"| {tag} | {what}: {a} - {b} | {cell} |")
+        # each nested stage against the Oracle of its FLOPs (an independent network per stage)
+        oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
+        for variant in (f"osgd_lr{ABLATION_LR}", f"sgd_lr{ABLATION_LR}", f"greedy_lr{ABLATION_LR}"):
+            nested = groups.get((tag, variant))
+            if not nested or len(nested["test"]) < 2 or any(not o or len(o["test"]) < 2 for o in oracles):
+                continue
+            by_stage = list(zip(*nested["test"], strict=True))
+            tests = [_welch_cell(by_stage[k], [r[0] for r in o["test"]]) for k, o in enumerate(oracles)]
+            cell = "<br>".join(f"stage {k + 1}: {t}" for k, t in enumerate(tests))
+            lines.append(f"| {tag} | nested vs FLOP-matched Oracle: {variant} - oracle_k | {cell} |")
     return "\n".join(lines)
 
 

@@ -146,7 +146,8 @@ def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_p
         cfg = config_from_args(steps[0][1:])
         # trained on images 1-100 of each class, validated on 101-200, tested on the full test split
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (100, 100, None), name
-        assert (cfg.epochs, cfg.batch_size) == (300, 64), name
+        # greedy splits --epochs over its 3 stages: the whole 300-epoch schedule for each
+        assert (cfg.epochs, cfg.batch_size) == (900 if cfg.method == "greedy" else 300, 64), name
         assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
         assert f"--lr={cfg.lr:g}" in flags or "sum" in name, name
     summed = config_from_args(
@@ -216,3 +217,28 @@ def test_converged_summary_pools_seeds_judges_convergence_and_tests_the_differen
     assert "stage 3: -2.00" in row
     assert "t = -2.45, df = 4.0, p = 0.070" in row
     assert "validated lr" not in table  # the sweep has not finished: no chosen lrs yet
+
+
+def test_converged_oracles_match_each_stages_flops() -> None:
+    from timm_anytime.cost import model_costs, stage_costs
+
+    plan = reproduce.converged_plan()
+    for tag, nested in (("w", reproduce.WIDTH), ("d", reproduce.DEPTH)):
+        stages = [c.flops for c in stage_costs(timm.create_model(nested))]
+        for k, flops in enumerate(stages, start=1):
+            cfg = config_from_args(reproduce.commands("x", plan[f"{tag}_oracle{k}_lr0.05_s0"], "D", Path("r"))[0][1:])
+            oracle = timm.create_model(cfg.model, **cfg.model_kwargs)
+            assert model_costs(oracle, (3, 32, 32))[0].flops == pytest.approx(flops, rel=0.05), (tag, k)
+
+
+def test_converged_summary_compares_every_stage_with_its_oracle(tmp_path: Path) -> None:
+    for seed in range(3):
+        _converged_run(tmp_path, f"d_osgd_lr0.05_s{seed}", [60.0 + seed, 50.0 + seed, 40.0 + seed], 0.5)
+        for k, err in enumerate((58.0, 52.0, 40.0), start=1):
+            _converged_run(tmp_path, f"d_oracle{k}_lr0.05_s{seed}", [err + 2 * seed], 0.5)
+    row = next(x for x in reproduce.converged_summary(tmp_path).splitlines() if "FLOP-matched Oracle" in x)
+    # stage 1: 61 +/- 1 against 60 +/- 2: +1.00, SE = sqrt(1/3 + 4/3); stage 2: -3.00; stage 3: -1.00
+    assert "stage 1: +1.00" in row
+    assert "stage 2: -3.00" in row
+    assert "stage 3: -1.00" in row
+    assert "t = 0.77" in row  # 1 / sqrt(5/3) = 0.7746
