@@ -30,7 +30,7 @@ to each stage's FLOPs, greedy with the full schedule for every stage, and osgd's
 
     python examples/reproduce_cifar_cpu.py --protocol converged --list
     python examples/reproduce_cifar_cpu.py --converged-summary results/cifar10_cpu_converged
-                                              # mean +/- sd over seeds, convergence, Welch tests
+                                              # mean +/- sd over seeds, convergence, Welch tests, plots
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.
@@ -315,6 +315,45 @@ def converged_summary(results: Path) -> str:
     return "\n".join(lines)
 
 
+def plot_converged(results: Path) -> list[Path]:
+    """``comparison.png`` (test error per stage, mean +/- sd over seeds, one line per setting and a
+    panel per design) and ``learning_curves.png`` (seed 0 of every setting) in ``results``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
+
+    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
+        variants: dict[str, list[list[float]]] = {}
+        for run in finished:
+            if run.name.startswith(f"{tag}_") and "oracle" not in run.name:
+                variants.setdefault(re.sub(r"^[wd]_|_s\d+$", "", run.name), []).append(_errors(run)[1])
+        oracles = [[_errors(r)[1][0] for r in finished if r.name.startswith(f"{tag}_oracle{k}_")] for k in (1, 2, 3)]
+        if all(oracles):
+            variants["oracle (FLOP-matched)"] = [list(x) for x in zip(*oracles, strict=False)]
+        for i, (variant, rows) in enumerate(sorted(variants.items())):
+            stages = list(zip(*rows, strict=True))
+            means = [statistics.mean(s) for s in stages]
+            sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
+            x = [k + 1 + 0.04 * (i - len(variants) / 2) for k in range(len(stages))]
+            ax.errorbar(x, means, yerr=sds, marker="o", ms=4, capsize=3, label=f"{variant} (n={len(rows)})")
+        ax.set(title=f"{title}: converged protocol", xlabel="stage", ylabel="test top-1 error (%)", xticks=[1, 2, 3])
+        ax.grid(alpha=0.3)
+        if variants:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    comparison = results / "comparison.png"
+    fig.savefig(comparison, dpi=110)
+    plt.close(fig)
+    seed0 = {run.name: read_learning_curve(run) for run in finished if run.name.endswith("_s0")}
+    curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
+    return [comparison, curves]
+
+
 def _welch_cell(a: tuple[float, ...], b: tuple[float, ...]) -> str:
     from timm_anytime.significance import welch_test
 
@@ -450,19 +489,25 @@ def _module(command: list[str]) -> list[str]:
     return [sys.executable, "-m", modules[command[0]], *command[1:]]
 
 
-def require_clean_tree(allow_dirty: bool) -> None:
+def require_clean_tree(allow_dirty: bool, results: Path | None = None) -> None:
     """Refuse to start runs from a git tree with uncommitted changes (their results could not be
-    traced to a commit), unless ``allow_dirty``."""
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    traced to a commit), unless ``allow_dirty``. Changes under ``results`` (the queue's own output,
+    written while it runs) do not count."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True
+    )
     if status.returncode != 0:
         if allow_dirty:
             return
         raise SystemExit(f"cannot read the git state of {REPO} ({status.stderr.strip()}); pass --allow-dirty")
-    if status.stdout.strip() and not allow_dirty:
-        changed = ", ".join(line[3:] for line in status.stdout.splitlines()[:5])
+    changed = [line[3:] for line in status.stdout.splitlines()]
+    if results is not None and results.resolve().is_relative_to(REPO.resolve()):
+        own = results.resolve().relative_to(REPO.resolve()).as_posix() + "/"
+        changed = [path for path in changed if not path.startswith(own)]
+    if changed and not allow_dirty:
         raise SystemExit(
-            f"the working tree has uncommitted changes ({changed} ...): results must come from a committed "
-            "revision. Commit or stash them (or run from a `git worktree` at a commit), or pass --allow-dirty"
+            f"the working tree has uncommitted changes ({', '.join(changed[:5])} ...): results must come from a "
+            "committed revision. Commit or stash them (or run from a `git worktree` at a commit), or pass --allow-dirty"
         )
 
 
@@ -492,7 +537,9 @@ def main() -> None:
     parser.add_argument("--summary", nargs="+", metavar="RESULTS", help="print the markdown summary and stop")
     parser.add_argument("--sweep-summary", metavar="RESULTS", help="print the learning-rate sweep and stop")
     parser.add_argument(
-        "--converged-summary", metavar="RESULTS", help="print the converged protocol's tables and tests, and stop"
+        "--converged-summary",
+        metavar="RESULTS",
+        help="print the converged protocol's tables and tests, write its plots into RESULTS, and stop",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
@@ -504,6 +551,8 @@ def main() -> None:
         return
     if args.converged_summary:
         print(converged_summary(Path(args.converged_summary)))
+        for path in plot_converged(Path(args.converged_summary)):
+            print(f"wrote {path}")
         return
     protocol, make_plan, results_name, runs_name = PROTOCOLS[args.protocol]
     runs = Path(args.runs or REPO / "runs" / runs_name)
@@ -544,7 +593,7 @@ def main() -> None:
                 is_sweep(name) and (results / name / "metrics.jsonl").is_file()
             ):
                 continue  # another worker finished it meanwhile
-            require_clean_tree(args.allow_dirty)
+            require_clean_tree(args.allow_dirty, results)
             if not Path(args.data_dir).is_dir():
                 raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
             run_one(name, flags, args.data_dir, runs, results, protocol, runs_name)

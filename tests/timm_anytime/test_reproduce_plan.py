@@ -123,6 +123,13 @@ def test_runs_refuse_a_dirty_tree_unless_allowed(tmp_path: Path, monkeypatch: py
     with pytest.raises(SystemExit, match=r"uncommitted changes \(a.py"):
         reproduce.require_clean_tree(allow_dirty=False)
     reproduce.require_clean_tree(allow_dirty=True)
+    (repo / "a.py").write_text("x = 1\n")
+    # the queue's own results, written while it runs, do not make the tree dirty; anything else does
+    (repo / "results" / "converged" / "w_sgd_s0").mkdir(parents=True)
+    (repo / "results" / "converged" / "w_sgd_s0" / "eval.json").write_text("{}")
+    reproduce.require_clean_tree(allow_dirty=False, results=repo / "results" / "converged")
+    with pytest.raises(SystemExit, match=r"results/converged/w_sgd_s0/eval\.json"):
+        reproduce.require_clean_tree(allow_dirty=False, results=repo / "results" / "other")
 
 
 def test_sweep_summary_chooses_the_lowest_mean_validation_error(tmp_path: Path) -> None:
@@ -192,8 +199,14 @@ def _converged_run(results: Path, name: str, test: list[float], final_train_err:
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"model": "m", "method": "sgd"}))
     (run / "eval.json").write_text(json.dumps({"epoch": "300", "stages": [{"top1_err": e} for e in test]}))
+    before = len(test) - 1  # stages before the last: fixed training numbers
     records = [
-        {"epoch": e, "lr": 0.01, "train_loss": [0.1, 0.1, 0.05], "train_top1_err": [9.0, 3.0, final_train_err]}
+        {
+            "epoch": e,
+            "lr": 0.01,
+            "train_loss": [0.1] * before + [0.05],
+            "train_top1_err": [9.0] * before + [final_train_err],
+        }
         for e in range(1, 21)
     ]
     records[-1]["val_top1_err"] = [v + 1 for v in test]
@@ -242,3 +255,13 @@ def test_converged_summary_compares_every_stage_with_its_oracle(tmp_path: Path) 
     assert "stage 2: -3.00" in row
     assert "stage 3: -1.00" in row
     assert "t = 0.77" in row  # 1 / sqrt(5/3) = 0.7746
+
+
+def test_converged_plots_are_written(tmp_path: Path) -> None:
+    for seed in range(2):
+        _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0 + seed, 50.0, 40.0], 0.5)
+        for k in (1, 2, 3):
+            _converged_run(tmp_path, f"w_oracle{k}_lr0.05_s{seed}", [50.0 + k + seed], 0.5)
+    paths = reproduce.plot_converged(tmp_path)
+    assert [p.name for p in paths] == ["comparison.png", "learning_curves.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
