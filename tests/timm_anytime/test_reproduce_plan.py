@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +16,25 @@ import yaml
 import timm_anytime  # noqa: F401
 from timm_anytime.train.config import config_from_args
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "reproduce_cifar_cpu.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+sys.path.insert(0, str(EXAMPLES))  # the script imports its plans from examples/cifar_cpu/, as when run
+from cifar_cpu import converged, runs, underfit  # noqa: E402
+
+SCRIPT = EXAMPLES / "reproduce_cifar_cpu.py"
 spec = importlib.util.spec_from_file_location("reproduce_cifar_cpu", SCRIPT)
 reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
 
 def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
-    plan = reproduce.plan()
+    plan = underfit.plan()
     assert {"w_sgd_s0", "w_osgd_s0", "d_sgd_s0", "d_osgd_s0", "w_osgd_mean_s0", "d_osgd_s2"} <= set(plan)
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, str(tmp_path), tmp_path / "runs")
         cfg = config_from_args(steps[0][1:])  # the flags after "anytime-train"
         assert timm.is_model(cfg.model), name
-        assert cfg.name == reproduce.label(name)  # seeds of one setting share a report label
-        if reproduce.is_sweep(name):  # trained on 400 per class, chosen on the next 100, never tested
+        assert cfg.name == runs.label(name)  # seeds of one setting share a report label
+        if runs.is_sweep(name):  # trained on 400 per class, chosen on the next 100, never tested
             assert (cfg.train_per_class, cfg.val_per_class, cfg.epochs) == (400, 100, 10), name
             assert len(steps) == 1, name
             continue
@@ -39,7 +44,7 @@ def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
 
 
 def test_labels_group_seeds_and_keep_settings_apart() -> None:
-    labels = {name: reproduce.label(name) for name in reproduce.plan()}
+    labels = {name: runs.label(name) for name in underfit.plan()}
     assert labels["w_osgd_s0"] == labels["w_osgd_s2"] == "osgd"
     assert labels["w_osgd_mean_s0"] == "osgd_mean"
     assert labels["oracle_w0.25"] == "oracle_w0.25"
@@ -61,7 +66,7 @@ def test_summary_pools_seeds_and_prefers_the_latest_evaluation(tmp_path: Path) -
     _result(results, "w_sgd_s0", "sgd", [30.0, 20.0, 10.0])
     _result(results, "w_sgd_s1", "sgd", [40.0, 30.0, 20.0])
     _result(results, "w_osgd_mean_s0", "osgd", [50.0, 40.0, 30.0], later=[45.0, 35.0, 25.0])
-    table = reproduce.summary([results])
+    table = underfit.summary([results])
     # mean and sample standard deviation of (30, 40): 35 and 7.07; the paper's SGD row beside it
     assert "| w_sgd | sgd | 10 | 2 | 35.00 ± 7.07 / 25.00 ± 7.07 / 15.00 ± 7.07 | 12.2 / 10.1 / 9.8 |" in table
     # an evaluation cut short: metrics.jsonl's later epoch wins; an ablation gets no paper row
@@ -69,36 +74,36 @@ def test_summary_pools_seeds_and_prefers_the_latest_evaluation(tmp_path: Path) -
 
 
 def test_calibrated_norm_runs_get_their_c_and_the_papers_row(tmp_path: Path) -> None:
-    plan = reproduce.plan()
+    plan = underfit.plan()
     for tag in ("w", "d"):
         for method in ("normsgd", "osgd_norm"):
             train, _ = reproduce.commands(f"{tag}_{method}_cal_s0", plan[f"{tag}_{method}_cal_s0"], "D", tmp_path)
             cfg = config_from_args(train[1:])
-            assert (cfg.method, cfg.norm_scale) == (method, reproduce.CALIBRATED_C[tag])
+            assert (cfg.method, cfg.norm_scale) == (method, underfit.CALIBRATED_C[tag])
     _result(tmp_path / "cpu", "w_normsgd_cal_s0", "normsgd", [60.0, 50.0, 40.0])
     # C was calibrated, as in the paper: the paper's NormSGD row stands beside it
-    assert "| w_normsgd_cal | normsgd | 10 | 1 | 60.00 / 50.00 / 40.00 | 12.3 / 10.1 / 10.1 |" in reproduce.summary(
+    assert "| w_normsgd_cal | normsgd | 10 | 1 | 60.00 / 50.00 / 40.00 | 12.3 / 10.1 / 10.1 |" in underfit.summary(
         [tmp_path / "cpu"]
     )
 
 
 def test_greedy_with_the_full_schedule_per_stage_gets_the_papers_row(tmp_path: Path) -> None:
-    plan = reproduce.plan()
+    plan = underfit.plan()
     assert {"w_greedy_e30_s0", "d_greedy_e30_s0"} <= set(plan)
-    assert reproduce.label("w_greedy_e30_s0") == "greedy_e30"  # its own report label, apart from greedy
+    assert runs.label("w_greedy_e30_s0") == "greedy_e30"  # its own report label, apart from greedy
     _result(tmp_path / "cpu", "w_greedy_e30_s0", "greedy", [60.0, 50.0, 40.0])
     _result(tmp_path / "cpu", "w_greedy_s0", "greedy", [70.0, 60.0, 50.0])
-    table = reproduce.summary([tmp_path / "cpu"])
+    table = underfit.summary([tmp_path / "cpu"])
     assert "| w_greedy_e30 | greedy | 10 | 1 | 60.00 / 50.00 / 40.00 | 10.2 / 9.9 / 9.2 |" in table
     assert "| w_greedy | greedy | 10 | 1 | 70.00 / 60.00 / 50.00 | 10.2 / 9.9 / 9.2 |" in table
     # an ablation keeps no paper row
     _result(tmp_path / "cpu", "w_osgd_mean_s0", "osgd", [1.0, 2.0, 3.0])
-    assert "| w_osgd_mean | osgd | 10 | 1 | 1.00 / 2.00 / 3.00 |  |" in reproduce.summary([tmp_path / "cpu"])
+    assert "| w_osgd_mean | osgd | 10 | 1 | 1.00 / 2.00 / 3.00 |  |" in underfit.summary([tmp_path / "cpu"])
 
 
 def test_summed_sgd_runs_take_osgds_step_with_the_same_decay_step(tmp_path: Path) -> None:
     """SGD on the sum of 3 stage losses = lr x3 on their mean, with weight decay /3 (lr x wd kept)."""
-    plan = reproduce.plan()
+    plan = underfit.plan()
     base = config_from_args(reproduce.commands("w_sgd_s0", plan["w_sgd_s0"], "D", tmp_path)[0][1:])
     for tag in ("w", "d"):
         for seed in (0, 1, 2):
@@ -139,17 +144,17 @@ def test_sweep_summary_chooses_the_lowest_mean_validation_error(tmp_path: Path) 
         run.mkdir()
         lines = [{"epoch": 5, "val_top1_err": [99.0, 99.0, 99.0]}, {"epoch": 10, "val_top1_err": errors}]
         (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    table = reproduce.sweep_summary(tmp_path).splitlines()
+    table = underfit.sweep_summary(tmp_path).splitlines()
     chosen = [row for row in table if "**yes**" in row]
     assert len(chosen) == 1
     assert "| w | sgd | 0.1 | 55.00 / 50.00 / 44.00 | 49.67 |" in chosen[0]  # not 0.05's lower last stage
 
 
 def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_path: Path) -> None:
-    plan = reproduce.converged_plan(tmp_path)
+    plan = converged.converged_plan(tmp_path)
     assert list(plan)[:2] == ["w_sgd_lr0.05_s0", "w_osgd_lr0.05_s0"]  # the pilot's lr first
     for name, flags in plan.items():
-        steps = reproduce.commands(name, flags, "D", tmp_path / "runs", reproduce.CONVERGED)
+        steps = reproduce.commands(name, flags, "D", tmp_path / "runs", converged.CONVERGED)
         cfg = config_from_args(steps[0][1:])
         # trained on images 1-100 of each class, validated on 101-200, tested on the full test split
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (100, 100, None), name
@@ -175,11 +180,11 @@ def _val_run(results: Path, name: str, val: list[float]) -> None:
 def test_converged_seeds_follow_the_lr_chosen_on_the_validation_split(tmp_path: Path) -> None:
     _val_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 50.0, 50.0])
     _val_run(tmp_path, "w_sgd_lr0.1_s0", [40.0, 45.0, 50.0])
-    assert reproduce.chosen_lr(tmp_path, "w", "sgd") is None  # 0.025 has not run: no choice yet
-    assert "w_sgd_lr0.1_s1" not in reproduce.converged_plan(tmp_path)
+    assert converged.chosen_lr(tmp_path, "w", "sgd") is None  # 0.025 has not run: no choice yet
+    assert "w_sgd_lr0.1_s1" not in converged.converged_plan(tmp_path)
     _val_run(tmp_path, "w_sgd_lr0.025_s0", [60.0, 45.0, 35.0])  # lowest last stage, not lowest mean
-    assert reproduce.chosen_lr(tmp_path, "w", "sgd") == "0.1"
-    plan = reproduce.converged_plan(tmp_path)
+    assert converged.chosen_lr(tmp_path, "w", "sgd") == "0.1"
+    plan = converged.converged_plan(tmp_path)
     assert {"w_sgd_lr0.1_s1", "w_sgd_lr0.1_s2", "w_sgd_lr0.05_s1"} <= set(plan)  # chosen, and the ablation's lr
     assert "w_sgd_lr0.025_s1" not in plan
 
@@ -217,7 +222,7 @@ def test_converged_summary_pools_seeds_judges_convergence_and_tests_the_differen
     for seed, (osgd_err, sgd_err) in enumerate([(48.0, 50.0), (49.0, 51.0), (50.0, 52.0)]):
         _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0, 55.0, osgd_err], final_train_err=0.5)
         _converged_run(tmp_path, f"w_sgd_lr0.05_s{seed}", [61.0, 55.0 + seed, sgd_err], final_train_err=5.0)
-    table = reproduce.converged_summary(tmp_path)
+    table = converged.converged_summary(tmp_path)
     # osgd: last stage 49 +/- 1, converged (training error 0.5% < 2%, flat loss); sgd: 5% is not
     assert (
         "| w | osgd_lr0.05 | 0,1,2 | 61.00 ± 0.00 / 56.00 ± 0.00 / 50.00 ± 1.00 "
@@ -235,8 +240,8 @@ def test_converged_summary_pools_seeds_judges_convergence_and_tests_the_differen
 def test_converged_oracles_match_each_stages_flops() -> None:
     from timm_anytime.cost import model_costs, stage_costs
 
-    plan = reproduce.converged_plan()
-    for tag, nested in (("w", reproduce.WIDTH), ("d", reproduce.DEPTH)):
+    plan = converged.converged_plan()
+    for tag, nested in (("w", runs.WIDTH), ("d", runs.DEPTH)):
         stages = [c.flops for c in stage_costs(timm.create_model(nested))]
         for k, flops in enumerate(stages, start=1):
             cfg = config_from_args(reproduce.commands("x", plan[f"{tag}_oracle{k}_lr0.05_s0"], "D", Path("r"))[0][1:])
@@ -249,7 +254,7 @@ def test_converged_summary_compares_every_stage_with_its_oracle(tmp_path: Path) 
         _converged_run(tmp_path, f"d_osgd_lr0.05_s{seed}", [60.0 + seed, 50.0 + seed, 40.0 + seed], 0.5)
         for k, err in enumerate((58.0, 52.0, 40.0), start=1):
             _converged_run(tmp_path, f"d_oracle{k}_lr0.05_s{seed}", [err + 2 * seed], 0.5)
-    row = next(x for x in reproduce.converged_summary(tmp_path).splitlines() if "FLOP-matched Oracle" in x)
+    row = next(x for x in converged.converged_summary(tmp_path).splitlines() if "FLOP-matched Oracle" in x)
     # stage 1: 61 +/- 1 against 60 +/- 2: +1.00, SE = sqrt(1/3 + 4/3); stage 2: -3.00; stage 3: -1.00
     assert "stage 1: +1.00" in row
     assert "stage 2: -3.00" in row
@@ -262,6 +267,6 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
         _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0 + seed, 50.0, 40.0], 0.5)
         for k in (1, 2, 3):
             _converged_run(tmp_path, f"w_oracle{k}_lr0.05_s{seed}", [50.0 + k + seed], 0.5)
-    paths = reproduce.plot_converged(tmp_path)
+    paths = converged.plot_converged(tmp_path)
     assert [p.name for p in paths] == ["comparison.png", "learning_curves.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)

@@ -1,0 +1,250 @@
+"""The converged protocol (issue 15): the first 100 training images of each class (1,000), 300
+epochs at batch 64 (4,800 steps, lr x0.2 at 30/60/80%), which drives the last stage's training
+error under 2%; images 101-200 of each class validate (each method's lr is chosen there), and every
+run is also evaluated on the full test split.
+
+The plan, in order: sgd and osgd at lr 0.05, 0.1 and 0.025 (seed 0), seeds 1 and 2 at the chosen
+lrs, the rest of the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
+width-nested design first, then the depth-nested one; then, at lr 0.05 with 3 seeds, Oracles
+matched to each stage's FLOPs, greedy with the whole schedule for every stage, and osgd's priority
+orders. ``converged_summary`` and ``plot_converged`` report it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+from .runs import DEPTH, WIDTH, final_errors
+
+#: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
+#: class validate. Its learning rates run in this order (the pilot's 0.05 first).
+CONVERGED = [
+    "--dataset=cifar10",
+    "--train-per-class=100",
+    "--val-per-class=100",
+    "--epochs=300",
+    "--batch-size=64",
+    "--eval-every=50",
+]
+
+CONVERGED_LRS = ("0.05", "0.1", "0.025")
+
+#: The base lr of the converged 2x2 ablation (sgd/osgd x mean/sum of the stage losses).
+ABLATION_LR = "0.05"
+
+#: Oracles matched to each nested stage's FLOPs (``timm_anytime.cost``): the width-nested stages
+#: cost 5.24 / 15.48 / 56.03 MFLOPs; plain ``cifar_resnet20`` at width 1/4, 7/16 and 13/16 (integer
+#: channels) costs 5.24 / 15.74 / 53.68. The depth-nested stages cost 31.3 / 61.7 / 120.4; plain
+#: ``cifar_sparse_resnet26`` with 1, 2 and 4 units costs 31.3 / 59.6 / 116.2.
+FLOP_MATCHED_ORACLES = {
+    "w": [("cifar_resnet20", f"width={w}") for w in ("0.25", "0.4375", "0.8125")],
+    "d": [("cifar_sparse_resnet26", f"units_per_stage={u}") for u in (1, 2, 4)],
+}
+
+
+def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
+    """``<design>_<setting>_lr<lr>_s<seed>`` runs of the converged protocol, in order of importance:
+    per design, the lr sweep (seed 0), seeds 1 and 2 at each method's chosen lr (they enter the plan
+    once its sweep is in ``results``), the rest of the 2x2 ablation; then the FLOP-matched Oracles,
+    greedy with the full schedule per stage, and the priority orders, all at ``ABLATION_LR``."""
+    runs: dict[str, list[str]] = {}
+    seeds = (0, 1, 2)
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for lr in CONVERGED_LRS:
+            for method in ("sgd", "osgd"):
+                runs[f"{tag}_{method}_lr{lr}_s0"] = [f"--model={model}", f"--method={method}", f"--lr={lr}"]
+        for method in ("sgd", "osgd"):
+            chosen = chosen_lr(results, tag, method) if results is not None else None
+            for lr in dict.fromkeys(x for x in (chosen, ABLATION_LR) if x is not None):
+                for seed in seeds[1:]:
+                    flags = [f"--model={model}", f"--method={method}", f"--lr={lr}", f"--seed={seed}"]
+                    runs[f"{tag}_{method}_lr{lr}_s{seed}"] = flags
+        # The rest of the 2x2 at ABLATION_LR: sgd on the summed losses (lr x3, weight decay /3, the
+        # same decay step) and osgd on the mean of its orthogonalized gradients.
+        summed_lr, summed_wd = f"{3 * float(ABLATION_LR):.6g}", f"{5e-4 / 3:.6g}"
+        for seed in seeds:
+            runs[f"{tag}_sgd_sum_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=sgd",
+                f"--lr={summed_lr}",
+                f"--weight-decay={summed_wd}",
+                f"--seed={seed}",
+            ]
+            runs[f"{tag}_osgd_mean_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=osgd",
+                "--reduction=mean",
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    for tag, model in (("w", WIDTH), ("d", DEPTH)):
+        for seed in seeds:
+            for stage, (oracle, kwargs) in enumerate(FLOP_MATCHED_ORACLES[tag], start=1):
+                runs[f"{tag}_oracle{stage}_lr{ABLATION_LR}_s{seed}"] = [
+                    f"--model={oracle}",
+                    "--model-kwargs",
+                    kwargs,
+                    "--method=sgd",
+                    f"--lr={ABLATION_LR}",
+                    f"--seed={seed}",
+                ]
+            # greedy splits --epochs over its stages: 300 epochs (the whole schedule) for each
+            runs[f"{tag}_greedy_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={model}",
+                "--method=greedy",
+                "--epochs=900",
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    for seed in seeds:
+        for order in ("321", "213"):  # the default is 1 2 3
+            runs[f"w_osgd_p{order}_lr{ABLATION_LR}_s{seed}"] = [
+                f"--model={WIDTH}",
+                "--method=osgd",
+                "--priority",
+                *order,
+                f"--lr={ABLATION_LR}",
+                f"--seed={seed}",
+            ]
+    return runs
+
+
+def chosen_lr(results: Path, tag: str, method: str) -> str | None:
+    """The lr of ``CONVERGED_LRS`` with the lowest mean validation error over the stages (last
+    evaluation, seed 0), or None while any of them has not finished."""
+    means = {}
+    for lr in CONVERGED_LRS:
+        metrics = results / f"{tag}_{method}_lr{lr}_s0" / "metrics.jsonl"
+        if not (metrics.parent / "eval.json").is_file():
+            return None
+        records = [json.loads(x) for x in metrics.read_text().splitlines()]
+        val = [r["val_top1_err"] for r in records if "val_top1_err" in r]
+        means[lr] = statistics.mean(val[-1])
+    return min(means, key=means.get)
+
+
+#: The converged comparisons: (what it isolates, run variant a, run variant b); ``{sgd}`` and
+#: ``{osgd}`` are those methods' lrs chosen on the validation split.
+CONVERGED_COMPARISONS = (
+    ("osgd vs sgd, each at its validated lr", "osgd_lr{osgd}", "sgd_lr{sgd}"),
+    ("osgd vs sgd at lr 0.05", "osgd_lr0.05", "sgd_lr0.05"),
+    ("projection, at the summed step (osgd vs sgd on the sum)", "osgd_lr0.05", "sgd_sum_lr0.05"),
+    ("projection, at the mean step (osgd on the mean vs sgd)", "osgd_mean_lr0.05", "sgd_lr0.05"),
+    ("step size, sgd (sum vs mean)", "sgd_sum_lr0.05", "sgd_lr0.05"),
+    ("step size, osgd (sum vs mean)", "osgd_lr0.05", "osgd_mean_lr0.05"),
+)
+
+
+def converged_summary(results: Path) -> str:
+    """Markdown: per design and setting, validation and test errors (mean +/- sd over seeds) and how
+    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage."""
+    from timm_anytime.learning_curves import convergence, read_learning_curve
+
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    for run in sorted(p for p in results.iterdir() if (p / "eval.json").is_file()):
+        tag, variant = run.name[0], re.sub(r"^[wd]_|_s\d+$", "", run.name)
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        group = groups.setdefault((tag, variant), {"test": [], "val": [], "converged": [], "seeds": []})
+        group["test"].append(final_errors(run)[1])
+        group["val"].append([r["val_top1_err"] for r in records if "val_top1_err" in r][-1])
+        group["converged"].append(convergence(read_learning_curve(run)).converged)
+        group["seeds"].append(run.name.rsplit("_s", 1)[1])
+
+    def cells(rows: list[list[float]]) -> str:
+        stages = list(zip(*rows, strict=True))
+        if len(rows) == 1:
+            return " / ".join(f"{s[0]:.2f}" for s in stages)
+        return " / ".join(f"{statistics.mean(s):.2f} ± {statistics.stdev(s):.2f}" for s in stages)
+
+    lines = [
+        "| design | setting | seeds | validation err % per stage | test err % per stage | converged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (tag, variant), g in sorted(groups.items()):
+        seeds = ",".join(g["seeds"])
+        lines.append(
+            f"| {tag} | {variant} | {seeds} | {cells(g['val'])} | {cells(g['test'])} | "
+            f"{sum(g['converged'])}/{len(g['converged'])} |"
+        )
+    lines += [
+        "",
+        "| design | comparison | a - b, test err % per stage: difference (95% CI; Welch; detectable) |",
+        "|---|---|---|",
+    ]
+    for tag in ("w", "d"):
+        chosen = {m: chosen_lr(results, tag, m) for m in ("sgd", "osgd")}
+        for what, a, b in CONVERGED_COMPARISONS:
+            if "{" in a and None in chosen.values():
+                continue
+            a, b = a.format(**chosen), b.format(**chosen)
+            ga, gb = groups.get((tag, a)), groups.get((tag, b))
+            if not ga or not gb or len(ga["test"]) < 2 or len(gb["test"]) < 2:
+                continue
+            stages = zip(zip(*ga["test"], strict=True), zip(*gb["test"], strict=True), strict=True)
+            tests = [_welch_cell(x, y) for x, y in stages]
+            cell = "<br>".join(f"stage {i + 1}: {t}" for i, t in enumerate(tests))
+            lines.append(f"| {tag} | {what}: {a} - {b} | {cell} |")
+        # each nested stage against the Oracle of its FLOPs (an independent network per stage)
+        oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
+        for variant in (f"osgd_lr{ABLATION_LR}", f"sgd_lr{ABLATION_LR}", f"greedy_lr{ABLATION_LR}"):
+            nested = groups.get((tag, variant))
+            if not nested or len(nested["test"]) < 2 or any(not o or len(o["test"]) < 2 for o in oracles):
+                continue
+            by_stage = list(zip(*nested["test"], strict=True))
+            tests = [_welch_cell(by_stage[k], [r[0] for r in o["test"]]) for k, o in enumerate(oracles)]
+            cell = "<br>".join(f"stage {k + 1}: {t}" for k, t in enumerate(tests))
+            lines.append(f"| {tag} | nested vs FLOP-matched Oracle: {variant} - oracle_k | {cell} |")
+    return "\n".join(lines)
+
+
+def plot_converged(results: Path) -> list[Path]:
+    """``comparison.png`` (test error per stage, mean +/- sd over seeds, one line per setting and a
+    panel per design) and ``learning_curves.png`` (seed 0 of every setting) in ``results``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
+
+    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
+        variants: dict[str, list[list[float]]] = {}
+        for run in finished:
+            if run.name.startswith(f"{tag}_") and "oracle" not in run.name:
+                variants.setdefault(re.sub(r"^[wd]_|_s\d+$", "", run.name), []).append(final_errors(run)[1])
+        oracles = [
+            [final_errors(r)[1][0] for r in finished if r.name.startswith(f"{tag}_oracle{k}_")] for k in (1, 2, 3)
+        ]
+        if all(oracles):
+            variants["oracle (FLOP-matched)"] = [list(x) for x in zip(*oracles, strict=False)]
+        for i, (variant, rows) in enumerate(sorted(variants.items())):
+            stages = list(zip(*rows, strict=True))
+            means = [statistics.mean(s) for s in stages]
+            sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
+            x = [k + 1 + 0.04 * (i - len(variants) / 2) for k in range(len(stages))]
+            ax.errorbar(x, means, yerr=sds, marker="o", ms=4, capsize=3, label=f"{variant} (n={len(rows)})")
+        ax.set(title=f"{title}: converged protocol", xlabel="stage", ylabel="test top-1 error (%)", xticks=[1, 2, 3])
+        ax.grid(alpha=0.3)
+        if variants:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    comparison = results / "comparison.png"
+    fig.savefig(comparison, dpi=110)
+    plt.close(fig)
+    seed0 = {run.name: read_learning_curve(run) for run in finished if run.name.endswith("_s0")}
+    curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
+    return [comparison, curves]
+
+
+def _welch_cell(a: tuple[float, ...], b: tuple[float, ...]) -> str:
+    from timm_anytime.significance import welch_test
+
+    try:
+        return str(welch_test(a, b))
+    except ValueError:  # every seed of both settings gave the same error
+        return f"{statistics.mean(a) - statistics.mean(b):+.2f} (no spread across seeds: untestable)"

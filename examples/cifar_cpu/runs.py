@@ -1,0 +1,35 @@
+"""Run names and result folders of the CIFAR-10 CPU reproduction: the two designs, report labels,
+and reading a finished run's per-stage errors back."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+WIDTH, DEPTH = "anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124"
+
+
+def is_sweep(name: str) -> bool:
+    """A run of the underfit protocol's learning-rate sweep (validated, never tested)."""
+    return name.startswith("sweep_")
+
+
+def label(name: str) -> str:
+    """The report label of a run: its setting without the seed and the design prefix (``w_osgd_s1``
+    -> ``osgd``, ``oracle_w0.25_s0`` -> ``oracle_w0.25``); seeds of one setting share it."""
+    return re.sub(r"^(sweep_)?[wd]_", "", re.sub(r"_s\d+$", "", name))
+
+
+def final_errors(run: Path) -> tuple[dict, list[float], int]:
+    """A result folder's config, final per-stage top-1 errors and epoch: from ``eval.json``, or from
+    the last evaluation in ``metrics.jsonl`` when that is later (an evaluation cut short)."""
+    import yaml
+
+    result = json.loads((run / "eval.json").read_text())
+    errors, epoch = [s["top1_err"] for s in result["stages"]], int(result.get("epoch") or 0)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "eval_top1_err" in record and int(record["epoch"]) > epoch:
+            errors, epoch = record["eval_top1_err"], int(record["epoch"])
+    return yaml.safe_load((run / "config.yaml").read_text()), errors, epoch
