@@ -232,6 +232,8 @@ def plot_converged(results: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         if variants:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", color="grey")
     fig.tight_layout()
     comparison = results / "comparison.png"
     fig.savefig(comparison, dpi=110)

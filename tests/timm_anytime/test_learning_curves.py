@@ -49,8 +49,27 @@ def test_convergence_needs_a_low_error_and_a_flat_loss(tmp_path: Path) -> None:
     assert not result.converged
     assert result.final_lr == 0.001
     table = convergence_table({"a": curve_of(flat, 1.5), "b": curve_of(falling, 1.0)})
-    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% | yes |" in table
-    assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% | **no** |" in table
+    # a: 0.100 vs 0.101; both windows' sample variances 2e-6, so 2 SE = 2 * sqrt(2e-6/2 + 2e-6/2) / 0.101
+    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% (2.8%) | yes |" in table
+    assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% (0.0%) | **no** |" in table
+
+
+def test_a_change_inside_the_epoch_noise_is_flat(tmp_path: Path) -> None:
+    """Near zero the loss jumps by tens of percent from epoch to epoch: two window means 8% apart
+    are flat when the epochs scatter that much, and not when they do not."""
+
+    def curve_of(losses: list[float]):
+        records = [record(e + 1, 0.001, loss, 0.5) for e, loss in enumerate(losses)]
+        return read_learning_curve(write_metrics(tmp_path / f"r{len(list(tmp_path.iterdir()))}", records))
+
+    noisy = [1.0] * 32 + [0.004, 0.006] * 2 + [0.0035, 0.0055] * 2  # means 0.0050 and 0.0045: 10% apart
+    result = convergence(curve_of(noisy))
+    assert result.loss_change == pytest.approx(0.1)
+    # 2 SE = 2 * sqrt(var(last) / 4 + var(before) / 4) / 0.005: var = 4/3 * 0.001^2 for both windows
+    assert result.loss_noise == pytest.approx(2 * (2 * (4 / 3) * 1e-6 / 4) ** 0.5 / 0.005)
+    assert result.converged
+    steady = [1.0] * 32 + [0.005] * 4 + [0.0045] * 4  # the same 10% drop without scatter: still falling
+    assert not convergence(curve_of(steady)).converged
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

@@ -7,15 +7,20 @@ stage at a time, so its records hold the stage in training only.) This module re
 them back, judges convergence by a stated rule, and plots them (``anytime-report`` adds both).
 
 Convergence rule (issue 15): at the last epoch the last stage's training error is under
-``max_train_err`` (2%), and its mean training loss over the last ``window`` (10%) of the epochs is
-within ``max_loss_change`` (5%, relative) of its mean over the ``window`` before. Means over
-windows, because near zero the loss of single epochs jumps by 20% with the augmentation. A flat
-loss alone is not enough: it is also flat once the learning rate has decayed to almost nothing.
+``max_train_err`` (2%), and its training loss is flat: the mean over the last ``window`` (10%) of
+the epochs is within ``max_loss_change`` (5%, relative) of the mean over the ``window`` before, or
+the two means differ by less than twice the standard error of their difference (the epoch-to-epoch
+noise: near zero, a loss of 0.005 jumps by 25% from epoch to epoch with the augmentation, and two
+30-epoch means of it differ by 8% with no trend). Means over windows, because single epochs are
+that noisy. A flat loss alone is not enough: it is also flat once the learning rate has decayed to
+almost nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +82,7 @@ class Convergence:
     loss_change: float  # relative change of the last stage's mean training loss, last window vs the one before
     final_lr: float
     converged: bool
+    loss_noise: float = 0.0  # twice the standard error of that change (epoch-to-epoch noise), relative
 
 
 def convergence(
@@ -87,26 +93,29 @@ def convergence(
     losses = [loss[-1] for loss in curve.train_loss]
     last = losses[-width:]
     before = losses[-2 * width : -width] or losses[:1]
-    mean_before = sum(before) / len(before)
-    change = abs(sum(last) / len(last) - mean_before) / max(abs(mean_before), 1e-12)
+    mean_before = statistics.fmean(before)
+    scale = max(abs(mean_before), 1e-12)
+    change = abs(statistics.fmean(last) - mean_before) / scale
+    spread = sum(statistics.variance(w) / len(w) for w in (last, before) if len(w) > 1)
+    noise = 2 * math.sqrt(spread) / scale
     final = curve.train_err[-1]
-    return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and change < max_loss_change)
+    flat = change < max_loss_change or change <= noise
+    return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and flat, noise)
 
 
 def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
     """Markdown: per run, the final training error per stage, the loss change and the verdict."""
     lines = [
         "| run | epochs | final lr | final training err % per stage | last-stage mean loss, last 10% of epochs "
-        "against the 10% before | converged (last stage < 2%, change < 5%) |",
+        "against the 10% before (noise: 2 SE) | converged (last stage < 2%, change < 5% or within noise) |",
         "|---|---|---|---|---|---|",
     ]
     for name, curve in curves.items():
         c = convergence(curve)
         errors = " / ".join(f"{e:.2f}" for e in c.final_train_err)
         verdict = "yes" if c.converged else "**no**"
-        lines.append(
-            f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {100 * c.loss_change:.1f}% | {verdict} |"
-        )
+        change = f"{100 * c.loss_change:.1f}% ({100 * c.loss_noise:.1f}%)"
+        lines.append(f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {change} | {verdict} |")
     return "\n".join(lines)
 
 
