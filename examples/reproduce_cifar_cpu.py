@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from cifar_cpu import converged, underfit
 from cifar_cpu.runs import is_sweep, label
@@ -88,7 +89,12 @@ def require_clean_tree(allow_dirty: bool, results: Path | None = None) -> None:
         )
 
 
-def claim(lock: Path):
+def is_done(results: Path, name: str) -> bool:
+    """Whether ``name``'s results are in: ``eval.json``, or for a validated-only sweep run its metrics."""
+    return (results / name / ("metrics.jsonl" if is_sweep(name) else "eval.json")).is_file()
+
+
+def claim(lock: Path) -> TextIO | None:
     """An exclusive lock on ``lock`` (held until the returned file is closed or the process exits),
     or None when another worker holds it."""
     import fcntl
@@ -144,11 +150,7 @@ def main() -> None:
         """The plan's runs without results (read again after every run: a finished sweep adds runs)."""
         current = make_plan(results)
         names = args.only or list(current)
-        return {
-            n: current[n]
-            for n in names
-            if not (results / n / ("metrics.jsonl" if is_sweep(n) else "eval.json")).is_file()
-        }
+        return {n: current[n] for n in names if not is_done(results, n)}
 
     if args.list:
         waiting = todo()
@@ -166,9 +168,7 @@ def main() -> None:
             busy.add(name)
             continue
         with lock:
-            if (results / name / "eval.json").is_file() or (
-                is_sweep(name) and (results / name / "metrics.jsonl").is_file()
-            ):
+            if is_done(results, name):
                 continue  # another worker finished it meanwhile
             require_clean_tree(args.allow_dirty, results)
             if not Path(args.data_dir).is_dir():
