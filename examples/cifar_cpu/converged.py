@@ -12,12 +12,10 @@ orders. ``converged_summary`` and ``plot_converged`` report it.
 
 from __future__ import annotations
 
-import json
-import re
 import statistics
 from pathlib import Path
 
-from .runs import DEPTH, WIDTH, final_errors
+from .runs import DEPTH, WIDTH, final_errors, label, last_validation_errors
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
 #: class validate. Its learning rates run in this order (the pilot's 0.05 first).
@@ -117,12 +115,10 @@ def chosen_lr(results: Path, tag: str, method: str) -> str | None:
     evaluation, seed 0), or None while any of them has not finished."""
     means = {}
     for lr in CONVERGED_LRS:
-        metrics = results / f"{tag}_{method}_lr{lr}_s0" / "metrics.jsonl"
-        if not (metrics.parent / "eval.json").is_file():
+        run = results / f"{tag}_{method}_lr{lr}_s0"
+        if not (run / "eval.json").is_file():
             return None
-        records = [json.loads(x) for x in metrics.read_text().splitlines()]
-        val = [r["val_top1_err"] for r in records if "val_top1_err" in r]
-        means[lr] = statistics.mean(val[-1])
+        means[lr] = statistics.mean(last_validation_errors(run))
     return min(means, key=means.get)
 
 
@@ -138,20 +134,25 @@ CONVERGED_COMPARISONS = (
 )
 
 
-def converged_summary(results: Path) -> str:
-    """Markdown: per design and setting, validation and test errors (mean +/- sd over seeds) and how
-    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage."""
+def collect_runs(results: Path) -> dict[tuple[str, str], dict[str, list]]:
+    """The finished runs in ``results``, grouped by (design, setting) over seeds: per run its test
+    and validation errors per stage, whether it met the convergence rule, and its seed."""
     from timm_anytime.learning_curves import convergence, read_learning_curve
 
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for run in sorted(p for p in results.iterdir() if (p / "eval.json").is_file()):
-        tag, variant = run.name[0], re.sub(r"^[wd]_|_s\d+$", "", run.name)
-        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        group = groups.setdefault((tag, variant), {"test": [], "val": [], "converged": [], "seeds": []})
+        group = groups.setdefault((run.name[0], label(run.name)), {"test": [], "val": [], "converged": [], "seeds": []})
         group["test"].append(final_errors(run)[1])
-        group["val"].append([r["val_top1_err"] for r in records if "val_top1_err" in r][-1])
+        group["val"].append(last_validation_errors(run))
         group["converged"].append(convergence(read_learning_curve(run)).converged)
         group["seeds"].append(run.name.rsplit("_s", 1)[1])
+    return groups
+
+
+def converged_summary(results: Path) -> str:
+    """Markdown: per design and setting, validation and test errors (mean +/- sd over seeds) and how
+    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage."""
+    groups = collect_runs(results)
 
     def cells(rows: list[list[float]]) -> str:
         stages = list(zip(*rows, strict=True))
@@ -210,18 +211,15 @@ def plot_converged(results: Path) -> list[Path]:
 
     from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
 
-    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+    groups = collect_runs(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
     for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
-        variants: dict[str, list[list[float]]] = {}
-        for run in finished:
-            if run.name.startswith(f"{tag}_") and "oracle" not in run.name:
-                variants.setdefault(re.sub(r"^[wd]_|_s\d+$", "", run.name), []).append(final_errors(run)[1])
-        oracles = [
-            [final_errors(r)[1][0] for r in finished if r.name.startswith(f"{tag}_oracle{k}_")] for k in (1, 2, 3)
-        ]
+        variants = {v: g["test"] for (t, v), g in groups.items() if t == tag and not v.startswith("oracle")}
+        oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
         if all(oracles):
-            variants["oracle (FLOP-matched)"] = [list(x) for x in zip(*oracles, strict=False)]
+            # one row per seed index: the single-stage error of Oracle 1, 2 and 3
+            per_stage = [[errors[0] for errors in o["test"]] for o in oracles]
+            variants["oracle (FLOP-matched)"] = [list(row) for row in zip(*per_stage, strict=False)]
         for i, (variant, rows) in enumerate(sorted(variants.items())):
             stages = list(zip(*rows, strict=True))
             means = [statistics.mean(s) for s in stages]
@@ -238,6 +236,7 @@ def plot_converged(results: Path) -> list[Path]:
     comparison = results / "comparison.png"
     fig.savefig(comparison, dpi=110)
     plt.close(fig)
+    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
     seed0 = {run.name: read_learning_curve(run) for run in finished if run.name.endswith("_s0")}
     curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
     return [comparison, curves]

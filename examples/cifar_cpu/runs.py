@@ -33,3 +33,14 @@ def final_errors(run: Path) -> tuple[dict, list[float], int]:
         if "eval_top1_err" in record and int(record["epoch"]) > epoch:
             errors, epoch = record["eval_top1_err"], int(record["epoch"])
     return yaml.safe_load((run / "config.yaml").read_text()), errors, epoch
+
+
+def last_validation_errors(run: Path) -> list[float] | None:
+    """The per-stage validation errors of a run's last evaluation (runs with ``--val-per-class``),
+    or None when it has none yet."""
+    last = None
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "val_top1_err" in record:
+            last = record["val_top1_err"]
+    return last

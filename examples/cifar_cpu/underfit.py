@@ -12,12 +12,11 @@ fairly.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from pathlib import Path
 
-from .runs import DEPTH, WIDTH, final_errors
+from .runs import DEPTH, WIDTH, final_errors, last_validation_errors
 
 #: C of normsgd / osgd_norm from ``examples/calibrate_norm_scale.py`` under the protocol (seed 0):
 #: the median per-parameter RMS gradient of each design's stages over one epoch of sgd.
@@ -102,12 +101,11 @@ def sweep_summary(folder: Path) -> str:
     """Markdown: validation error per stage for every swept lr, and each method's chosen lr."""
     rows: dict[tuple[str, str], dict[str, list[float]]] = {}
     for run in sorted(folder.glob("sweep_*")):
-        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        last = [r for r in records if "val_top1_err" in r]
-        if not last:
+        last = last_validation_errors(run)
+        if last is None:
             continue
         _, tag, method, lr = run.name.split("_", 3)
-        rows.setdefault((tag, method), {})[lr.removeprefix("lr")] = last[-1]["val_top1_err"]
+        rows.setdefault((tag, method), {})[lr.removeprefix("lr")] = last
     lines = ["| design | method | lr | validation top-1 err % per stage | mean | chosen |", "|---|---|---|---|---|---|"]
     for (tag, method), by_lr in rows.items():
         means = {lr: statistics.mean(errors) for lr, errors in by_lr.items()}
