@@ -126,6 +126,9 @@ def main() -> None:
     )
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
+    for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary]:
+        if folder is not None and not Path(folder).is_dir():
+            raise SystemExit(f"no results folder {folder}: pass a results/<protocol> folder, e.g. results/cifar10_cpu")
     if args.summary:
         print(underfit.summary([Path(f) for f in args.summary]))
         return

@@ -270,3 +270,9 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
     paths = converged.plot_converged(tmp_path)
     assert [p.name for p in paths] == ["comparison.png", "learning_curves.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["reproduce_cifar_cpu.py", "--converged-summary", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match=r"no results folder .*nope"):
+        reproduce.main()
