@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from osgd import OSGD
-from timm_anytime.train.config import OSGD_METHODS, TrainConfig
-from timm_anytime.train.methods import Phase, RuleInputs, build_update_rule
+from timm_anytime.train.config import TrainConfig
+from timm_anytime.train.methods import OSGD_METHODS, Phase, RuleInputs, build_update_rule
 from timm_anytime.train.stage_passes import resolve_stage_passes, separate_stage_losses
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")

@@ -69,7 +69,9 @@ def main() -> None:
     args, train_argv = parser.parse_known_args()
     if "-h" in train_argv or "--help" in train_argv:
         print(__doc__)
-        return
+        extra = "and the training flags of `anytime-train --help` (model, data, lr, batch size, seed)"
+        print(f"{parser.format_help().rstrip()}\n  {extra}")
+        parser.exit()
     try:
         rows = measure(train_argv, args.steps)
     except (ValueError, FileNotFoundError) as error:  # a wrong model name, a missing data folder
