@@ -7,9 +7,11 @@ the exact commands are copied to ``results/<protocol folder>/<name>/`` (no weigh
 results exist is skipped, so the queue can be stopped and restarted at any time, across sessions
 and machines.
 
-Two protocols (``--protocol``), each a module of ``examples/cifar_cpu/``: ``underfit`` (the
-default; 5,000 images, 10 epochs; results in ``results/cifar10_cpu/``) and ``converged`` (1,000
-images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_converged/``):
+Three protocols (``--protocol``), each a module of ``examples/cifar_cpu/``: ``underfit`` (the
+default; 5,000 images, 10 epochs; results in ``results/cifar10_cpu/``), ``converged`` (1,000
+images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_converged/``) and
+``checkpoints`` (the shipped checkpoints: 50,000 images, 100 epochs, hours per run;
+``results/cifar10_cpu_checkpoints/``, weights stay in the run folder):
 
     python examples/reproduce_cifar_cpu.py --data-dir ../shared/datasets/cifar10   # run what is missing
     python examples/reproduce_cifar_cpu.py --list                                   # the plan and its state
@@ -21,6 +23,8 @@ images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_conve
     python examples/reproduce_cifar_cpu.py --protocol converged --list
     python examples/reproduce_cifar_cpu.py --converged-summary results/cifar10_cpu_converged
                                               # mean +/- sd over seeds, convergence, Welch tests, plots
+    python examples/reproduce_cifar_cpu.py --protocol checkpoints --runs ../checkpoint_runs
+                                              # the shipped checkpoints (hours per run, resumable)
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.
@@ -37,7 +41,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from cifar_cpu import converged, underfit
+from cifar_cpu import checkpoints, converged, underfit
 from cifar_cpu.runs import is_sweep, label
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = {
     "underfit": (underfit.PROTOCOL, lambda results: underfit.plan(), "cifar10_cpu", "repro"),
     "converged": (converged.CONVERGED, converged.converged_plan, "cifar10_cpu_converged", "repro_converged"),
+    "checkpoints": (checkpoints.CHECKPOINTS, checkpoints.plan, "cifar10_cpu_checkpoints", "checkpoints"),
 }
 
 

@@ -18,7 +18,7 @@ from timm_anytime.train.config import config_from_args
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the script imports its plans from examples/cifar_cpu/, as when run
-from cifar_cpu import converged, runs, underfit  # noqa: E402
+from cifar_cpu import checkpoints, converged, runs, underfit  # noqa: E402
 
 SCRIPT = EXAMPLES / "reproduce_cifar_cpu.py"
 spec = importlib.util.spec_from_file_location("reproduce_cifar_cpu", SCRIPT)
@@ -167,6 +167,26 @@ def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_p
     )
     assert summed.lr * summed.weight_decay == pytest.approx(0.05 * 5e-4, rel=1e-5)  # the decay step of lr 0.05
     assert (summed.lr, summed.seed) == (pytest.approx(0.15), 2)
+
+
+def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape(tmp_path: Path) -> None:
+    plan = checkpoints.plan()
+    assert list(plan) == ["w_osgd_s0", "d_osgd_s0"]
+    models = set()
+    for name, flags in plan.items():
+        steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
+        cfg = config_from_args(steps[0][1:])
+        models.add(cfg.model)
+        assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
+        assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == ("osgd", 0.1, 128, 0.9, 5e-4)
+        assert (cfg.epochs, cfg.sched, cfg.decay_rate, cfg.milestones(cfg.epochs)) == (
+            100,
+            "multistep",
+            0.2,
+            [30, 60, 80],
+        )
+        assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
+    assert models == {runs.WIDTH, runs.DEPTH}
 
 
 def _val_run(results: Path, name: str, val: list[float]) -> None:
