@@ -3,7 +3,7 @@ with OSGD on all 50,000 training images, with the paper's schedule shape (lr 0.1
 60 and 80% of the epochs, momentum 0.9, weight decay 5e-4, batch 128) over 100 epochs (the
 paper's: 200), evaluated on the full 10,000-image test split.
 
-A run costs many hours on one CPU core (ResNet-20 w124 with OSGD: about 6 minutes an epoch on
+A run costs many hours on one CPU core (ResNet-20 w124 with OSGD: about 5 minutes an epoch on
 this project's 2-core VM, single-threaded, compiled), so it checkpoints every epoch and the queue
 resumes it (``--runs`` outside the worktree keeps the run folder across checkouts):
 

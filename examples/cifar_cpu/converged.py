@@ -151,7 +151,8 @@ def collect_runs(results: Path) -> dict[tuple[str, str], dict[str, list]]:
 
 def converged_summary(results: Path) -> str:
     """Markdown: per design and setting, validation and test errors (mean +/- sd over seeds) and how
-    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage."""
+    many runs met the convergence rule; then Welch tests of ``CONVERGED_COMPARISONS`` per stage;
+    then the convergence rule and how soon the last stage fitted, per run."""
     groups = collect_runs(results)
 
     def cells(rows: list[list[float]]) -> str:
@@ -198,6 +199,10 @@ def converged_summary(results: Path) -> str:
             tests = [_welch_cell(by_stage[k], [r[0] for r in o["test"]]) for k, o in enumerate(oracles)]
             cell = "<br>".join(f"stage {k + 1}: {t}" for k, t in enumerate(tests))
             lines.append(f"| {tag} | nested vs FLOP-matched Oracle: {variant} - oracle_k | {cell} |")
+    from timm_anytime.learning_curves import convergence_table, read_learning_curve
+
+    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+    lines += ["", convergence_table({run.name: read_learning_curve(run) for run in finished})]
     return "\n".join(lines)
 
 

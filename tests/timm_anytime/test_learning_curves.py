@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from timm_anytime.learning_curves import convergence, convergence_table, plot_learning_curves, read_learning_curve
+from timm_anytime.learning_curves import (
+    convergence,
+    convergence_table,
+    fit_epoch,
+    plot_learning_curves,
+    read_learning_curve,
+)
 
 
 def write_metrics(folder: Path, records: list[dict]) -> Path:
@@ -50,8 +56,20 @@ def test_convergence_needs_a_low_error_and_a_flat_loss(tmp_path: Path) -> None:
     assert result.final_lr == 0.001
     table = convergence_table({"a": curve_of(flat, 1.5), "b": curve_of(falling, 1.0)})
     # a: 0.100 vs 0.101; both windows' sample variances 2e-6, so 2 SE = 2 * sqrt(2e-6/2 + 2e-6/2) / 0.101
-    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% (2.8%) | yes |" in table
-    assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% (0.0%) | **no** |" in table
+    assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% (2.8%) | yes | never |" in table  # 1.5% at the end: not < 1%
+    assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% (0.0%) | **no** | never |" in table
+
+
+def test_fit_epoch_is_where_every_later_10_epoch_mean_stays_under_1_percent(tmp_path: Path) -> None:
+    def curve_of(errors: list[float]):
+        records = [record(e + 1, 0.1, 1.0, err) for e, err in enumerate(errors)]
+        return read_learning_curve(write_metrics(tmp_path / f"r{len(list(tmp_path.iterdir()))}", records))
+
+    # 10% for 15 epochs, then 0.5%: the window starting at epoch 15 averages (10 + 9 * 0.5) / 10 = 1.45
+    assert fit_epoch(curve_of([10.0] * 15 + [0.5] * 15)) == 16
+    # a spike of 12% at epoch 25 lifts every window holding it to at least (12 + 9 * 0.5) / 10 = 1.65
+    assert fit_epoch(curve_of([10.0] * 15 + [0.5] * 9 + [12.0] + [0.5] * 5)) == 26
+    assert fit_epoch(curve_of([10.0] * 15 + [0.5] * 15), max_train_err=0.5) is None  # 0.5 is not under 0.5
 
 
 def test_a_change_inside_the_epoch_noise_is_flat(tmp_path: Path) -> None:

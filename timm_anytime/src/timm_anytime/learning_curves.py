@@ -103,19 +103,39 @@ def convergence(
     return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and flat, noise)
 
 
+def fit_epoch(curve: LearningCurve, max_train_err: float = 1.0, window: int = 10) -> int | None:
+    """How soon the last stage fits its training images: the first epoch from which the mean of the
+    last stage's training error over every ``window`` consecutive epochs (the last ones: over what
+    is left) stays under ``max_train_err`` %, or None if it never does."""
+    errors = [err[-1] for err in curve.train_err]
+    means = [statistics.fmean(errors[i : i + window]) for i in range(len(errors))]
+    first = None
+    for i in reversed(range(len(means))):
+        if means[i] >= max_train_err:
+            break
+        first = curve.epochs[i]
+    return first
+
+
 def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
-    """Markdown: per run, the final training error per stage, the loss change and the verdict."""
+    """Markdown: per run, the final training error per stage, the loss change, the verdict, and
+    :func:`fit_epoch`."""
     lines = [
         "| run | epochs | final lr | final training err % per stage | last-stage mean loss, last 10% of epochs "
-        "against the 10% before (noise: 2 SE) | converged (last stage < 2%, change < 5% or within noise) |",
-        "|---|---|---|---|---|---|",
+        "against the 10% before (noise: 2 SE) | converged (last stage < 2%, change < 5% or within noise) "
+        "| last stage under 1% (10-epoch means) from epoch |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, curve in curves.items():
         c = convergence(curve)
         errors = " / ".join(f"{e:.2f}" for e in c.final_train_err)
         verdict = "yes" if c.converged else "**no**"
         change = f"{100 * c.loss_change:.1f}% ({100 * c.loss_noise:.1f}%)"
-        lines.append(f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {change} | {verdict} |")
+        fit = fit_epoch(curve)
+        lines.append(
+            f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {change} | {verdict} "
+            f"| {'never' if fit is None else fit} |"
+        )
     return "\n".join(lines)
 
 
