@@ -7,8 +7,10 @@ A run costs many hours on one CPU core (ResNet-20 w124 with OSGD: about 5 minute
 this project's 2-core VM, single-threaded, compiled), so it checkpoints every epoch and the queue
 resumes it (``--runs`` outside the worktree keeps the run folder across checkouts):
 
-    python examples/reproduce_cifar_cpu.py --protocol checkpoints --runs ../checkpoint_runs Its test error is read
-every 10 epochs to show progress; nothing is chosen on it: the last epoch is what ships.
+    python examples/reproduce_cifar_cpu.py --protocol checkpoints --runs ../checkpoint_runs
+
+Its test error is read every 10 epochs to show progress; nothing is chosen on it: the last epoch
+is what ships.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 from .runs import DEPTH, WIDTH
 
-#: ``--channels-last --compile`` change float rounding only (docs/training.md); single-threaded
-#: they made an OSGD step of ResNet-20 w124 at batch 128 1.68x faster here (2,231 -> 1,327 ms).
+#: ``--channels-last --compile`` change float rounding only (docs/training.md). Single-threaded,
+#: they made an OSGD step of ResNet-20 w124 at batch 128 1.68x faster on the 2-core VM (2,231 ->
+#: 1,327 ms, medians of 8; ``benchmarks/train_step.py --threads 1``, beside two other runs).
 CHECKPOINTS = [
     "--dataset=cifar10",
     "--epochs=100",
