@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .runs import DEPTH, WIDTH, final_errors, label, last_validation_errors
+from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
 #: class validate. Its learning rates run in this order (the pilot's 0.05 first).
@@ -140,7 +140,7 @@ def collect_runs(results: Path) -> dict[tuple[str, str], dict[str, list]]:
     from timm_anytime.learning_curves import convergence, read_learning_curve
 
     groups: dict[tuple[str, str], dict[str, list]] = {}
-    for run in sorted(p for p in results.iterdir() if (p / "eval.json").is_file()):
+    for run in finished_runs(results):
         group = groups.setdefault((run.name[0], label(run.name)), {"test": [], "val": [], "converged": [], "seeds": []})
         group["test"].append(final_errors(run)[1])
         group["val"].append(last_validation_errors(run))
@@ -201,8 +201,7 @@ def converged_summary(results: Path) -> str:
             lines.append(f"| {tag} | nested vs FLOP-matched Oracle: {variant} - oracle_k | {cell} |")
     from timm_anytime.learning_curves import convergence_table, read_learning_curve
 
-    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
-    lines += ["", convergence_table({run.name: read_learning_curve(run) for run in finished})]
+    lines += ["", convergence_table({run.name: read_learning_curve(run) for run in finished_runs(results)})]
     return "\n".join(lines)
 
 
@@ -241,8 +240,7 @@ def plot_converged(results: Path) -> list[Path]:
     comparison = results / "comparison.png"
     fig.savefig(comparison, dpi=110)
     plt.close(fig)
-    finished = sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
-    seed0 = {run.name: read_learning_curve(run) for run in finished if run.name.endswith("_s0")}
+    seed0 = {run.name: read_learning_curve(run) for run in finished_runs(results) if run.name.endswith("_s0")}
     curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
     return [comparison, curves]
 

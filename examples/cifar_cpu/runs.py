@@ -21,6 +21,11 @@ def label(name: str) -> str:
     return re.sub(r"^(sweep_)?[wd]_", "", re.sub(r"_s\d+$", "", name))
 
 
+def finished_runs(results: Path) -> list[Path]:
+    """The run folders in ``results`` that ``anytime-eval`` finished (an ``eval.json``), by name."""
+    return sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+
+
 def final_errors(run: Path) -> tuple[dict, list[float], int]:
     """A result folder's config, final per-stage top-1 errors and epoch: from ``eval.json``, or from
     the last evaluation in ``metrics.jsonl`` when that is later (an evaluation cut short)."""

@@ -16,7 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
-from .runs import DEPTH, WIDTH, final_errors, last_validation_errors
+from .runs import DEPTH, WIDTH, final_errors, finished_runs, last_validation_errors
 
 #: C of normsgd / osgd_norm from ``examples/calibrate_norm_scale.py`` under the protocol (seed 0):
 #: the median per-parameter RMS gradient of each design's stages over one epoch of sgd.
@@ -150,7 +150,7 @@ def summary(folders: list[Path]) -> str:
     """Markdown: every measured configuration (seeds pooled: mean and sample std) next to the paper."""
     groups: dict[tuple, list[list[float]]] = {}
     for folder in folders:
-        for run in sorted(p for p in folder.iterdir() if (p / "eval.json").is_file()):
+        for run in finished_runs(folder):
             cfg, errors, epoch = final_errors(run)
             variant = re.sub(r"_s\d+$", "", run.name)
             key = (folder.name, cfg["model"], str(cfg.get("model_kwargs") or ""), variant, cfg["method"], epoch)
