@@ -15,6 +15,10 @@ dense k.
 
     python benchmarks/anytime_inference.py                           # the default models
     python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32 --batch 1
+    python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32 --batch 1 --compile
+
+``--compile`` adds ``torch.compile`` (inductor) of the last stage alone and of all stages as one
+graph: how far fewer Python and per-operator costs would take the incremental path.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ DEFAULTS = [
 ]
 
 
-def variants(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = False) -> dict[str, Callable[[], object]]:
     stages = model.num_stages
 
     def at(stage: int) -> Callable[[], object]:
@@ -54,17 +58,27 @@ def variants(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], 
         return [at(k)() for k in range(1, stages + 1)]
 
     runs: dict[str, Callable[[], object]] = {"full": at(stages), "anytime": anytime, "recompute": recompute}
+    if compile:  # torch.compile (inductor) of the last stage alone, and of all stages as one graph
+        compiled_model = torch.compile(model)
+        compiled_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)))
+
+        def full_compiled() -> object:
+            model.set_active_stage(stages)
+            return compiled_model(x)
+
+        runs["full compiled"] = full_compiled
+        runs["anytime compiled"] = lambda: compiled_anytime(x)
     for k in range(1, stages + 1):
         runs[f"active {k}"] = at(k)
         runs[f"dense {k}"] = model.extract_stage(k).eval()
     return {name: (fn if not isinstance(fn, torch.nn.Module) else (lambda m=fn: m(x))) for name, fn in runs.items()}
 
 
-def measure(name: str, size: int, batch: int, rounds: int, warmup: int) -> dict[str, float]:
+def measure(name: str, size: int, batch: int, rounds: int, warmup: int, compile: bool = False) -> dict[str, float]:
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     x = torch.randn(batch, 3, size, size)
-    runs = variants(model, x)
+    runs = variants(model, x, compile)
     with torch.inference_mode():
         return _time(runs, rounds, warmup)
 
@@ -92,6 +106,13 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
     print(
         f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
     )
+    if "anytime compiled" in median:
+        full, anytime = median["full compiled"], median["anytime compiled"]
+        print(f"  full, compiled               {full:.4f}  = {full / median['full']:.2f}x full")
+        print(
+            f"  anytime compiled, one graph  {anytime:.4f}  = {anytime / full:.2f}x full compiled, "
+            f"{anytime / median['full']:.2f}x full (no exit between stages: a bound, not the API)"
+        )
     for k in range(1, stages + 1):
         a, d = median[f"active {k}"], median[f"dense {k}"]
         print(f"  stage {k}: active {a:.4f}  dense {d:.4f}  = {a / d:.2f}x dense (target <= 1.10)")
@@ -105,6 +126,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile'd full and all-stages passes (compiles first)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +140,7 @@ def main() -> None:
     for name, size in cases:
         size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]
         for batch in args.batch:
-            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup))
+            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup, args.compile))
 
 
 if __name__ == "__main__":
