@@ -310,3 +310,37 @@ def test_anytime_inference_follows_weight_updates(batch: int) -> None:
             model.set_active_stage(k)
             torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(before[-1], after[-1])
+
+
+def test_inference_caches_follow_replaced_weights() -> None:
+    """The inference caches (verified zeros, contiguous weight blocks) must also notice weights that
+    are replaced rather than changed in place: ``model.double()``, or ``vector_to_parameters``
+    (``param.data = ...``, which keeps the version counter). Reference: a fresh model that never
+    cached anything, loaded with the same state."""
+    torch.manual_seed(0)
+    model = nontrivial_batchnorm(timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, width=0.5)).eval()
+    x = torch.randn(2, 3, 32, 32)
+
+    def fresh(dtype: torch.dtype) -> torch.nn.Module:
+        ref = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, width=0.5).to(dtype).eval()
+        ref.load_state_dict(model.state_dict())
+        return ref
+
+    def stage_outputs(net: torch.nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+        outputs = list(net.forward_anytime(inputs))
+        for k in range(1, net.num_stages + 1):
+            net.set_active_stage(k)
+            outputs.append(net(inputs))
+        return outputs
+
+    with torch.no_grad():
+        stage_outputs(model, x)  # fill the caches
+        vector = torch.nn.utils.parameters_to_vector(model.parameters())
+        torch.nn.utils.vector_to_parameters(vector + 0.05 * torch.randn_like(vector), model.parameters())
+        for got, want in zip(stage_outputs(model, x), stage_outputs(fresh(torch.float32), x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        model.double()
+        for got, want in zip(
+            stage_outputs(model, x.double()), stage_outputs(fresh(torch.float64), x.double()), strict=True
+        ):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -13,7 +13,8 @@ Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stag
   ``forward_anytime`` uses: stage k costs only what D_k adds to D_{k-1}).
 """
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from ..stripes import StripeSpec
 class NestedConv2d(nn.Conv2d):
     """A Conv2d whose output stripe j reads input stripes 1..j (all of the input if not striped)."""
 
-    __jit_ignored_attributes__: ClassVar[list[str]] = ["_stripe_weights"]
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_derived_cache"]
 
     out_splits: list[int]
     in_splits: list[int]
@@ -55,9 +56,10 @@ class NestedConv2d(nn.Conv2d):
         for j in range(1, stages + 1):
             mask[self.out_splits[j - 1] : self.out_splits[j], : self.in_splits[j]] = 1
         self.register_buffer("weight_mask", mask, persistent=False)
-        self._zeros_checked_at = -1  # weight version at which the structural zeros were verified
+        # Inference-only values derived from the weight (whether the structural zeros hold, the
+        # contiguous stripe weights), each valid for one version of the weight (see _derived).
+        self._derived_cache: dict[object, tuple[tuple[int, int], object, object]] = {}
         self._zeros_hold = False
-        self._stripe_weights: dict[int, tuple[int, Tensor]] = {}  # stage -> (weight version, stripe)
         with torch.no_grad():
             self.weight.mul_(mask)
 
@@ -65,16 +67,32 @@ class NestedConv2d(nn.Conv2d):
     def _needs_mask(self) -> bool:
         """Whether forward must apply the mask. Always while autograd records (so the structural
         zeros get no gradient) or FX traces; in inference only if the weights outside the mask
-        are not all zero, checked once per version of the weight (any in-place change bumps it).
+        are not all zero, checked once per version of the weight (see ``_derived``).
         Traced or compiled graphs always mask: they must not bake in a check made at trace time."""
-        tracing = is_fx_symbolic_tracing() or torch.compiler.is_compiling()
-        if torch.is_grad_enabled() or tracing or self.weight.is_inference():
-            return True  # (inference tensors keep no version counter to cache the check against)
-        version = self.weight._version
-        if self._zeros_checked_at != version:
-            self._zeros_hold = not bool(torch.any(self.weight * (1 - self.weight_mask)))
-            self._zeros_checked_at = version
+        if not self._caching():
+            return True
+        self._zeros_hold = self._derived("zeros", lambda: not bool(torch.any(self.weight * (1 - self.weight_mask))))
         return not self._zeros_hold
+
+    @torch.jit.unused
+    def _caching(self) -> bool:
+        """Whether values derived from the weight may be cached: only in inference, never while
+        tracing or compiling, and not for inference tensors (they keep no version counter)."""
+        tracing = is_fx_symbolic_tracing() or torch.compiler.is_compiling()
+        return not (torch.is_grad_enabled() or tracing or self.weight.is_inference())
+
+    @torch.jit.unused
+    def _derived(self, key: object, make: Callable[[], Any]) -> Any:
+        """``make()``, cached under ``key`` until the weight changes: in place (its version counter
+        moves) or by replacement (``.data = ...``, ``.to()``, ``.double()``: its data pointer
+        moves; the entry holds the old storage, so no new tensor can reuse that address)."""
+        weight = self.weight
+        stamp = (weight._version, weight.data_ptr())
+        entry = self._derived_cache.get(key)
+        if entry is None or entry[0] != stamp:
+            entry = (stamp, weight.untyped_storage(), make())
+            self._derived_cache[key] = entry
+        return entry[2]
 
     def masked_weight(self) -> Tensor:
         return self.weight * self.weight_mask
@@ -92,25 +110,19 @@ class NestedConv2d(nn.Conv2d):
 
     @torch.jit.unused
     def _stripe_weight(self, k: int) -> Tensor:
-        """Stripe k's weights: a view under autograd or tracing; in inference, a contiguous copy
-        kept until the weight changes (a convolution would otherwise copy the strided view on
-        every call). The copies hold the triangular part of the weight, once."""
-        lo, hi = self.out_splits[k - 1], self.out_splits[k]
-        weight = self.weight[lo:hi, : self.in_splits[k]]
-        if torch.is_grad_enabled() or is_fx_symbolic_tracing() or torch.compiler.is_compiling():
+        """Stripe k's weights: a view under autograd or tracing; in inference, a contiguous
+        copy kept until the weight changes (a convolution would otherwise copy the strided view on
+        every call). The copies hold the triangular part of the weight once more, less the last
+        stripe's rows (already contiguous)."""
+        weight = self.weight[self.out_splits[k - 1] : self.out_splits[k], : self.in_splits[k]]
+        if not self._caching():
             return weight
-        if self.weight.is_inference():
-            return weight  # (inference tensors keep no version counter to cache against)
-        version = self.weight._version
-        cached = self._stripe_weights.get(k)
-        if cached is None or cached[0] != version or cached[1].device != weight.device:
-            channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
-            layout = (
-                torch.channels_last if channels_last and not self.weight.is_contiguous() else torch.contiguous_format
-            )
-            cached = (version, weight.contiguous(memory_format=layout))
-            self._stripe_weights[k] = cached
-        return cached[1]
+        layout = torch.contiguous_format
+        if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
+            layout = torch.channels_last
+        if weight.is_contiguous(memory_format=layout):
+            return weight
+        return self._derived(k, lambda: weight.contiguous(memory_format=layout))
 
     def forward_stripe(self, x: Tensor, k: int) -> Tensor:
         """Output stripe k from the input prefix of stripes <= k (inside the mask: no zeros)."""
