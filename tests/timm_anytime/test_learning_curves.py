@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,18 @@ def test_convergence_needs_a_low_error_and_a_flat_loss(tmp_path: Path) -> None:
     # a: 0.100 vs 0.101; both windows' sample variances 2e-6, so 2 SE = 2 * sqrt(2e-6/2 + 2e-6/2) / 0.101
     assert "| a | 20 | 0.001 | 3.00 / 1.50 | 1.0% (2.8%) | yes | never |" in table  # 1.5% at the end: not < 1%
     assert "| b | 20 | 0.001 | 2.00 / 1.00 | 20.0% (0.0%) | **no** | never |" in table
+
+
+def test_one_epoch_has_no_loss_trend(tmp_path: Path) -> None:
+    """One epoch cannot show a flat loss (it used to compare the epoch with itself: "0.0%")."""
+    one = read_learning_curve(write_metrics(tmp_path / "one", [record(1, 0.1, 0.01, 0.5)]))
+    result = convergence(one)
+    assert not result.converged
+    assert math.isnan(result.loss_change)
+    assert "| one | 1 | 0.1 | 1.00 / 0.50 | n/a (one epoch) | **no** | 1 |" in convergence_table({"one": one})
+    # Three epochs: windows of one epoch each (never longer than half the run).
+    three = read_learning_curve(write_metrics(tmp_path / "three", [record(e, 0.1, 0.5 / e, 0.5) for e in (1, 2, 3)]))
+    assert convergence(three).loss_change == pytest.approx((0.5 / 3 - 0.25) / 0.25 * -1)
 
 
 def test_fit_epoch_is_where_every_later_10_epoch_mean_stays_under_1_percent(tmp_path: Path) -> None:

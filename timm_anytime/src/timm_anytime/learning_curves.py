@@ -88,17 +88,20 @@ class Convergence:
 def convergence(
     curve: LearningCurve, max_train_err: float = 2.0, max_loss_change: float = 0.05, window: float = 0.1
 ) -> Convergence:
-    """Apply the module's convergence rule to ``curve``."""
-    width = max(1, round(window * len(curve.epochs)))
+    """Apply the module's convergence rule to ``curve``. A run of one epoch has no loss trend to
+    judge: its change and noise are NaN and it is not converged."""
+    final = curve.train_err[-1]
+    if len(curve.epochs) < 2:
+        return Convergence(final, math.nan, curve.lr[-1], False, math.nan)
+    width = max(1, min(round(window * len(curve.epochs)), len(curve.epochs) // 2))
     losses = [loss[-1] for loss in curve.train_loss]
     last = losses[-width:]
-    before = losses[-2 * width : -width] or losses[:1]
+    before = losses[-2 * width : -width]
     mean_before = statistics.fmean(before)
     scale = max(abs(mean_before), 1e-12)
     change = abs(statistics.fmean(last) - mean_before) / scale
     spread = sum(statistics.variance(w) / len(w) for w in (last, before) if len(w) > 1)
     noise = 2 * math.sqrt(spread) / scale
-    final = curve.train_err[-1]
     flat = change < max_loss_change or change <= noise
     return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and flat, noise)
 
@@ -130,7 +133,11 @@ def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
         c = convergence(curve)
         errors = " / ".join(f"{e:.2f}" for e in c.final_train_err)
         verdict = "yes" if c.converged else "**no**"
-        change = f"{100 * c.loss_change:.1f}% ({100 * c.loss_noise:.1f}%)"
+        change = (
+            "n/a (one epoch)"
+            if math.isnan(c.loss_change)
+            else f"{100 * c.loss_change:.1f}% ({100 * c.loss_noise:.1f}%)"
+        )
         fit = fit_epoch(curve)
         lines.append(
             f"| {name} | {curve.epochs[-1]} | {c.final_lr:.3g} | {errors} | {change} | {verdict} "
