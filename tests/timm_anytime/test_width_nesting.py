@@ -313,7 +313,7 @@ def test_anytime_inference_follows_weight_updates(batch: int) -> None:
 
 
 def test_inference_caches_follow_replaced_weights() -> None:
-    """The inference caches (verified zeros, contiguous weight blocks) must also notice weights that
+    """The inference caches (verified zeros, contiguous stripe weights) must also notice weights that
     are replaced rather than changed in place: ``model.double()``, or ``vector_to_parameters``
     (``param.data = ...``, which keeps the version counter). Reference: a fresh model that never
     cached anything, loaded with the same state."""
