@@ -117,12 +117,14 @@ class NestedConv2d(nn.Conv2d):
         weight = self.weight[self.out_splits[k - 1] : self.out_splits[k], : self.in_splits[k]]
         if not self._caching():
             return weight
-        layout = torch.contiguous_format
-        if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
-            layout = torch.channels_last
-        if weight.is_contiguous(memory_format=layout):
-            return weight
-        return self._derived(k, lambda: weight.contiguous(memory_format=layout))
+
+        def contiguous_stripe() -> Tensor:  # (a view when it is contiguous already: no copy)
+            layout = torch.contiguous_format
+            if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
+                layout = torch.channels_last
+            return weight.contiguous(memory_format=layout)
+
+        return self._derived(k, contiguous_stripe)
 
     def forward_stripe(self, x: Tensor, k: int) -> Tensor:
         """Output stripe k from the input prefix of stripes <= k (inside the mask: no zeros)."""
