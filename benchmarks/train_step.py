@@ -38,7 +38,14 @@ import timm_anytime  # noqa: F401
 from osgd import OSGD
 from timm_anytime.train.config import TrainConfig
 from timm_anytime.train.methods import OSGD_METHODS, Phase, RuleInputs, build_update_rule
-from timm_anytime.train.stage_passes import resolve_stage_passes, separate_stage_losses
+from timm_anytime.train.stage_passes import (
+    KEPT_GRAPH_COMPILE_OPTIONS,
+    compiled_backward_settings,
+    keeps_graph,
+    resolve_stage_passes,
+    separate_stage_losses,
+)
+from timm_anytime.train.trainer import StageOutputs
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
 
@@ -71,26 +78,26 @@ def build_step(
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     if phase.stage is not None:
         model.set_active_stage(phase.stage)
-    forward: Callable = model.forward
-    forward_stages: Callable = model.forward_stages
+    outputs = StageOutputs(model)  # compiled as the trainer compiles it
     if compiled:
-        forward, forward_stages = torch.compile(model.forward), torch.compile(model.forward_stages)
+        outputs.compile(options=KEPT_GRAPH_COMPILE_OPTIONS if keeps_graph(method, passes) else None)
 
     def forward_stage(stage: int) -> torch.Tensor:
         model.set_active_stage(stage)
         with accelerator.autocast():
-            return forward(x)
+            return outputs(x, only_active=True)[0]
 
     def step() -> None:
         optimizer.zero_grad()
-        if passes == "separate":
-            losses = separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y))
-            rule.backward(losses, last_micro=True)
-            model.set_active_stage(model.num_stages)
-        else:
-            with accelerator.autocast():
-                logits = [forward(x)] if phase.stage is not None else forward_stages(x)
-            rule.backward([F.cross_entropy(z.float(), y) for z in logits], last_micro=True)
+        with compiled_backward_settings(compiled, method, passes):
+            if passes == "separate":
+                losses = separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y))
+                rule.backward(losses, last_micro=True)
+                model.set_active_stage(model.num_stages)
+            else:
+                with accelerator.autocast():
+                    logits = outputs(x, only_active=phase.stage is not None)
+                rule.backward([F.cross_entropy(z.float(), y) for z in logits], last_micro=True)
         optimizer.step()
         rule.after_step()
 

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.train import train
+from timm_anytime.train.stage_passes import KEPT_GRAPH_COMPILE_OPTIONS, compiled_backward_settings
 
 MODELS = ["anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124", "anytime_cifar_sparse_resnet50_wd_sim"]
 
@@ -79,3 +81,71 @@ def test_trainer_runs_with_channels_last_and_compile(tmp_path: Path) -> None:
     # Not bitwise: the compiled run drifts from the eager one by about 2e-3 in four steps, as timm's own
     # resnet10t does under torch.compile with this torch (docs/training.md).
     torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)
+
+
+def test_compiled_backward_settings_apply_only_where_graphs_are_kept() -> None:
+    config = torch._functorch.config
+    before = config.enable_autograd_cache
+    with compiled_backward_settings(True, "osgd", "single"):
+        assert config.enable_autograd_cache is False
+    assert config.enable_autograd_cache == before
+    for compiled, method, passes in ((False, "osgd", "single"), (True, "sgd", "single"), (True, "osgd", "separate")):
+        with compiled_backward_settings(compiled, method, passes):
+            assert config.enable_autograd_cache == before
+
+
+class _TwoHeads(nn.Module):
+    """Two stage-like outputs of one channels_last conv body (the smallest case found to fail)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        conv_bn = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
+        self.body = nn.Sequential(*conv_bn, nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.heads = nn.ModuleList([nn.Linear(4, 2), nn.Linear(8, 2)])
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.body(x)
+        return [self.heads[0](h[:, :4].mean((2, 3))), self.heads[1](h.mean((2, 3)))]
+
+
+@pytest.mark.slow
+def test_compiled_graph_kept_between_backward_passes_gives_the_eager_gradients() -> None:
+    """A compiled model's backward pass first compiled for one use (an sgd step), then a second
+    instance whose graph is kept between per-stage backward passes (osgd's single pass), compiled
+    as the trainer compiles it. Compiled without the options, torch raised "non-empty donated
+    buffers" at the second backward pass, and with donated buffers turned off it returned wrong
+    gradients for the second loss instead (four of six tensors)."""
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (4,))
+    first = torch.compile(_TwoHeads())
+    sum(F.cross_entropy(z, y) for z in first(x)).backward()  # graph freed: compiled for one use
+    model = _TwoHeads()
+    compiled, params = torch.compile(model, options=KEPT_GRAPH_COMPILE_OPTIONS), list(model.parameters())
+    with compiled_backward_settings(True, "osgd", "single"):
+        losses = [F.cross_entropy(z, y) for z in compiled(x)]
+        grads = [
+            torch.autograd.grad(loss, params, retain_graph=k == 0, allow_unused=True) for k, loss in enumerate(losses)
+        ]
+    model64 = _TwoHeads().double()  # the reference: eager, float64, same initial weights
+    losses = [F.cross_entropy(z, y) for z in model64(x.double())]
+    for k, loss in enumerate(losses):
+        want = torch.autograd.grad(loss, list(model64.parameters()), retain_graph=k == 0, allow_unused=True)
+        for have_g, want_g in zip(grads[k], want, strict=True):
+            if want_g is None:  # head 2 for loss 1 and head 1 for loss 2: outside that loss's graph
+                assert have_g is None or not have_g.any()
+            else:
+                torch.testing.assert_close(have_g.double(), want_g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_trainer_compiles_the_per_stage_methods(tmp_path: Path) -> None:
+    """osgd with the single pass (graphs kept between the stages' backward passes) and with the
+    separate passes, compiled, follows the eager run."""
+    for passes in ("single", "separate"):
+        cfg = dict(method="osgd", epochs=1, stage_passes=passes)
+        plain = _losses(train(tiny_config(tmp_path / f"plain_{passes}", **cfg)))
+        fast = _losses(train(tiny_config(tmp_path / f"fast_{passes}", **cfg, channels_last=True, compile=True)))
+        torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)

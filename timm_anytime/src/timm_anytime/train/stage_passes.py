@@ -15,6 +15,9 @@
 ``auto`` picks ``separate`` for the methods with per-stage backward passes (normsgd, osgd,
 osgd_norm) on models that declare ``separate_stage_passes`` (width- and width-depth-nested), and
 ``single`` otherwise. ``benchmarks/train_step.py --stage-passes`` measures both.
+
+Under ``torch.compile``, the single pass of a per-stage method runs the compiled backward once per
+stage on one retained graph; :func:`compiled_backward_settings` makes that legal.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+import torch
+import torch._functorch.config
+import torch._inductor.config
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -86,3 +92,39 @@ def separate_stage_losses(
         return compute
 
     return [stage_loss(k) for k in range(1, num_stages + 1)]
+
+
+def keeps_graph(method: str, passes: str) -> bool:
+    """Whether a step keeps its graph between backward passes: the single pass of a per-stage
+    method (normsgd, osgd, osgd_norm) runs one backward pass per stage on one graph."""
+    return passes == "single" and method in OSGD_METHODS
+
+
+#: ``torch.compile`` options for a model whose graph is kept between backward passes (see
+#: :func:`compiled_backward_settings`). Options unequal to the default make a separate compile:
+#: torch reuses a compiled graph, backward included, only under equal options.
+KEPT_GRAPH_COMPILE_OPTIONS: dict[str, bool] = {"fx_graph_cache": False}
+
+
+@contextlib.contextmanager
+def compiled_backward_settings(compiled: bool, method: str, passes: str) -> Iterator[None]:
+    """Wrap the training steps in this when ``compiled``, and compile the model with
+    :data:`KEPT_GRAPH_COMPILE_OPTIONS` where :func:`keeps_graph`.
+
+    torch (2.14) compiles a backward pass lazily: for one use of its saved activations if the first
+    backward pass frees the graph (*donated buffers*, which the compiled backward overwrites), and
+    without that if it keeps the graph. Reusing a one-use backward for a kept graph gave silently
+    wrong gradients to every stage after the first (measured with channels_last), and torch reuses
+    one when it reads a compiled graph from its on-disk caches (written, for example, by an earlier
+    sgd run of the same model and shapes: the depth-nested model at batch 64) or from an earlier
+    compile of the same model class in this process under equal options. So for kept graphs the
+    options make a compile of their own that reads and writes no FX graph cache, and this context
+    turns off AOTAutograd's cache: each such run compiles its own graphs (minutes on a CPU).
+    Elsewhere this changes nothing. Donated buffers stay on: with them off, torch no longer raises
+    its "non-empty donated buffers" error on a reused one-use backward, and returns wrong gradients
+    instead (measured)."""
+    if not (compiled and keeps_graph(method, passes)):
+        yield
+        return
+    with torch._functorch.config.patch(enable_autograd_cache=False):
+        yield

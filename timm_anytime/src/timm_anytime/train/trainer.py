@@ -41,7 +41,13 @@ from .config import TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
-from .stage_passes import resolve_stage_passes, separate_stage_losses
+from .stage_passes import (
+    KEPT_GRAPH_COMPILE_OPTIONS,
+    compiled_backward_settings,
+    keeps_graph,
+    resolve_stage_passes,
+    separate_stage_losses,
+)
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
 #: Speed settings (stage_passes, channels_last, compile) change float rounding only.
@@ -197,8 +203,8 @@ class Trainer:
             resumed = load_state(self.out / "checkpoint")
             self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
         outputs = StageOutputs(self.model)
-        if cfg.compile:
-            outputs.compile()  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
+        if cfg.compile:  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
+            outputs.compile(options=KEPT_GRAPH_COMPILE_OPTIONS if keeps_graph(cfg.method, self.stage_passes) else None)
         self.wrapper = self.accelerator.prepare(outputs)
         self.phase: Phase | None = None
         if resumed is not None and self.start_epoch < cfg.epochs:
@@ -306,18 +312,19 @@ class Trainer:
             self.accelerator.print(f"{self.out} has already finished its {cfg.epochs} epochs")
         if cfg.log_with:
             self.accelerator.init_trackers(self.out.name, config={k: str(v) for k, v in cfg.to_dict().items()})
-        for epoch in range(self.start_epoch, cfg.epochs):
-            phase = self._phase_of(epoch)
-            if phase != self.phase:
-                self._start_phase(phase)
-            started = time.perf_counter()
-            record = self._train_epoch(epoch, phase)
-            self.scheduler.step(epoch + 1 - phase.first_epoch)
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                record.update(self.evaluate())
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            self._log(record)
-            self._save_checkpoint(epoch + 1)
+        with compiled_backward_settings(cfg.compile, cfg.method, self.stage_passes):
+            for epoch in range(self.start_epoch, cfg.epochs):
+                phase = self._phase_of(epoch)
+                if phase != self.phase:
+                    self._start_phase(phase)
+                started = time.perf_counter()
+                record = self._train_epoch(epoch, phase)
+                self.scheduler.step(epoch + 1 - phase.first_epoch)
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    record.update(self.evaluate())
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                self._log(record)
+                self._save_checkpoint(epoch + 1)
         if is_anytime_model(self.model):
             self.model.set_active_stage(self.num_stages)
         if self.is_main:
