@@ -17,7 +17,8 @@ osgd_norm) on models that declare ``separate_stage_passes`` (width- and width-de
 ``single`` otherwise. ``benchmarks/train_step.py --stage-passes`` measures both.
 
 Under ``torch.compile``, the single pass of a per-stage method runs the compiled backward once per
-stage on one retained graph; :func:`compiled_backward_settings` makes that legal.
+stage on one kept graph; :data:`KEPT_GRAPH_COMPILE_OPTIONS` and :func:`compiled_backward_settings`
+keep torch from reusing a backward compiled for a single use there.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch._functorch.config
-import torch._inductor.config
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
