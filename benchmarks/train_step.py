@@ -39,9 +39,8 @@ from osgd import OSGD
 from timm_anytime.train.config import TrainConfig
 from timm_anytime.train.methods import OSGD_METHODS, Phase, RuleInputs, build_update_rule
 from timm_anytime.train.stage_passes import (
-    KEPT_GRAPH_COMPILE_OPTIONS,
+    compile_options,
     compiled_backward_settings,
-    keeps_graph,
     resolve_stage_passes,
     separate_stage_losses,
 )
@@ -80,7 +79,7 @@ def build_step(
         model.set_active_stage(phase.stage)
     outputs = StageOutputs(model)  # compiled as the trainer compiles it
     if compiled:
-        outputs.compile(options=KEPT_GRAPH_COMPILE_OPTIONS if keeps_graph(method, passes) else None)
+        outputs.compile(options=compile_options(method, passes))
 
     def forward_stage(stage: int) -> torch.Tensor:
         model.set_active_stage(stage)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.train import train
-from timm_anytime.train.stage_passes import KEPT_GRAPH_COMPILE_OPTIONS, compiled_backward_settings
+from timm_anytime.train.stage_passes import KEPT_GRAPH_COMPILE_OPTIONS, compile_options, compiled_backward_settings
 
 MODELS = ["anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124", "anytime_cifar_sparse_resnet50_wd_sim"]
 
@@ -92,6 +92,14 @@ def test_compiled_backward_settings_apply_only_where_graphs_are_kept() -> None:
     for compiled, method, passes in ((False, "osgd", "single"), (True, "sgd", "single"), (True, "osgd", "separate")):
         with compiled_backward_settings(compiled, method, passes):
             assert config.enable_autograd_cache == before
+
+
+@pytest.mark.parametrize("method", ["normsgd", "osgd", "osgd_norm"])
+def test_compile_options_make_a_compile_of_their_own_only_for_kept_graphs(method: str) -> None:
+    assert compile_options(method, "single") == {"fx_graph_cache": False}
+    assert compile_options(method, "separate") is None  # each stage's graph is freed by its one backward
+    for freed_after_one_backward in ("sgd", "adaloss", "greedy"):
+        assert compile_options(freed_after_one_backward, "single") is None
 
 
 class _TwoHeads(nn.Module):

@@ -17,8 +17,8 @@ osgd_norm) on models that declare ``separate_stage_passes`` (width- and width-de
 ``single`` otherwise. ``benchmarks/train_step.py --stage-passes`` measures both.
 
 Under ``torch.compile``, the single pass of a per-stage method runs the compiled backward once per
-stage on one kept graph; :data:`KEPT_GRAPH_COMPILE_OPTIONS` and :func:`compiled_backward_settings`
-keep torch from reusing a backward compiled for a single use there.
+stage on one kept graph; :func:`compile_options` and :func:`compiled_backward_settings` keep torch
+from reusing a backward compiled for a single use there.
 """
 
 from __future__ import annotations
@@ -106,10 +106,16 @@ def keeps_graph(method: str, passes: str) -> bool:
 KEPT_GRAPH_COMPILE_OPTIONS: dict[str, bool] = {"fx_graph_cache": False}
 
 
+def compile_options(method: str, passes: str) -> dict[str, bool] | None:
+    """The ``options`` for ``torch.compile`` of a model trained with ``method`` and ``passes``:
+    :data:`KEPT_GRAPH_COMPILE_OPTIONS` where :func:`keeps_graph`, else ``None`` (torch's defaults)."""
+    return dict(KEPT_GRAPH_COMPILE_OPTIONS) if keeps_graph(method, passes) else None
+
+
 @contextlib.contextmanager
 def compiled_backward_settings(compiled: bool, method: str, passes: str) -> Iterator[None]:
     """Wrap the training steps in this when ``compiled``, and compile the model with
-    :data:`KEPT_GRAPH_COMPILE_OPTIONS` where :func:`keeps_graph`.
+    :func:`compile_options` (:data:`KEPT_GRAPH_COMPILE_OPTIONS` where :func:`keeps_graph`).
 
     torch (2.14) compiles a backward pass lazily: for one use of its saved activations if the first
     backward pass frees the graph (*donated buffers*, which the compiled backward overwrites), and

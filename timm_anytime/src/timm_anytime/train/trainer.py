@@ -42,9 +42,8 @@ from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
 from .stage_passes import (
-    KEPT_GRAPH_COMPILE_OPTIONS,
+    compile_options,
     compiled_backward_settings,
-    keeps_graph,
     resolve_stage_passes,
     separate_stage_losses,
 )
@@ -204,7 +203,7 @@ class Trainer:
             self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
         outputs = StageOutputs(self.model)
         if cfg.compile:  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
-            outputs.compile(options=KEPT_GRAPH_COMPILE_OPTIONS if keeps_graph(cfg.method, self.stage_passes) else None)
+            outputs.compile(options=compile_options(cfg.method, self.stage_passes))
         self.wrapper = self.accelerator.prepare(outputs)
         self.phase: Phase | None = None
         if resumed is not None and self.start_epoch < cfg.epochs:
