@@ -1,8 +1,9 @@
 """Does early exit's wall time track its FLOPs saving? Measured side by side on the shipped checkpoints.
 
-For each shipped CIFAR-10 checkpoint and budget, thresholds are calibrated on held-out training
-images (the 500 per class after the 2,500 per class the checkpoint trained on); then, per round,
-on the same batch of test images (default 256):
+For each shipped CIFAR-10 checkpoint and budget, thresholds are calibrated on images the checkpoint
+never trained on (``timm_anytime.data.calibration_split``: 500 per class, held-out training images
+when it trained on a subset, else test images); then, per round, on the same batch of other test
+images (default 256):
 
 * ``all stages``: ``forward_anytime`` through every stage (relative cost 1 by definition).
 * ``early exit``: ``EarlyExit(x)``: later stages run only on the inputs still in flight.
@@ -28,12 +29,10 @@ import timm
 import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
-from timm_anytime.data import InMemoryLoader, load_cifar, load_held_out
+from timm_anytime.data import InMemoryLoader, calibration_split
 from timm_anytime.inference import SCORES, EarlyExit, relative_stage_costs
 from timm_anytime.inference.early_exit import stage_scores
-from timm_anytime.models.pretrained import SHIPPED
-
-TRAINED_PER_CLASS = 2500  # the shipped checkpoints trained on the first 2,500 images of each class
+from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
 
 
 def median_times(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
@@ -58,27 +57,33 @@ def main() -> None:
     if not (Path(args.data_dir) / "train").is_dir():
         raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
     torch.set_num_threads(args.threads)
-    held_out = load_held_out(
-        "cifar10", args.data_dir, trained_per_class=TRAINED_PER_CLASS, per_class=args.calibration_per_class
-    )
-    _, test, spec = load_cifar("cifar10", args.data_dir, train=False, progress=False)
-    calibration = InMemoryLoader(held_out, 500, train=False, mean=spec.mean, std=spec.std)
-    x = next(iter(InMemoryLoader(test, args.batch, train=False, mean=spec.mean, std=spec.std)))[0]
+    splits: dict[int | None, tuple] = {}  # (calibration, test) per training subset of the checkpoints
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)")
     print(f"batch {args.batch} CIFAR-10 test images, medians of {args.rounds} interleaved rounds\n")
     with torch.no_grad():
         for name in SHIPPED:
             model = timm.create_model(name, pretrained=True).eval()
+            trained_per_class = shipped_train_config(name)["train_per_class"]
+            if trained_per_class not in splits:
+                splits[trained_per_class] = calibration_split(
+                    "cifar10", args.data_dir, trained_per_class=trained_per_class, per_class=args.calibration_per_class
+                )
+            held_out, test = splits[trained_per_class]
+            mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+            calibration = InMemoryLoader(held_out, 500, train=False, mean=mean, std=std)
+            x = next(iter(InMemoryLoader(test, args.batch, train=False, mean=mean, std=std)))[0]
             scores, _, size = stage_scores(model, calibration, SCORES["max_softmax"])  # one pass for all budgets
             costs = relative_stage_costs(model, size)
             budgets = [costs[1], 0.5]
             exits = {f"early exit @ {b:.3f}": EarlyExit.from_scores(model, scores, costs, b) for b in budgets}
 
-            def at(stage: int, model=model) -> Callable[[], object]:
+            def at(stage: int, model=model, x=x) -> Callable[[], object]:
                 return lambda: model.set_active_stage(stage)(x)
 
-            runs: dict[str, Callable[[], object]] = {"all stages": lambda model=model: list(model.forward_anytime(x))}
-            runs.update({variant: (lambda ee=ee: ee(x)) for variant, ee in exits.items()})
+            runs: dict[str, Callable[[], object]] = {
+                "all stages": lambda model=model, x=x: list(model.forward_anytime(x))
+            }
+            runs.update({variant: (lambda ee=ee, x=x: ee(x)) for variant, ee in exits.items()})
             runs.update({f"stage {k}": at(k) for k in range(1, model.num_stages + 1)})
             times = median_times(runs, args.rounds)
             model.set_active_stage(model.num_stages)

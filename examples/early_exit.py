@@ -1,8 +1,11 @@
 """Early exit and deadlines with a shipped checkpoint, offline: calibrate, then print the budget curve.
 
-The checkpoint (default: the width-nested ResNet-20 w124 trained with OSGD) trained on the first
-2,500 CIFAR-10 training images of each class; the thresholds are calibrated on the next 500 of each
-class, which it never saw, and the curve is measured on the 10,000 test images.
+The thresholds are calibrated on images the checkpoint never trained on, and the curve is measured
+on other images it never saw (``timm_anytime.data.calibration_split``, from the training subset its
+``train_config.yaml`` records): a checkpoint trained on the first N training images of each class
+calibrates on the next ``--calibration-per-class`` of each class and is measured on the whole test
+split; one trained on all 50,000 (the shipped ``osgd_cifar10_e100``) calibrates on the first
+``--calibration-per-class`` test images of each class and is measured on the other test images.
 
     python examples/early_exit.py --data-dir ../shared/datasets/cifar10
     python examples/early_exit.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30 --plot curve.png
@@ -18,7 +21,7 @@ import timm
 import torch
 
 import timm_anytime  # noqa: F401  (registers the models and their shipped weights)
-from timm_anytime.data import InMemoryLoader, load_cifar, load_held_out
+from timm_anytime.data import InMemoryLoader, calibration_split
 from timm_anytime.inference import (
     SCORES,
     EarlyExit,
@@ -29,14 +32,14 @@ from timm_anytime.inference import (
 )
 from timm_anytime.inference.early_exit import default_budgets, stage_scores
 from timm_anytime.inference.realtime import measure_stage_seconds
+from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINED_PER_CLASS = 2500
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="anytime_cifar_resnet20_w124.osgd_cifar10s25k_e30")
+    parser.add_argument("--model", default=SHIPPED[0], choices=SHIPPED)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
     parser.add_argument("--calibration-per-class", type=int, default=500)
     parser.add_argument("--score", default="max_softmax", help="max_softmax, margin or neg_entropy")
@@ -46,13 +49,16 @@ def main() -> None:
         raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
 
     model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
-    held_out = load_held_out(
-        "cifar10", args.data_dir, trained_per_class=TRAINED_PER_CLASS, per_class=args.calibration_per_class
+    trained_per_class = shipped_train_config(args.model)["train_per_class"]
+    held_out, test = calibration_split(
+        "cifar10", args.data_dir, trained_per_class=trained_per_class, per_class=args.calibration_per_class
     )
-    _, test, spec = load_cifar("cifar10", args.data_dir, train=False)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # the training data's, as timm's data config
+    where = "training" if trained_per_class is not None else "test"
+    print(f"calibration: {len(held_out)} {where} images it never trained on; measured on {len(test)} test images")
 
     def loader(data):
-        return InMemoryLoader(data, 500, train=False, mean=spec.mean, std=spec.std)
+        return InMemoryLoader(data, 500, train=False, mean=mean, std=std)
 
     # 1. Early exit at one budget: the average cost of stage 2 alone.
     score = SCORES[args.score]

@@ -25,6 +25,8 @@ images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_conve
                                               # mean +/- sd over seeds, convergence, Welch tests, plots
     python examples/reproduce_cifar_cpu.py --protocol checkpoints --runs ../checkpoint_runs
                                               # the shipped checkpoints (hours per run, resumable)
+    python examples/reproduce_cifar_cpu.py --checkpoints-summary results/cifar10_cpu_checkpoints
+                                              # their errors against the target and the paper's, curves
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.
@@ -129,9 +131,14 @@ def main() -> None:
         metavar="RESULTS",
         help="print the converged protocol's tables and tests, write its plots into RESULTS, and stop",
     )
+    parser.add_argument(
+        "--checkpoints-summary",
+        metavar="RESULTS",
+        help="print the checkpoint protocol's table, write its learning curves into RESULTS, and stop",
+    )
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
-    for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary]:
+    for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary, args.checkpoints_summary]:
         if folder is not None and not Path(folder).is_dir():
             raise SystemExit(f"no results folder {folder}: pass a results/<protocol> folder, e.g. results/cifar10_cpu")
     if args.summary:
@@ -144,6 +151,10 @@ def main() -> None:
         print(converged.converged_summary(Path(args.converged_summary)))
         for path in converged.plot_converged(Path(args.converged_summary)):
             print(f"wrote {path}")
+        return
+    if args.checkpoints_summary:
+        print(checkpoints.checkpoints_summary(Path(args.checkpoints_summary)))
+        print(f"wrote {checkpoints.plot_checkpoints(Path(args.checkpoints_summary))}")
         return
     protocol, make_plan, results_name, runs_name = PROTOCOLS[args.protocol]
     runs = Path(args.runs or REPO / "runs" / runs_name)

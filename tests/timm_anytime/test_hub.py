@@ -19,7 +19,7 @@ import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.cli.push import main as push_main
 from timm_anytime.hub import export_run, push_run
-from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError
+from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError, shipped_train_config
 from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import train
 
@@ -133,6 +133,16 @@ def test_shipped_tags_load_offline() -> None:
         assert cfg["architecture"] == name.split(".")[0]
         assert tuple(cfg["pretrained_cfg"]["mean"]) == tuple(model.pretrained_cfg["mean"])
         assert model.pretrained_cfg["hf_hub_id"] == f"timm-anytime/{name}"
+
+
+def test_shipped_train_configs_name_their_checkpoint_and_refuse_other_names() -> None:
+    for name in SHIPPED:
+        cfg = shipped_train_config(name)
+        assert cfg["model"] == name.split(".")[0]
+        assert cfg["method"] == "osgd"
+        assert "train_per_class" in cfg  # what calibration_split needs to pick unseen images
+    with pytest.raises(ValueError, match="not a shipped checkpoint; shipped: anytime_"):
+        shipped_train_config("anytime_cifar_resnet20_w124.no_such_tag")
 
 
 def test_shipped_weights_adapt_to_new_classes_and_channels() -> None:

@@ -292,6 +292,20 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path) -> None:
+    _converged_run(tmp_path, "w_osgd_s0", [20.0, 15.0, 9.5], final_train_err=1.0)
+    _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
+    summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")
+    rows = {line.split(" | ")[0]: line for line in summary.splitlines()}
+    assert (
+        "| 20.00 / 15.00 / 9.50 | yes | 9.00 / 9.00 / 1.00 | width-nested ResNet-42 w124: 12.3 / 8.9 / 7.3 |"
+        in rows["| w_osgd_s0"]
+    )
+    assert "| 14.00 / 12.00 / 10.50 | **no** | 9.00 / 9.00 / 3.00 |" in rows["| d_osgd_s0"]
+    assert "| w_osgd_s0 | 20 | 0.01 | 9.00 / 9.00 / 1.00 |" in convergence  # the rule, per run
+    assert checkpoints.plot_checkpoints(tmp_path).stat().st_size > 10_000
+
+
 def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["reproduce_cifar_cpu.py", "--converged-summary", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match=r"no results folder .*nope"):

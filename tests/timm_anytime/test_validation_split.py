@@ -11,7 +11,7 @@ import torch
 
 import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import MODEL, tiny_config, weights
-from timm_anytime.data import InMemoryLoader, load_digits, load_held_out
+from timm_anytime.data import InMemoryLoader, calibration_split, load_digits, load_held_out
 from timm_anytime.train import TrainConfig, train
 
 
@@ -22,6 +22,26 @@ def test_held_out_images_follow_the_training_subset_of_each_class() -> None:
     for c in range(10):  # direct: the 17th to 26th image of each class, in dataset order
         expected = train_all.images[torch.nonzero(train_all.labels == c).flatten()[16:26]]
         assert torch.equal(held_out.images[held_out.labels == c], expected)
+
+
+def test_calibration_split_never_uses_images_the_model_trained_on() -> None:
+    _, test_all, _ = load_digits()
+    # Trained on a subset: held-out training images calibrate, the whole test split measures.
+    calibration, test = calibration_split("digits", None, trained_per_class=16, per_class=10)
+    assert torch.equal(calibration.images, load_held_out("digits", None, trained_per_class=16, per_class=10).images)
+    assert torch.equal(test.images, test_all.images)
+    # Trained on every training image: the first 20 test images of each class calibrate, the rest measure.
+    calibration, test = calibration_split("digits", None, trained_per_class=None, per_class=20)
+    assert len(calibration) == 200
+    assert len(calibration) + len(test) == len(test_all)
+    for c in range(10):  # direct: split each class's test images, in dataset order
+        mine = torch.nonzero(test_all.labels == c).flatten()
+        assert torch.equal(calibration.images[calibration.labels == c], test_all.images[mine[:20]])
+        assert torch.equal(test.images[test.labels == c], test_all.images[mine[20:]])
+    with pytest.raises(ValueError, match="at least 1"):
+        calibration_split("digits", None, trained_per_class=None, per_class=0)
+    with pytest.raises(ValueError, match="nothing left after the first 1000 images of each class"):
+        calibration_split("digits", None, trained_per_class=None, per_class=1000)
 
 
 def test_validation_errors_are_logged_and_match_a_direct_evaluation(tmp_path: Path) -> None:

@@ -3,12 +3,13 @@ large ImageFolder trees streamed with timm's factories."""
 
 from .augment import normalize, random_crop_flip
 from .memory import InMemoryDataset, InMemoryLoader, load_image_folder
-from .sources import DataSpec, load_cifar, load_digits, load_held_out
+from .sources import DataSpec, calibration_split, load_cifar, load_digits, load_held_out
 
 __all__ = [
     "DataSpec",
     "InMemoryDataset",
     "InMemoryLoader",
+    "calibration_split",
     "load_cifar",
     "load_digits",
     "load_held_out",

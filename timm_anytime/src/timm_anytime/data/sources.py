@@ -102,6 +102,37 @@ def load_held_out(
     return held_out
 
 
+def calibration_split(
+    name: str,
+    root: str | Path | None,
+    *,
+    trained_per_class: int | None,
+    per_class: int = 500,
+    progress: bool = True,
+) -> tuple[InMemoryDataset, InMemoryDataset]:
+    """``(calibration, test)``: images to calibrate early exit (or choose anything) on, and disjoint
+    images to measure on, neither seen in training. A model trained on the first
+    ``trained_per_class`` training images of each class calibrates on the next ``per_class`` of
+    each class and is measured on the whole test split. One trained on every training image
+    (``trained_per_class=None``) has no held-out training images: it calibrates on the first
+    ``per_class`` test images of each class and is measured on the rest of the test split."""
+    if per_class < 1:
+        raise ValueError(f"calibration images per class must be at least 1, got {per_class}")
+    if name == "digits":
+        _, test, _ = load_digits()
+    else:
+        _, test, _ = load_cifar(name, root if root is not None else Path("data") / name, train=False, progress=progress)
+    if trained_per_class is not None:
+        calibration = load_held_out(
+            name, root, trained_per_class=trained_per_class, per_class=per_class, progress=progress
+        )
+        return calibration, test
+    calibration, rest = first_per_class(test, per_class), first_per_class(test, None, skip=per_class)
+    if len(rest) == 0:
+        raise ValueError(f"{name}'s test split has nothing left after the first {per_class} images of each class")
+    return calibration, rest
+
+
 def find_eval_split(root: Path) -> Path:
     for split in EVAL_SPLITS:
         if (root / split).is_dir():

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
@@ -28,6 +29,15 @@ SHIPPED: tuple[str, ...] = (
     "anytime_cifar_resnet20_w124.osgd_cifar10s25k_e30",
     "anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30",
 )
+
+
+def shipped_train_config(name: str) -> dict[str, Any]:
+    """The training settings (its ``train_config.yaml``) of the shipped checkpoint ``name``
+    (``architecture.tag``, one of :data:`SHIPPED`), for example which images it trained on
+    (``train_per_class``: None means all)."""
+    if name not in SHIPPED:
+        raise ValueError(f"{name!r} is not a shipped checkpoint; shipped: {', '.join(SHIPPED)}")
+    return yaml.safe_load((WEIGHTS_DIR / name / "train_config.yaml").read_text())
 
 
 class PretrainedWeightsError(ValueError):
