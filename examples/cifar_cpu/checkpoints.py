@@ -57,6 +57,7 @@ def checkpoints_summary(results: Path) -> str:
     from timm_anytime.learning_curves import convergence_table, read_learning_curve
 
     done = [run for run in finished_runs(results) if run.name[0] in PAPER_OSGD]
+    curves = {run.name: read_learning_curve(run) for run in done}  # each metrics.jsonl read once
     lines = [
         "| run | model | epochs | test err % per stage | last stage <= "
         f"{TARGET_LAST_STAGE_ERR:g}% | final training err % per stage | paper (OSGD, 200 epochs) |",
@@ -64,14 +65,14 @@ def checkpoints_summary(results: Path) -> str:
     ]
     for run in done:
         cfg, errors, epoch = final_errors(run)
-        train = read_learning_curve(run).train_err[-1]
+        train = curves[run.name].train_err[-1]
         paper, paper_errors = PAPER_OSGD[run.name[0]]
         lines.append(
             f"| {run.name} | {cfg['model']} | {epoch} | {' / '.join(f'{e:.2f}' for e in errors)} "
             f"| {'yes' if errors[-1] <= TARGET_LAST_STAGE_ERR else '**no**'} | "
             f"{' / '.join(f'{e:.2f}' for e in train)} | {paper}: {' / '.join(f'{e:.1f}' for e in paper_errors)} |"
         )
-    lines += ["", convergence_table({run.name: read_learning_curve(run) for run in done})]
+    lines += ["", convergence_table(curves)]
     return "\n".join(lines)
 
 
