@@ -216,20 +216,37 @@ def plot_converged(results: Path) -> list[Path]:
     from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
 
     groups = collect_runs(results)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
-    for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
+    panels = {}
+    for tag in ("w", "d"):
         variants = {v: g["test"] for (t, v), g in groups.items() if t == tag and not v.startswith("oracle")}
         oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
         if all(oracles):
             # one row per seed index: the single-stage error of Oracle 1, 2 and 3
             per_stage = [[errors[0] for errors in o["test"]] for o in oracles]
             variants["oracle (FLOP-matched)"] = [list(row) for row in zip(*per_stage, strict=False)]
-        for i, (variant, rows) in enumerate(sorted(variants.items())):
+        panels[tag] = variants
+    # one colour and one x offset per setting, the same in both panels
+    settings = sorted({v for variants in panels.values() for v in variants})
+    colours = plt.get_cmap("tab20").colors
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
+        variants = panels[tag]
+        for variant, rows in sorted(variants.items()):
+            i = settings.index(variant)
             stages = list(zip(*rows, strict=True))
             means = [statistics.mean(s) for s in stages]
             sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
-            x = [k + 1 + 0.04 * (i - len(variants) / 2) for k in range(len(stages))]
-            ax.errorbar(x, means, yerr=sds, marker="o", ms=4, capsize=3, label=f"{variant} (n={len(rows)})")
+            x = [k + 1 + 0.03 * (i - len(settings) / 2) for k in range(len(stages))]
+            ax.errorbar(
+                x,
+                means,
+                yerr=sds,
+                marker="o",
+                ms=4,
+                capsize=3,
+                color=colours[(2 * i) % 20 + (2 * i) // 20 % 2],
+                label=f"{variant} (n={len(rows)})",
+            )
         ax.set(title=f"{title}: converged protocol", xlabel="stage", ylabel="test top-1 error (%)", xticks=[1, 2, 3])
         ax.grid(alpha=0.3)
         if variants:

@@ -292,6 +292,28 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+def test_converged_plot_gives_a_setting_one_colour_in_both_panels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    # sgd_lr0.05 is the second setting of the width panel and the first of the depth panel
+    for seed in range(2):
+        for name in ("w_osgd_lr0.05", "w_sgd_lr0.05", "d_sgd_lr0.05", "d_sgd_sum_lr0.05"):
+            _converged_run(tmp_path, f"{name}_s{seed}", [50.0 + seed, 45.0, 40.0], 0.5)
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    converged.plot_converged(tmp_path)
+    width, depth = figures[0].axes
+    colours = [
+        {c.get_label().split(" ")[0]: tuple(c.lines[0].get_color()) for c in ax.containers} for ax in (width, depth)
+    ]
+    assert set(colours[0]) == {"osgd_lr0.05", "sgd_lr0.05"}
+    assert set(colours[1]) == {"sgd_lr0.05", "sgd_sum_lr0.05"}
+    assert colours[0]["sgd_lr0.05"] == colours[1]["sgd_lr0.05"]
+    assert len({*colours[0].values(), *colours[1].values()}) == 3
+
+
 def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path) -> None:
     _converged_run(tmp_path, "w_osgd_s0", [20.0, 15.0, 9.5], final_train_err=1.0)
     _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
