@@ -227,7 +227,7 @@ def plot_converged(results: Path) -> list[Path]:
         panels[tag] = variants
     # one colour and one x offset per setting, the same in both panels
     settings = sorted({v for variants in panels.values() for v in variants})
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab20").colors  # pairs (dark, light): the 10 dark shades first, then the light
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
     for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
         variants = panels[tag]
