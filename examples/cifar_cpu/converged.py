@@ -214,6 +214,7 @@ def plot_converged(results: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
+    from timm_anytime.report import series_styles
 
     groups = collect_runs(results)
     panels = {}
@@ -225,9 +226,9 @@ def plot_converged(results: Path) -> list[Path]:
             per_stage = [[errors[0] for errors in o["test"]] for o in oracles]
             variants["oracle (FLOP-matched)"] = [list(row) for row in zip(*per_stage, strict=False)]
         panels[tag] = variants
-    # one colour and one x offset per setting, the same in both panels
+    # one style and one x offset per setting, the same in both panels
     settings = sorted({v for variants in panels.values() for v in variants})
-    colours = plt.get_cmap("tab20").colors  # pairs (dark, light): the 10 dark shades first, then the light
+    styles = series_styles(settings)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
     for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
         variants = panels[tag]
@@ -237,16 +238,7 @@ def plot_converged(results: Path) -> list[Path]:
             means = [statistics.mean(s) for s in stages]
             sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
             x = [k + 1 + 0.03 * (i - len(settings) / 2) for k in range(len(stages))]
-            ax.errorbar(
-                x,
-                means,
-                yerr=sds,
-                marker="o",
-                ms=4,
-                capsize=3,
-                color=colours[(2 * i) % 20 + (2 * i) // 20 % 2],
-                label=f"{variant} (n={len(rows)})",
-            )
+            ax.errorbar(x, means, yerr=sds, ms=4, capsize=3, label=f"{variant} (n={len(rows)})", **styles[variant])
         ax.set(title=f"{title}: converged protocol", xlabel="stage", ylabel="test top-1 error (%)", xticks=[1, 2, 3])
         ax.grid(alpha=0.3)
         if variants:
