@@ -163,7 +163,11 @@ def main() -> None:
     if args.only:
         unknown = sorted(set(args.only) - set(plan_now))
         if unknown:
-            raise SystemExit(f"unknown run names {unknown}; see --list")
+            raise SystemExit(
+                f"unknown run names {unknown} in the {args.protocol} plan read from {results}: the plan "
+                "depends on the results already there (runs at the validated learning rate appear once "
+                f"the sweep's results are in), so pass the folder that holds them; see --list --results {results}"
+            )
 
     def todo() -> dict[str, list[str]]:
         """The plan's runs without results (read again after every run: a finished sweep adds runs)."""

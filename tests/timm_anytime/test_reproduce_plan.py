@@ -332,3 +332,20 @@ def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(sys, "argv", ["reproduce_cifar_cpu.py", "--converged-summary", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match=r"no results folder .*nope"):
         reproduce.main()
+
+
+def test_an_unknown_run_name_names_the_results_folder_the_plan_was_read_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # d_osgd_lr0.1_s2 is a validated-rate seed: it enters the plan only once depth's sweep is in the
+    # results folder, so against an empty folder it is unknown, and the message says where it looked.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["reproduce_cifar_cpu.py", "--protocol", "converged", "--results", str(empty), "--list"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--only", "d_osgd_lr0.1_s2"])
+    with pytest.raises(SystemExit, match=r"unknown run names \['d_osgd_lr0.1_s2'\].*read from .*empty.*sweep"):
+        reproduce.main()
+    _val_run(empty, "d_osgd_lr0.1_s0", [40.0, 40.0, 40.0])  # the sweep: osgd's best rate is 0.1
+    for lr in ("0.025", "0.05"):
+        _val_run(empty, f"d_osgd_lr{lr}_s0", [50.0, 50.0, 50.0])
+    reproduce.main()  # now planned: --list prints it and returns
