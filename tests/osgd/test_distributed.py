@@ -48,6 +48,10 @@ def worker(rank: int, init_file: str, out_dir: str, method: str, ddp: str) -> No
         save_file(
             {k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, f"rank{rank}.safetensors")
         )
+        # Tear down in the documented order: DDP's reducer (which holds the group) first, then a
+        # barrier so that no rank still communicates, then the group.
+        del wrapped
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
