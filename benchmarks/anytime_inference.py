@@ -18,7 +18,9 @@ dense k.
     python benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32 --batch 1 --compile
 
 ``--compile`` adds ``torch.compile`` (inductor) of the last stage alone and of all stages as one
-graph: how far fewer Python and per-operator costs would take the incremental path.
+graph: how far fewer Python and per-operator costs would take the incremental path. ``--freeze``
+adds both compiled with inductor's ``freezing`` option as well (weights folded in as constants,
+convolutions prepacked for oneDNN: inductor's inference mode on CPU).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ DEFAULTS = [
 ]
 
 
-def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = False) -> dict[str, Callable[[], object]]:
+def variants(
+    model: torch.nn.Module, x: torch.Tensor, compile: bool = False, freeze: bool = False
+) -> dict[str, Callable[[], object]]:
     stages = model.num_stages
 
     def at(stage: int) -> Callable[[], object]:
@@ -68,17 +72,29 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = False) -> 
 
         runs["full compiled"] = full_compiled
         runs["anytime compiled"] = lambda: compiled_anytime(x)
+    if freeze:  # the same two, with inductor's freezing (compiled on first call, in inference mode)
+        frozen_model = torch.compile(model, options={"freezing": True})
+        frozen_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)), options={"freezing": True})
+
+        def full_frozen() -> object:
+            model.set_active_stage(stages)
+            return frozen_model(x)
+
+        runs["full frozen"] = full_frozen
+        runs["anytime frozen"] = lambda: frozen_anytime(x)
     for k in range(1, stages + 1):
         runs[f"active {k}"] = at(k)
         runs[f"dense {k}"] = model.extract_stage(k).eval()
     return {name: (fn if not isinstance(fn, torch.nn.Module) else (lambda m=fn: m(x))) for name, fn in runs.items()}
 
 
-def measure(name: str, size: int, batch: int, rounds: int, warmup: int, compile: bool = False) -> dict[str, float]:
+def measure(
+    name: str, size: int, batch: int, rounds: int, warmup: int, compile: bool = False, freeze: bool = False
+) -> dict[str, float]:
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     x = torch.randn(batch, 3, size, size)
-    runs = variants(model, x, compile)
+    runs = variants(model, x, compile, freeze)
     with torch.inference_mode():
         return _time(runs, rounds, warmup)
 
@@ -113,6 +129,13 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
             f"  anytime compiled, one graph  {anytime:.4f}  = {anytime / full:.2f}x full compiled, "
             f"{anytime / median['full']:.2f}x full (no exit between stages: a bound, not the API)"
         )
+    if "anytime frozen" in median:
+        full, anytime = median["full frozen"], median["anytime frozen"]
+        print(f"  full, frozen                 {full:.4f}  = {full / median['full']:.2f}x full")
+        print(
+            f"  anytime frozen, one graph    {anytime:.4f}  = {anytime / full:.2f}x full frozen, "
+            f"{anytime / median['full']:.2f}x full"
+        )
     for k in range(1, stages + 1):
         a, d = median[f"active {k}"], median[f"dense {k}"]
         print(f"  stage {k}: active {a:.4f}  dense {d:.4f}  = {a / d:.2f}x dense (target <= 1.10)")
@@ -129,6 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile'd full and all-stages passes (compiles first)"
     )
+    parser.add_argument(
+        "--freeze", action="store_true", help="also time both compiled with inductor's freezing option (inference)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,7 +166,7 @@ def main() -> None:
     for name, size in cases:
         size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]
         for batch in args.batch:
-            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup, args.compile))
+            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup, args.compile, args.freeze))
 
 
 if __name__ == "__main__":
