@@ -131,6 +131,10 @@ CONVERGED_COMPARISONS = (
     ("projection, at the mean step (osgd on the mean vs sgd)", "osgd_mean_lr0.05", "sgd_lr0.05"),
     ("step size, sgd (sum vs mean)", "sgd_sum_lr0.05", "sgd_lr0.05"),
     ("step size, osgd (sum vs mean)", "osgd_lr0.05", "osgd_mean_lr0.05"),
+    ("greedy (each stage its own schedule) vs osgd", "greedy_lr0.05", "osgd_lr0.05"),
+    ("greedy (each stage its own schedule) vs sgd", "greedy_lr0.05", "sgd_lr0.05"),
+    ("priority order 3,2,1 vs 1,2,3 (osgd)", "osgd_p321_lr0.05", "osgd_lr0.05"),
+    ("priority order 2,1,3 vs 1,2,3 (osgd)", "osgd_p213_lr0.05", "osgd_lr0.05"),
 )
 
 

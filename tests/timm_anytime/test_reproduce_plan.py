@@ -257,6 +257,23 @@ def test_converged_summary_pools_seeds_judges_convergence_and_tests_the_differen
     assert "validated lr" not in table  # the sweep has not finished: no chosen lrs yet
 
 
+def test_converged_summary_compares_greedy_and_the_priority_orders_with_osgd(tmp_path: Path) -> None:
+    for seed in range(2):
+        _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0, 50.0, 40.0 + 2 * seed], 0.5)
+        _converged_run(tmp_path, f"w_greedy_lr0.05_s{seed}", [55.0 + seed, 50.0, 45.0], 0.5)
+        _converged_run(tmp_path, f"w_osgd_p321_lr0.05_s{seed}", [70.0, 50.0, 38.0 + 2 * seed], 0.5)
+    table = converged.converged_summary(tmp_path)
+    greedy = next(x for x in table.splitlines() if "greedy_lr0.05 - osgd_lr0.05" in x)
+    # stage 1: 55.5 +/- 0.71 against 60 +/- 0: -4.50; stage 3: 45 against 41 +/- 1.41: +4.00
+    assert "stage 1: -4.50" in greedy
+    assert "stage 3: +4.00" in greedy
+    order = next(x for x in table.splitlines() if "priority order 3,2,1" in x)
+    assert "osgd_p321_lr0.05 - osgd_lr0.05" in order
+    assert "stage 1: +10.00" in order
+    assert "stage 3: -2.00" in order
+    assert "priority order 2,1,3" not in table  # no runs of that order: no row
+
+
 def test_converged_oracles_match_each_stages_flops() -> None:
     from timm_anytime.cost import model_costs, stage_costs
 
