@@ -62,26 +62,21 @@ def variants(
         return [at(k)() for k in range(1, stages + 1)]
 
     runs: dict[str, Callable[[], object]] = {"full": at(stages), "anytime": anytime, "recompute": recompute}
-    if compile:  # torch.compile (inductor) of the last stage alone, and of all stages as one graph
-        compiled_model = torch.compile(model)
-        compiled_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)))
+    # torch.compile (inductor) of the last stage alone and of all stages as one graph; "frozen" adds
+    # inductor's freezing option (compiled on first call, in inference mode)
+    modes = {"compiled": {}} if compile else {}
+    if freeze:
+        modes["frozen"] = {"freezing": True}
+    for mode, options in modes.items():
+        compiled_model = torch.compile(model, options=options)
+        compiled_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)), options=options)
 
-        def full_compiled() -> object:
+        def full_compiled(compiled_model: Callable[[torch.Tensor], object] = compiled_model) -> object:
             model.set_active_stage(stages)
             return compiled_model(x)
 
-        runs["full compiled"] = full_compiled
-        runs["anytime compiled"] = lambda: compiled_anytime(x)
-    if freeze:  # the same two, with inductor's freezing (compiled on first call, in inference mode)
-        frozen_model = torch.compile(model, options={"freezing": True})
-        frozen_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)), options={"freezing": True})
-
-        def full_frozen() -> object:
-            model.set_active_stage(stages)
-            return frozen_model(x)
-
-        runs["full frozen"] = full_frozen
-        runs["anytime frozen"] = lambda: frozen_anytime(x)
+        runs[f"full {mode}"] = full_compiled
+        runs[f"anytime {mode}"] = lambda compiled_anytime=compiled_anytime: compiled_anytime(x)
     for k in range(1, stages + 1):
         runs[f"active {k}"] = at(k)
         runs[f"dense {k}"] = model.extract_stage(k).eval()
@@ -122,19 +117,14 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
     print(
         f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
     )
-    if "anytime compiled" in median:
-        full, anytime = median["full compiled"], median["anytime compiled"]
-        print(f"  full, compiled               {full:.4f}  = {full / median['full']:.2f}x full")
+    for mode in ("compiled", "frozen"):
+        if f"anytime {mode}" not in median:
+            continue
+        full, anytime = median[f"full {mode}"], median[f"anytime {mode}"]
+        print(f"  full, {mode:<22} {full:.4f}  = {full / median['full']:.2f}x full")
         print(
-            f"  anytime compiled, one graph  {anytime:.4f}  = {anytime / full:.2f}x full compiled, "
+            f"  anytime {mode}, one graph{' ' * (10 - len(mode))}{anytime:.4f}  = {anytime / full:.2f}x full {mode}, "
             f"{anytime / median['full']:.2f}x full (no exit between stages: a bound, not the API)"
-        )
-    if "anytime frozen" in median:
-        full, anytime = median["full frozen"], median["anytime frozen"]
-        print(f"  full, frozen                 {full:.4f}  = {full / median['full']:.2f}x full")
-        print(
-            f"  anytime frozen, one graph    {anytime:.4f}  = {anytime / full:.2f}x full frozen, "
-            f"{anytime / median['full']:.2f}x full"
         )
     for k in range(1, stages + 1):
         a, d = median[f"active {k}"], median[f"dense {k}"]
