@@ -22,7 +22,8 @@ images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_conve
                                               # the learning-rate sweep on the validation split
     python examples/reproduce_cifar_cpu.py --protocol converged --list
     python examples/reproduce_cifar_cpu.py --converged-summary results/cifar10_cpu_converged
-                                              # mean +/- sd over seeds, convergence, Welch tests, plots
+                                              # provenance, mean +/- sd over seeds, convergence, Welch
+                                              # tests, plots; all kept in summary.md there
     python examples/reproduce_cifar_cpu.py --protocol checkpoints --runs ../checkpoint_runs
                                               # the shipped checkpoints (hours per run, resumable)
     python examples/reproduce_cifar_cpu.py --checkpoints-summary results/cifar10_cpu_checkpoints
@@ -129,7 +130,8 @@ def main() -> None:
     parser.add_argument(
         "--converged-summary",
         metavar="RESULTS",
-        help="print the converged protocol's tables and tests, write its plots into RESULTS, and stop",
+        help="print the converged protocol's provenance, tables and tests, write them (summary.md) and its "
+        "plots into RESULTS, and stop",
     )
     parser.add_argument(
         "--checkpoints-summary",
@@ -148,7 +150,9 @@ def main() -> None:
         print(underfit.sweep_summary(Path(args.sweep_summary)))
         return
     if args.converged_summary:
+        print(converged.provenance(Path(args.converged_summary)))
         print(converged.converged_summary(Path(args.converged_summary)))
+        print(f"wrote {converged.write_summary(Path(args.converged_summary))}")
         for path in converged.plot_converged(Path(args.converged_summary)):
             print(f"wrote {path}")
         return

@@ -7,12 +7,15 @@ The plan, in order: sgd and osgd at lr 0.05, 0.1 and 0.025 (seed 0), seeds 1 and
 lrs, the rest of the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
 width-nested design first, then the depth-nested one; then, at lr 0.05 with 3 seeds, Oracles
 matched to each stage's FLOPs, greedy with the whole schedule for every stage, and osgd's priority
-orders. ``converged_summary`` and ``plot_converged`` report it.
+orders. ``converged_summary``, ``provenance`` and ``plot_converged`` report it; ``write_summary``
+keeps the report beside the runs as ``summary.md``.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
@@ -207,6 +210,56 @@ def converged_summary(results: Path) -> str:
 
     lines += ["", convergence_table({run.name: read_learning_curve(run) for run in finished_runs(results)})]
     return "\n".join(lines)
+
+
+def provenance(results: Path) -> str:
+    """Markdown: where the finished runs in ``results`` were trained, from their ``environment.jsonl``
+    (one record per start): the commits and how many runs each trained (a run with uncommitted
+    changes is named), the runs resumed across starts, and the CPUs."""
+    commits: Counter[str] = Counter()
+    cpus: Counter[str] = Counter()
+    dirty, resumed, unrecorded = [], [], []
+    for run in finished_runs(results):
+        path = run / "environment.jsonl"
+        starts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        if not starts:
+            unrecorded.append(run.name)
+            continue
+        for commit in dict.fromkeys(str(start.get("git_commit")) for start in starts):
+            commits[commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")] += 1
+            if commit.endswith("-dirty") or commit == "None":
+                dirty.append(run.name)
+        cpus.update({str(start.get("cpu")) for start in starts})  # each CPU once per run
+        if len(starts) > 1:
+            resumed.append(f"{run.name} ({len(starts)} starts)")
+    lines = [
+        "Trained at: " + (", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items())) or "no recorded runs") + ".",
+        f"Uncommitted changes or no commit recorded: {', '.join(sorted(set(dirty))) or 'none'}.",
+        f"Resumed from an epoch checkpoint: {', '.join(resumed) or 'none'}.",
+        "CPUs: " + (", ".join(f"{c} ({n} runs)" for c, n in sorted(cpus.items())) or "none recorded") + ".",
+    ]
+    if unrecorded:
+        lines.append(f"No environment.jsonl: {', '.join(unrecorded)}.")
+    return "\n".join(lines)
+
+
+#: How ``summary.md`` says where it came from.
+SUMMARY_HEADER = """# Converged protocol: summary
+
+Written by `python examples/reproduce_cifar_cpu.py --converged-summary {results}` from the run
+folders here (do not edit by hand). Test error on the full 10,000-image test split, validation
+error on the 1,000 held-out training images, per stage, mean ± sd over seeds; Welch tests per
+stage (`timm_anytime.significance`); then the convergence rule per run
+(`timm_anytime.learning_curves`).
+"""
+
+
+def write_summary(results: Path) -> Path:
+    """Write ``summary.md`` into ``results``: provenance, then ``converged_summary``'s tables."""
+    path = results / "summary.md"
+    text = SUMMARY_HEADER.format(results=results.as_posix())
+    path.write_text(f"{text}\n{provenance(results)}\n\n{converged_summary(results)}\n")
+    return path
 
 
 def plot_converged(results: Path) -> list[Path]:

@@ -299,6 +299,32 @@ def test_converged_summary_compares_every_stage_with_its_oracle(tmp_path: Path) 
     assert "t = 0.77" in row  # 1 / sqrt(5/3) = 0.7746
 
 
+def _started(run: Path, *starts: tuple[str, str]) -> None:
+    """Write ``environment.jsonl``: one (git_commit, cpu) record per start, as the trainer does."""
+    records = [json.dumps({"git_commit": commit, "cpu": cpu}) for commit, cpu in starts]
+    (run / "environment.jsonl").write_text("\n".join(records) + "\n")
+
+
+def test_converged_provenance_names_commits_dirty_and_resumed_runs_and_cpus(tmp_path: Path) -> None:
+    clean, later = "a" * 40, "b" * 40
+    for name in ("w_sgd_lr0.05_s0", "w_sgd_lr0.05_s1", "w_osgd_lr0.05_s0", "d_sgd_lr0.05_s0"):
+        _converged_run(tmp_path, name, [50.0, 45.0, 40.0], 0.5)
+    _started(tmp_path / "w_sgd_lr0.05_s0", (clean, "Xeon"))
+    _started(tmp_path / "w_sgd_lr0.05_s1", (clean, "Xeon"), (clean, "EPYC"))  # resumed on another machine
+    _started(tmp_path / "w_osgd_lr0.05_s0", (later + "-dirty", "EPYC"))
+    text = converged.provenance(tmp_path)  # d_sgd_lr0.05_s0 has no environment.jsonl
+    assert "Trained at: aaaaaaa (2 runs), bbbbbbb-dirty (1 runs)." in text
+    assert "Uncommitted changes or no commit recorded: w_osgd_lr0.05_s0." in text
+    assert "Resumed from an epoch checkpoint: w_sgd_lr0.05_s1 (2 starts)." in text
+    assert "CPUs: EPYC (2 runs), Xeon (2 runs)." in text
+    assert "No environment.jsonl: d_sgd_lr0.05_s0." in text
+    summary = converged.write_summary(tmp_path)
+    assert summary.name == "summary.md"
+    written = summary.read_text()
+    assert text in written
+    assert "| w | sgd_lr0.05 | 0,1 |" in written  # the tables follow the provenance
+
+
 def test_converged_plots_are_written(tmp_path: Path) -> None:
     for seed in range(2):
         _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0 + seed, 50.0, 40.0], 0.5)
