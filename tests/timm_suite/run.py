@@ -12,7 +12,7 @@ from their own stage's loss. ``tests/timm_anytime`` asserts exactly that instead
 (``test_every_parameter_gets_a_gradient``). Plain models run the whole file.
 
 By default the deepest member of a family is left out where a shallower one runs the same code
-(``DEEPER_TWINS``: the same block classes and nesting, only a longer ``layers`` tuple). They were
+(``DEEPER_TWINS``: the same block classes and nesting, only more blocks per stage). They were
 a third of the suite's time on a 2-core CPU (about 2 of 6 minutes; FX tracing and TorchScript
 grow with depth) and find nothing their twins do not; ``--all`` runs them too (before a release,
 or after changing how depth is built).
