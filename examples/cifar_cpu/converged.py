@@ -138,6 +138,8 @@ CONVERGED_COMPARISONS = (
     ("greedy (each stage its own schedule) vs sgd", "greedy_lr0.05", "sgd_lr0.05"),
     ("priority order 3,2,1 vs 1,2,3 (osgd)", "osgd_p321_lr0.05", "osgd_lr0.05"),
     ("priority order 2,1,3 vs 1,2,3 (osgd)", "osgd_p213_lr0.05", "osgd_lr0.05"),
+    ("priority order 3,2,1 (osgd) vs sgd at lr 0.05", "osgd_p321_lr0.05", "sgd_lr0.05"),
+    ("priority order 2,1,3 (osgd) vs sgd at lr 0.05", "osgd_p213_lr0.05", "sgd_lr0.05"),
 )
 
 

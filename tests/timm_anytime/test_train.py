@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
+from osgd import OSGD
 from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config, weights
 from timm_anytime.train import METHODS, TrainConfig, Trainer, plan_phases, train
 from timm_anytime.train.methods import Greedy
@@ -203,3 +204,27 @@ def test_a_method_added_to_the_table_trains_from_the_command_line(tmp_path: Path
     assert all(torch.equal(new[k], sgd[k]) for k in new)
     with pytest.raises(ValueError, match="priority applies to the methods osgd, osgd_norm only"):
         TrainConfig(dataset="digits", method="last_only", priority=[1, 2, 3])
+
+
+def test_the_priority_reaches_the_combination_one_based(tmp_path: Path, monkeypatch) -> None:
+    """``--priority 3 1 2`` means stage 3 first: its gradient passes unprojected, every other is projected.
+    (3 1 2 is not its own inverse, so reading it as ranks instead of an order would fail too.)"""
+    priority = [3, 1, 2]
+    infos = []
+    backward = OSGD.backward
+
+    def recording_backward(self, *args, **kwargs):
+        info = backward(self, *args, **kwargs)
+        infos.append(info)
+        return info
+
+    monkeypatch.setattr(OSGD, "backward", recording_backward)
+    train(tiny_config(tmp_path / "run", method="osgd", priority=priority, epochs=1))
+    assert len(infos) == 4  # 160 digits in steps of 40
+    top = priority[0] - 1
+    for info in infos:
+        assert tuple(info.priority) == tuple(p - 1 for p in priority)
+        removed = info.removed_fraction.tolist()
+        assert removed[top] == 0.0
+        # nested stages share parameters, so every lower-priority gradient loses part of its norm
+        assert all(r > 0.0 for i, r in enumerate(removed) if i != top)
