@@ -29,7 +29,7 @@ from timm.optim import create_optimizer_v2
 from osgd import OSGD
 from timm_anytime.models.anytime import stage_logits
 from timm_anytime.train.config import config_from_args
-from timm_anytime.train.loaders import load_sources, make_loaders
+from timm_anytime.train.loaders import first_training_batches, load_sources, make_loaders
 from timm_anytime.train.trainer import create_model
 
 
@@ -48,18 +48,12 @@ def measure(argv: list[str], steps: int) -> list[list[float]]:
     # losses), computed per stage so that the per-stage norms are visible.
     optimizer = OSGD(inner, "sum", reduction="mean", reach_masks=masks)
     rows: list[list[float]] = []
-    epoch = 0
-    while len(rows) < steps:
-        loader.set_epoch(epoch)
-        for images, labels in loader:
-            losses = [F.cross_entropy(logits, labels) for logits in stage_logits(model, images)]
-            optimizer.zero_grad()
-            info = optimizer.backward(losses)
-            optimizer.step()
-            rows.append((info.grad_norm / info.task_dims.sqrt()).tolist())
-            if len(rows) == steps:
-                break
-        epoch += 1
+    for images, labels in first_training_batches(loader, steps):
+        losses = [F.cross_entropy(logits, labels) for logits in stage_logits(model, images)]
+        optimizer.zero_grad()
+        info = optimizer.backward(losses)
+        optimizer.step()
+        rows.append((info.grad_norm / info.task_dims.sqrt()).tolist())
     return rows
 
 

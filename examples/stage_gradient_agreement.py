@@ -29,43 +29,29 @@ from accelerate import Accelerator
 from osgd import OSGD, gram_schmidt
 from timm_anytime.models.anytime import is_anytime_model, stage_logits
 from timm_anytime.train import TrainConfig
-from timm_anytime.train.checkpoint import load_weights
-from timm_anytime.train.loaders import load_sources, make_loaders
+from timm_anytime.train.checkpoint import load_weights, run_weights
+from timm_anytime.train.loaders import first_training_batches, load_sources, make_loaders
 from timm_anytime.train.trainer import create_model
 
 
 def stage_gramians(run: Path, batches: int, data_dir: str | None = None) -> list[torch.Tensor]:
     """The float64 Gramian of the stage gradients on each of ``batches`` training batches of ``run``."""
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
-    cfg = TrainConfig.load(run / "config.yaml")
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-        cfg.validate()
-    weights = run / "model.safetensors"
-    if not weights.is_file():
-        weights = run / "checkpoint" / "model.safetensors"
+    cfg = TrainConfig.from_run(run, data_dir)
     torch.manual_seed(cfg.seed)
     sources = load_sources(cfg, progress=False)
     model = create_model(cfg, sources.num_classes, sources.in_chans)
     if not is_anytime_model(model):
         raise ValueError(f"{cfg.model} has one stage: there is nothing to compare")
-    load_weights(weights, model)
+    load_weights(run_weights(run), model)
     model.train()
     loader = make_loaders(cfg, sources, model, Accelerator(cpu=True)).train  # the trainer's batches
     # lr 0 and no step: OSGD is used only for its per-stage backward and Gramian.
     optimizer = OSGD(torch.optim.SGD(model.parameters(), lr=0.0), "sum")
     gramians: list[torch.Tensor] = []
-    epoch = 0
-    while len(gramians) < batches:
-        loader.set_epoch(epoch)
-        for images, labels in loader:
-            losses = [F.cross_entropy(logits, labels) for logits in stage_logits(model, images)]
-            optimizer.zero_grad()
-            gramians.append(optimizer.backward(losses).gram.clone())
-            if len(gramians) == batches:
-                break
-        epoch += 1
+    for images, labels in first_training_batches(loader, batches):
+        losses = [F.cross_entropy(logits, labels) for logits in stage_logits(model, images)]
+        optimizer.zero_grad()
+        gramians.append(optimizer.backward(losses).gram.clone())
     return gramians
 
 

@@ -18,7 +18,7 @@ from .data.stream import attach_transforms
 from .evaluate import stage_finish_times, stage_outcomes
 from .inference.early_exit import budget_curve, default_budgets, relative_costs, score_function, stage_scores
 from .models.anytime import is_anytime_model
-from .train.checkpoint import MODEL_FILE, load_weights
+from .train.checkpoint import load_weights, run_weights
 from .train.config import TrainConfig
 from .train.environment import environment_report
 from .train.loaders import evaluation_loader, load_sources
@@ -62,14 +62,9 @@ def evaluate_run(
     stage's cost), thresholds calibrated on ``calibration_per_class`` training images per class that
     the run never trained on (never on the test split), under ``eval.json["early_exit"]``."""
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
-    cfg = TrainConfig.load(run / "config.yaml")
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-        cfg.validate()
+    cfg = TrainConfig.from_run(run, data_dir)
     if weights is None:
-        weights = run / MODEL_FILE if (run / MODEL_FILE).is_file() else run / "checkpoint" / MODEL_FILE
+        weights = run_weights(run)
     if early_exit:
         score_fn = score_function(score)
         wrong = [b for b in budgets or () if not 0 < b <= 1]

@@ -24,6 +24,12 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 
 
+def run_weights(run: str | Path) -> Path:
+    """A run folder's weights: the final ``model.safetensors``, else its last epoch checkpoint's."""
+    run = Path(run)
+    return run / MODEL_FILE if (run / MODEL_FILE).is_file() else run / "checkpoint" / MODEL_FILE
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (missing or corrupt files, wrong model)."""
 

@@ -154,6 +154,18 @@ class TrainConfig:
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(read_yaml(path), source=str(path))
 
+    @classmethod
+    def from_run(cls, run: str | Path, data_dir: str | None = None) -> TrainConfig:
+        """The config of a run folder of ``anytime-train``; ``data_dir``: where its dataset is now."""
+        run = Path(run)
+        if not (run / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
+        cfg = cls.load(run / "config.yaml")
+        if data_dir is not None:
+            cfg.data_dir = data_dir
+            cfg.validate()
+        return cfg
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)

@@ -131,6 +131,20 @@ class Loaders:
     validation: Iterable[tuple[Tensor, Tensor]] | None = None
 
 
+def first_training_batches(train: Any, count: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The first ``count`` batches of a training loader (``Loaders.train``) from epoch 0 on, calling
+    ``set_epoch`` at each epoch, as the trainer does."""
+    epoch, taken = 0, 0
+    while taken < count:
+        train.set_epoch(epoch)
+        for batch in train:
+            yield batch
+            taken += 1
+            if taken == count:
+                return
+        epoch += 1
+
+
 def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerator: Accelerator) -> Loaders:
     """Training batches (this process's share of each global batch of ``cfg.batch_size``) and this
     process's share of the evaluation set, on ``accelerator.device``."""
