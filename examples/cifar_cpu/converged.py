@@ -140,6 +140,8 @@ CONVERGED_COMPARISONS = (
     ("priority order 2,1,3 vs 1,2,3 (osgd)", "osgd_p213_lr0.05", "osgd_lr0.05"),
     ("priority order 3,2,1 (osgd) vs sgd at lr 0.05", "osgd_p321_lr0.05", "sgd_lr0.05"),
     ("priority order 2,1,3 (osgd) vs sgd at lr 0.05", "osgd_p213_lr0.05", "sgd_lr0.05"),
+    # is 3,2,1's gain a shorter step? the default order with every step halved
+    ("priority order 3,2,1 at lr 0.05 vs 1,2,3 at lr 0.025 (osgd)", "osgd_p321_lr0.05", "osgd_lr0.025"),
 )
 
 

@@ -263,6 +263,7 @@ def test_converged_summary_compares_greedy_and_the_priority_orders_with_osgd(tmp
         _converged_run(tmp_path, f"w_greedy_lr0.05_s{seed}", [55.0 + seed, 50.0, 45.0], 0.5)
         _converged_run(tmp_path, f"w_osgd_p321_lr0.05_s{seed}", [70.0, 50.0, 38.0 + 2 * seed], 0.5)
         _converged_run(tmp_path, f"w_sgd_lr0.05_s{seed}", [65.0, 50.0, 41.0], 0.5)
+        _converged_run(tmp_path, f"w_osgd_lr0.025_s{seed}", [62.0, 50.0, 41.0 + seed], 0.5)
     table = converged.converged_summary(tmp_path)
     greedy = next(x for x in table.splitlines() if "greedy_lr0.05 - osgd_lr0.05" in x)
     # stage 1: 55.5 +/- 0.71 against 60 +/- 0: -4.50; stage 3: 45 against 41 +/- 1.41: +4.00
@@ -277,6 +278,11 @@ def test_converged_summary_compares_greedy_and_the_priority_orders_with_osgd(tmp
     assert "osgd_p321_lr0.05 - sgd_lr0.05" in against_sgd
     assert "stage 1: +5.00" in against_sgd
     assert "stage 3: -2.00" in against_sgd
+    shorter_step = next(x for x in table.splitlines() if "3,2,1 at lr 0.05 vs 1,2,3 at lr 0.025" in x)
+    # stage 1: 70 against 62: +8.00; stage 3: 39 +/- 1.41 against 41.5 +/- 0.71: -2.50
+    assert "osgd_p321_lr0.05 - osgd_lr0.025" in shorter_step
+    assert "stage 1: +8.00" in shorter_step
+    assert "stage 3: -2.50" in shorter_step
     assert "priority order 2,1,3" not in table  # no runs of that order: no row
 
 
