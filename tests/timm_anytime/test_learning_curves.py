@@ -103,6 +103,28 @@ def test_a_change_inside_the_epoch_noise_is_flat(tmp_path: Path) -> None:
     assert not convergence(curve_of(steady)).converged
 
 
+def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
+    """Greedy trains stage 3 for the last 20 of 60 epochs on its own schedule: the windows are 10%
+    of those 20 (epochs 59-60 against 57-58), not of all 60 (55-60 against 49-54, which straddle a
+    learning-rate drop of stage 3's schedule and see the loss fall)."""
+
+    def greedy(epoch: int) -> dict:
+        stage = (epoch - 1) // 20 + 1
+        loss = 0.1 if epoch <= 52 else 0.05  # stage 3's last drop after epoch 52, then flat
+        return {"epoch": epoch, "lr": 0.01, "train_loss": [loss], "train_top1_err": [1.0], "greedy_stage": stage}
+
+    curve = read_learning_curve(write_metrics(tmp_path / "greedy", [greedy(e) for e in range(1, 61)]))
+    assert curve.phase == [1] * 20 + [2] * 20 + [3] * 20
+    result = convergence(curve)
+    assert result.loss_change == pytest.approx(0.0)
+    assert result.converged
+    # the same records without the phase: the whole run's windows see the drop (0.05 against (4 * 0.1 + 2 * 0.05) / 6)
+    joint = [{k: v for k, v in greedy(e).items() if k != "greedy_stage"} for e in range(1, 61)]
+    whole = convergence(read_learning_curve(write_metrics(tmp_path / "joint", joint)))
+    assert whole.loss_change == pytest.approx(0.4)
+    assert not whole.converged
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     records = [record(e, 0.1, 1.0 / e, 50.0 / e, eval_top1_err=[60.0 / e, 55.0 / e]) for e in range(1, 6)]
     curve = read_learning_curve(write_metrics(tmp_path / "run", records))

@@ -13,7 +13,9 @@ the two means differ by less than twice the standard error of their difference (
 noise: near zero, a loss of 0.005 jumps by 25% from epoch to epoch with the augmentation, and two
 30-epoch means of it differ by 8% with no trend). Means over windows, because single epochs are
 that noisy. A flat loss alone is not enough: it is also flat once the learning rate has decayed to
-almost nothing.
+almost nothing. For greedy, "the epochs" are the last stage's own phase (its own schedule; the
+earlier phases train other weights): 10% of the whole run would straddle that phase's last
+learning-rate drops and measure the drop, not a trend.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class LearningCurve:
     train_loss: list[list[float]]
     train_err: list[list[float]]
     eval_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> test error per stage
+    # greedy's stage in training per epoch (1-based); None where all stages train together
+    phase: list[int | None] = field(default_factory=list)
     val_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> validation error per stage
 
     @property
@@ -57,12 +61,13 @@ def read_learning_curve(path: str | Path) -> LearningCurve:
             continue
         epoch = int(record["epoch"])
         while curve.epochs and curve.epochs[-1] >= epoch:  # a resume repeated epochs: keep the later records
-            for values in (curve.epochs, curve.lr, curve.train_loss, curve.train_err):
+            for values in (curve.epochs, curve.lr, curve.train_loss, curve.train_err, curve.phase):
                 values.pop()
         curve.epochs.append(epoch)
         curve.lr.append(float(record.get("lr", float("nan"))))
         curve.train_loss.append(_as_list(record["train_loss"]))
         curve.train_err.append(_as_list(record["train_top1_err"]))
+        curve.phase.append(record.get("greedy_stage"))
         if "eval_top1_err" in record:
             curve.eval_err[epoch] = _as_list(record["eval_top1_err"])
         if "val_top1_err" in record:
@@ -91,10 +96,10 @@ def convergence(
     """Apply the module's convergence rule to ``curve``. A run of one epoch has no loss trend to
     judge: its change and noise are NaN and it is not converged."""
     final = curve.train_err[-1]
-    if len(curve.epochs) < 2:
+    losses = [loss[-1] for loss in curve.train_loss[_last_phase_start(curve) :]]
+    if len(losses) < 2:
         return Convergence(final, math.nan, curve.lr[-1], False, math.nan)
-    width = max(1, min(round(window * len(curve.epochs)), len(curve.epochs) // 2))
-    losses = [loss[-1] for loss in curve.train_loss]
+    width = max(1, min(round(window * len(losses)), len(losses) // 2))
     last = losses[-width:]
     before = losses[-2 * width : -width]
     mean_before = statistics.fmean(before)
@@ -104,6 +109,17 @@ def convergence(
     noise = 2 * math.sqrt(spread) / scale
     flat = change < max_loss_change or change <= noise
     return Convergence(final, change, curve.lr[-1], final[-1] < max_train_err and flat, noise)
+
+
+def _last_phase_start(curve: LearningCurve) -> int:
+    """Index of the first epoch of the last stage's own schedule: 0 unless greedy trained the stages
+    one after another (the earlier phases train other weights on their own schedules)."""
+    if not curve.phase or curve.phase[-1] is None:
+        return 0
+    start = len(curve.phase)
+    while start > 0 and curve.phase[start - 1] == curve.phase[-1]:
+        start -= 1
+    return start
 
 
 def fit_epoch(curve: LearningCurve, max_train_err: float = 1.0, window: int = 10) -> int | None:
@@ -125,7 +141,8 @@ def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
     :func:`fit_epoch`."""
     lines = [
         "| run | epochs | final lr | final training err % per stage | last-stage mean loss, last 10% of epochs "
-        "against the 10% before (noise: 2 SE) | converged (last stage < 2%, change < 5% or within noise) "
+        "(greedy: of the last stage's phase) against the 10% before (noise: 2 SE) "
+        "| converged (last stage < 2%, change < 5% or within noise) "
         "| last stage under 1% (10-epoch means) from epoch |",
         "|---|---|---|---|---|---|---|",
     ]
