@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from timm_anytime.learning_curves import (
+    _training_lines,
     convergence,
     convergence_table,
     fit_epoch,
@@ -118,6 +119,11 @@ def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
     result = convergence(curve)
     assert result.loss_change == pytest.approx(0.0)
     assert result.converged
+    # the plot draws each stage's training error over its own phase, not one line labelled stage 1
+    lines = _training_lines(curve)
+    assert sorted(lines) == [0, 1, 2]
+    assert lines[2][0] == list(range(41, 61))
+    assert lines[2][1] == [1.0] * 20
     # the same records without the phase: the whole run's windows see the drop (0.05 against (4 * 0.1 + 2 * 0.05) / 6)
     joint = [{k: v for k, v in greedy(e).items() if k != "greedy_stage"} for e in range(1, 61)]
     whole = convergence(read_learning_curve(write_metrics(tmp_path / "joint", joint)))

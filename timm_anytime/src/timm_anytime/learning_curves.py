@@ -163,9 +163,25 @@ def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
     return "\n".join(lines)
 
 
+def _training_lines(curve: LearningCurve) -> dict[int, tuple[list[int], list[float]]]:
+    """0-based stage -> (epochs, training error %) to draw: every stage over the whole run, or, for
+    greedy (whose records hold the stage in training only), each stage over its own phase."""
+    if not curve.phase or curve.phase[-1] is None:
+        return {k: (curve.epochs, [e[k] for e in curve.train_err]) for k in range(curve.num_stages)}
+    lines: dict[int, tuple[list[int], list[float]]] = {}
+    for epoch, phase, errors in zip(curve.epochs, curve.phase, curve.train_err, strict=True):
+        if phase is None:  # a record written before greedy_stage was: its stage is unknown
+            continue
+        epochs, values = lines.setdefault(phase - 1, ([], []))
+        epochs.append(epoch)
+        values.append(errors[-1])
+    return lines
+
+
 def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, max_panels: int = 12) -> Path:
-    """One panel per run (the first ``max_panels``): training error per stage (lines), test error
-    (dashed, markers) and validation error (dotted) against the epoch, learning rate on the right."""
+    """One panel per run (the first ``max_panels``): training error per stage (lines; greedy: each
+    stage during its own phase), test error (dashed, markers) and validation error (dotted) of every
+    evaluated stage against the epoch, learning rate on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,19 +193,18 @@ def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, 
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         curve = curves[name]
-        for stage in range(curve.num_stages):
-            color = f"C{stage}"
-            ax.plot(curve.epochs, [e[stage] for e in curve.train_err], color=color, label=f"stage {stage + 1} train")
-            for errors, style, what in ((curve.eval_err, "o--", "test"), (curve.val_err, "s:", "val")):
-                if errors:
-                    ax.plot(
-                        list(errors),
-                        [e[stage] for e in errors.values()],
-                        style,
-                        color=color,
-                        ms=3,
-                        label=f"stage {stage + 1} {what}",
-                    )
+        for stage, (epochs, errors) in _training_lines(curve).items():
+            ax.plot(epochs, errors, color=f"C{stage}", label=f"stage {stage + 1} train")
+        for errors, style, what in ((curve.eval_err, "o--", "test"), (curve.val_err, "s:", "val")):
+            for stage in range(min((len(e) for e in errors.values()), default=0)):
+                ax.plot(
+                    list(errors),
+                    [e[stage] for e in errors.values()],
+                    style,
+                    color=f"C{stage}",
+                    ms=3,
+                    label=f"stage {stage + 1} {what}",
+                )
         ax.set(title=name, xlabel="epoch", ylabel="top-1 error (%)", ylim=(0, None))
         ax.grid(alpha=0.3)
         lr_ax = ax.twinx()
