@@ -37,9 +37,9 @@ class LearningCurve:
     train_loss: list[list[float]]
     train_err: list[list[float]]
     eval_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> test error per stage
+    val_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> validation error per stage
     # greedy's stage in training per epoch (1-based); None where all stages train together
     phase: list[int | None] = field(default_factory=list)
-    val_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> validation error per stage
 
     @property
     def num_stages(self) -> int:
