@@ -124,6 +124,10 @@ def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
     assert sorted(lines) == [0, 1, 2]
     assert lines[2][0] == list(range(41, 61))
     assert lines[2][1] == [1.0] * 20
+    # how soon the last stage fitted is also read within its phase: stage 2 ended under 1% too, but
+    # its records are not the last stage's
+    fitted = [{**greedy(e), "train_top1_err": [5.0 if e <= 30 else 0.5]} for e in range(1, 61)]
+    assert fit_epoch(read_learning_curve(write_metrics(tmp_path / "fitted", fitted))) == 41
     # the same records without the phase: the whole run's windows see the drop (0.05 against (4 * 0.1 + 2 * 0.05) / 6)
     joint = [{k: v for k, v in greedy(e).items() if k != "greedy_stage"} for e in range(1, 61)]
     whole = convergence(read_learning_curve(write_metrics(tmp_path / "joint", joint)))

@@ -42,6 +42,11 @@ class LearningCurve:
     phase: list[int | None] = field(default_factory=list)
 
     @property
+    def greedy(self) -> bool:
+        """Whether greedy trained the stages one after another (its records name the stage)."""
+        return bool(self.phase) and self.phase[-1] is not None
+
+    @property
     def num_stages(self) -> int:
         return len(self.train_err[-1])
 
@@ -114,7 +119,7 @@ def convergence(
 def _last_phase_start(curve: LearningCurve) -> int:
     """Index of the first epoch of the last stage's own schedule: 0 unless greedy trained the stages
     one after another (the earlier phases train other weights on their own schedules)."""
-    if not curve.phase or curve.phase[-1] is None:
+    if not curve.greedy:
         return 0
     start = len(curve.phase)
     while start > 0 and curve.phase[start - 1] == curve.phase[-1]:
@@ -125,14 +130,16 @@ def _last_phase_start(curve: LearningCurve) -> int:
 def fit_epoch(curve: LearningCurve, max_train_err: float = 1.0, window: int = 10) -> int | None:
     """How soon the last stage fits its training images: the first epoch from which the mean of the
     last stage's training error over every ``window`` consecutive epochs (the last ones: over what
-    is left) stays under ``max_train_err`` %, or None if it never does."""
-    errors = [err[-1] for err in curve.train_err]
+    is left) stays under ``max_train_err`` %, or None if it never does. For greedy, within the last
+    stage's own phase (the earlier phases' records are other stages' errors)."""
+    start = _last_phase_start(curve)
+    errors = [err[-1] for err in curve.train_err[start:]]
     means = [statistics.fmean(errors[i : i + window]) for i in range(len(errors))]
     first = None
     for i in reversed(range(len(means))):
         if means[i] >= max_train_err:
             break
-        first = curve.epochs[i]
+        first = curve.epochs[start + i]
     return first
 
 
@@ -166,7 +173,7 @@ def convergence_table(curves: Mapping[str, LearningCurve]) -> str:
 def _training_lines(curve: LearningCurve) -> dict[int, tuple[list[int], list[float]]]:
     """0-based stage -> (epochs, training error %) to draw: every stage over the whole run, or, for
     greedy (whose records hold the stage in training only), each stage over its own phase."""
-    if not curve.phase or curve.phase[-1] is None:
+    if not curve.greedy:
         return {k: (curve.epochs, [e[k] for e in curve.train_err]) for k in range(curve.num_stages)}
     lines: dict[int, tuple[list[int], list[float]]] = {}
     for epoch, phase, errors in zip(curve.epochs, curve.phase, curve.train_err, strict=True):

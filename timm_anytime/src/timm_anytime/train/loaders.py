@@ -137,11 +137,14 @@ def first_training_batches(train: Any, count: int) -> Iterator[tuple[Tensor, Ten
     epoch, taken = 0, 0
     while taken < count:
         train.set_epoch(epoch)
+        before = taken
         for batch in train:
             yield batch
             taken += 1
             if taken == count:
                 return
+        if taken == before:
+            raise ValueError("the training loader yields no batches: there is nothing to measure")
         epoch += 1
 
 
