@@ -266,46 +266,85 @@ def write_summary(results: Path) -> Path:
     return path
 
 
+#: The label of the FLOP-matched Oracles' series in ``comparison.png``.
+ORACLE_SERIES = "oracle (FLOP-matched)"
+
+_REFERENCE = (f"sgd_lr{ABLATION_LR}", f"osgd_lr{ABLATION_LR}")
+
+#: The columns of ``comparison.png``: one question each, so that no panel carries more than a few
+#: series. sgd and osgd at ``ABLATION_LR`` recur in every panel as the reference; a setting that no
+#: panel names lands in an "other settings" column, so that nothing is dropped silently.
+COMPARISON_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("learning rate", tuple(f"{m}_lr{lr}" for m in ("sgd", "osgd") for lr in sorted(CONVERGED_LRS, key=float))),
+    ("mean or sum of the stage losses", (*_REFERENCE, f"sgd_sum_lr{ABLATION_LR}", f"osgd_mean_lr{ABLATION_LR}")),
+    ("baselines", (*_REFERENCE, f"greedy_lr{ABLATION_LR}", ORACLE_SERIES)),
+    (
+        "priority order (and osgd's step halved)",
+        (f"osgd_lr{ABLATION_LR}", f"osgd_p213_lr{ABLATION_LR}", f"osgd_p321_lr{ABLATION_LR}", "osgd_lr0.025"),
+    ),
+)
+
+
+def comparison_panels(settings: set[str]) -> list[tuple[str, list[str]]]:
+    """The columns of ``comparison.png`` for these settings: each of ``COMPARISON_PANELS`` that has
+    at least one of them, in the panel's order, then any setting no panel names as "other settings"."""
+    panels = [(title, [s for s in names if s in settings]) for title, names in COMPARISON_PANELS]
+    named = {s for _, names in COMPARISON_PANELS for s in names}
+    panels.append(("other settings", sorted(settings - named)))
+    return [(title, names) for title, names in panels if names]
+
+
 def plot_converged(results: Path) -> list[Path]:
-    """``comparison.png`` (test error per stage, mean +/- sd over seeds, one line per setting and a
-    panel per design) and ``learning_curves.png`` (seed 0 of every setting) in ``results``."""
+    """``comparison.png`` (test error per stage, mean +/- sd over seeds: a row per design and a
+    column per question of ``COMPARISON_PANELS``) and ``learning_curves.png`` (seed 0 of every
+    setting) in ``results``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
-    from timm_anytime.report import series_styles
+    from timm_anytime.report import panel_styles
 
     groups = collect_runs(results)
-    panels = {}
+    designs: dict[str, dict[str, list]] = {}
     for tag in ("w", "d"):
         variants = {v: g["test"] for (t, v), g in groups.items() if t == tag and not v.startswith("oracle")}
         oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
         if all(oracles):
             # one row per seed index: the single-stage error of Oracle 1, 2 and 3
             per_stage = [[errors[0] for errors in o["test"]] for o in oracles]
-            variants["oracle (FLOP-matched)"] = [list(row) for row in zip(*per_stage, strict=False)]
-        panels[tag] = variants
-    # one style and one x offset per setting, the same in both panels
-    settings = sorted({v for variants in panels.values() for v in variants})
-    styles = series_styles(settings)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
-    for ax, (tag, title) in zip(axes.flat, (("w", WIDTH), ("d", DEPTH)), strict=True):
-        variants = panels[tag]
-        for variant, rows in sorted(variants.items()):
-            i = settings.index(variant)
-            stages = list(zip(*rows, strict=True))
-            means = [statistics.mean(s) for s in stages]
-            sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
-            x = [k + 1 + 0.03 * (i - len(settings) / 2) for k in range(len(stages))]
-            ax.errorbar(x, means, yerr=sds, ms=4, capsize=3, label=f"{variant} (n={len(rows)})", **styles[variant])
-        ax.set(title=f"{title}: converged protocol", xlabel="stage", ylabel="test top-1 error (%)", xticks=[1, 2, 3])
-        ax.grid(alpha=0.3)
-        if variants:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", color="grey")
+            variants[ORACLE_SERIES] = [list(row) for row in zip(*per_stage, strict=False)]
+        designs[tag] = variants
+    settings = {v for variants in designs.values() for v in variants}
+    columns = comparison_panels(settings) or [("no finished runs yet", [])]
+    # a setting keeps its style in every panel; the reference pair's two colours are theirs alone
+    styles = panel_styles([[*_REFERENCE, *names] for _, names in columns])
+    fig, axes = plt.subplots(
+        2, len(columns), figsize=(4.2 * len(columns), 7.6), squeeze=False, sharey="row", sharex=True
+    )
+    for row, (tag, design) in zip(axes, (("w", WIDTH), ("d", DEPTH)), strict=True):
+        variants = designs[tag]
+        for ax, (question, names) in zip(row, columns, strict=True):
+            shown = [s for s in names if s in variants]
+            for i, variant in enumerate(shown):
+                stages = list(zip(*variants[variant], strict=True))
+                means = [statistics.mean(s) for s in stages]
+                sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
+                x = [k + 1 + 0.05 * (i - (len(shown) - 1) / 2) for k in range(len(stages))]
+                n = len(variants[variant])
+                ax.errorbar(x, means, yerr=sds, ms=4, capsize=3, label=f"{variant} (n={n})", **styles[variant])
+            ax.set(title=f"{design}\n{question}", xticks=[1, 2, 3])
+            ax.title.set_fontsize(9)
+            ax.grid(alpha=0.3)
+            if shown:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", color="grey")
+        row[0].set_ylabel("test top-1 error (%), mean ± sd")
+    for ax in axes[-1]:
+        ax.set_xlabel("stage")
+    fig.suptitle("Converged protocol: test error per stage (1,000 training images, 300 epochs)", fontsize=11)
     fig.tight_layout()
     comparison = results / "comparison.png"
     fig.savefig(comparison, dpi=110)

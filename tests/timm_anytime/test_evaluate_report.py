@@ -17,6 +17,7 @@ from timm_anytime.report import (
     deadline_view,
     load_results,
     markdown_table,
+    panel_styles,
     series_styles,
     write_report,
 )
@@ -131,6 +132,16 @@ def test_deadline_view_with_latency_proportional_to_flops(tmp_path: Path) -> Non
     report = write_report([nested, small, big], tmp_path / "report").read_text()
     assert "latency taken proportional to FLOPs" in report
     assert (tmp_path / "report" / "deadlines_flops.png").stat().st_size > 0
+
+
+def test_panel_styles_keep_a_label_across_panels_and_apart_within_one() -> None:
+    # "a" and "b" share panel 1; "b" and "c" panel 2; "a" and "c" never meet, so "c" may reuse a's colour
+    styles = panel_styles([["a", "b"], ["b", "c"], ["a", "d"]])
+    assert [styles[k]["color"] for k in "abcd"] == ["C0", "C1", "C0", "C1"]
+    crowded = panel_styles([[f"s{i}" for i in range(12)]])  # past 10 in one panel: the next marker/line
+    assert len({tuple(style.items()) for style in crowded.values()}) == 12
+    assert crowded["s10"]["color"] == "C0"
+    assert crowded["s10"]["ls"] != crowded["s0"]["ls"]
 
 
 def test_plots_keep_more_than_ten_settings_apart() -> None:

@@ -347,26 +347,42 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
-def test_converged_plot_gives_a_setting_one_colour_in_both_panels(
+def test_converged_plot_gives_a_setting_one_colour_in_every_panel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from matplotlib.figure import Figure
 
-    # sgd_lr0.05 is the second setting of the width panel and the first of the depth panel
+    names = ("w_osgd_lr0.05", "w_sgd_lr0.05", "w_osgd_p321_lr0.05", "d_sgd_lr0.05", "d_sgd_sum_lr0.05", "d_odd_lr0.05")
     for seed in range(2):
-        for name in ("w_osgd_lr0.05", "w_sgd_lr0.05", "d_sgd_lr0.05", "d_sgd_sum_lr0.05"):
+        for name in names:
             _converged_run(tmp_path, f"{name}_s{seed}", [50.0 + seed, 45.0, 40.0], 0.5)
     figures = []
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
     converged.plot_converged(tmp_path)
-    width, depth = figures[0].axes
-    colours = [
-        {c.get_label().split(" ")[0]: tuple(c.lines[0].get_color()) for c in ax.containers} for ax in (width, depth)
+    figure = figures[0]  # comparison.png (then learning_curves.png)
+    # a row per design; a column per question that has runs: learning rate, mean or sum, baselines,
+    # priority order, and "other settings" for the setting no panel names (odd_lr0.05)
+    titles = [ax.get_title().split("\n")[1] for ax in figure.axes]
+    assert titles[:5] == [
+        "learning rate",
+        "mean or sum of the stage losses",
+        "baselines",
+        "priority order (and osgd's step halved)",
+        "other settings",
     ]
-    assert set(colours[0]) == {"osgd_lr0.05", "sgd_lr0.05"}
-    assert set(colours[1]) == {"sgd_lr0.05", "sgd_sum_lr0.05"}
-    assert colours[0]["sgd_lr0.05"] == colours[1]["sgd_lr0.05"]
-    assert len({*colours[0].values(), *colours[1].values()}) == 3
+    panels = [{c.get_label().split(" ")[0]: tuple(c.lines[0].get_color()) for c in ax.containers} for ax in figure.axes]
+    assert panels[0] == {k: panels[0][k] for k in ("sgd_lr0.05", "osgd_lr0.05")}  # width, learning rate
+    assert set(panels[3]) == {"osgd_lr0.05", "osgd_p321_lr0.05"}  # width, priority order
+    assert set(panels[6]) == {"sgd_lr0.05", "sgd_sum_lr0.05"}  # depth, mean or sum
+    assert set(panels[9]) == {"odd_lr0.05"}  # depth, other settings
+    colour: dict[str, tuple] = {}
+    for panel in panels:
+        assert len(set(panel.values())) == len(panel)  # no two settings of a panel share a colour
+        for setting, c in panel.items():
+            assert colour.setdefault(setting, c) == c  # a setting keeps its colour everywhere
+    # the reference pair's colours are theirs alone
+    others = {c for s, c in colour.items() if s not in ("sgd_lr0.05", "osgd_lr0.05")}
+    assert not others & {colour["sgd_lr0.05"], colour["osgd_lr0.05"]}
 
 
 def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path) -> None:

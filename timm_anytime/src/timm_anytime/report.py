@@ -172,6 +172,23 @@ def series_styles(labels: Sequence[str], bars: bool = False) -> dict[str, dict[s
     return styles
 
 
+def panel_styles(panels: Sequence[Sequence[str]]) -> dict[str, dict[str, str]]:
+    """One matplotlib style per label for a figure of several panels: a label keeps its style in
+    every panel it appears in, and labels that share a panel never share a colour (up to 10 in a
+    panel; past that, the next marker and line style tell them apart). Labels take the lowest colour
+    their panels leave free, in order of first appearance."""
+    index: dict[str, int] = {}
+    for names in panels:
+        for label in names:
+            if label not in index:
+                taken = {index[other] for group in panels if label in group for other in group if other in index}
+                index[label] = next(i for i in range(len(index) + 1) if i not in taken)
+    return {
+        label: {"color": f"C{i % 10}", "marker": _MARKERS[i // 10 % 4], "ls": _LINESTYLES[i // 10 % 4]}
+        for label, i in index.items()
+    }
+
+
 def _save(fig, ax, path: Path) -> Path:
     """The legend outside the axes (it would hide lines of a crowded plot), then write the PNG."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
