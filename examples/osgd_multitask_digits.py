@@ -102,6 +102,11 @@ def train(options: dict, seed: int, epochs: int, data: tuple[torch.Tensor, ...])
     return metrics
 
 
+def sample_sd(values: list[float]) -> float:
+    """The sample standard deviation over seeds (n - 1 in the denominator); 0 for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     import matplotlib
 
@@ -113,7 +118,7 @@ def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     for ax, task in zip(axes, TASKS, strict=True):
         values = [[run[task] for run in results[label]] for label in labels]
         means = [statistics.mean(v) for v in values]
-        spread = [statistics.pstdev(v) for v in values]
+        spread = [sample_sd(v) for v in values]
         ax.barh(labels, means, xerr=spread, color="#4c72b0")
         ax.set_title(f"{task}: {'test MSE (lower is better)' if task == 'reconstruction' else 'test accuracy %'}")
         if task != "reconstruction":
@@ -123,6 +128,29 @@ def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def print_welch_tests(results: dict[str, list[dict[str, float]]], reference: str = "sum (SGD)") -> None:
+    """Each method minus ``reference`` per task: difference [95% CI], Welch p (needs 2+ seeds).
+    The t-test comes from timm_anytime.significance, installed with the project's dev environment."""
+    from timm_anytime.significance import welch_test
+
+    print(f"\nminus {reference}, per task: difference [95% CI], Welch p")
+    print(f"{'method':<22}" + "".join(f"{task:>38}" for task in TASKS))
+    for label, runs in results.items():
+        if label == reference:
+            continue
+        cells = []
+        for task in TASKS:
+            digits = 4 if task == "reconstruction" else 1
+            try:
+                w = welch_test([run[task] for run in runs], [run[task] for run in results[reference]])
+            except ValueError:  # every seed of both gave the same number
+                cells.append("no spread: untestable")
+                continue
+            low, high = w.ci95
+            cells.append(f"{w.difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] p={w.p:.3f}")
+        print(f"{label:<22}" + "".join(f"{cell:>38}" for cell in cells))
 
 
 def main() -> None:
@@ -141,7 +169,8 @@ def main() -> None:
         label: [train(options, seed, args.epochs, data) for seed in range(args.seeds)]
         for label, options in tqdm(METHODS.items(), desc="methods", unit="method")
     }
-    print(f"\nscikit-learn digits, {args.epochs} epochs, {args.seeds} seeds, mean (std), measured on CPU")
+    spread = "mean (sample sd)" if args.seeds > 1 else "one seed, no spread"
+    print(f"\nscikit-learn digits, {args.epochs} epochs, n = {args.seeds} seeds, {spread}, measured on CPU")
     header = f"{'method':<22}" + "".join(f"{name:>20}" for name in (*TASKS, "cos(digit, recon)"))
     print(header)
     print("-" * len(header))
@@ -150,8 +179,11 @@ def main() -> None:
         for key in (*TASKS, "cos(digit, recon)"):
             values = [run[key] for run in runs]
             digits = 4 if key in ("reconstruction", "cos(digit, recon)") else 1
-            cells.append(f"{statistics.mean(values):.{digits}f} ({statistics.pstdev(values):.{digits}f})")
+            sd = f" ({sample_sd(values):.{digits}f})" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.{digits}f}{sd}")
         print(f"{label:<22}" + "".join(f"{cell:>20}" for cell in cells))
+    if args.seeds > 1:
+        print_welch_tests(results)
     plot(results, args.out)
     print(f"\nplot: {args.out}   total time: {time.perf_counter() - start:.0f} s")
 
