@@ -151,6 +151,15 @@ def test_corrupt_checkpoint_and_missing_results(trained: Path, tmp_path: Path, c
     _fails(evaluate_main, [str(broken), "--no-progress"], capsys, "not a readable safetensors file", "truncated")
     _fails(evaluate_main, [str(tmp_path)], capsys, "is not a run folder")
     _fails(report_main, [str(broken), "--output", str(tmp_path / "rep")], capsys, "run `anytime-eval")
+    # results that exist but cannot be read: a one-line error naming the file (was a raw traceback)
+    (broken / "eval.json").write_text("{")
+    (broken / "eval_outputs.safetensors").write_bytes(b"junk")
+    _fails(
+        report_main, [str(broken), "--output", str(tmp_path / "rep")], capsys, "eval.json is not valid JSON", "re-run"
+    )
+    (broken / "eval.json").write_text("{}")
+    argv = [str(broken), "--output", str(tmp_path / "rep")]
+    _fails(report_main, argv, capsys, "eval_outputs.safetensors is not a readable safetensors file", "re-run")
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.yaml").write_text((trained / "config.yaml").read_text().replace("width: 0.5", "width: 1.0"))

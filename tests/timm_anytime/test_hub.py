@@ -22,6 +22,7 @@ from timm_anytime.hub import export_run, push_run
 from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError, shipped_train_config
 from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import train
+from timm_anytime.train.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 CIFAR = REPO.parent / "shared" / "datasets" / "cifar10"
@@ -222,6 +223,30 @@ def test_export_refuses_unfinished_runs_and_full_folders(run: Path, exported: Pa
     with pytest.raises(FileExistsError, match="not empty"):
         export_run(run, exported)
     assert (exported / "model.safetensors").read_bytes() == before  # nothing saved is lost
+
+
+def test_push_names_a_corrupt_or_foreign_run_checkpoint(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """anytime-push read the run's weights with a raw safetensors call: a truncated file ended in a
+    SafetensorError traceback. It is a one-line error now, and the run folder is left as it was."""
+    truncated = shutil.copytree(run, tmp_path / "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[:100])
+    assert push_main([str(truncated), "--repo-id=me/tiny", f"--dry-run={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("anytime-push: error: ")
+    assert "model.safetensors is not a readable safetensors file" in err
+    assert "Traceback" not in err
+    assert (truncated / "model.safetensors").read_bytes() == data[:100]
+    assert not (tmp_path / "out").exists()  # nothing half-exported
+
+    foreign = shutil.copytree(run, tmp_path / "foreign")  # weights without the first convolution
+    weights = load_file(str(foreign / "model.safetensors"))
+    del weights["conv1.weight"]
+    save_file(weights, str(foreign / "model.safetensors"), metadata={"model": "something_else"})
+    with pytest.raises(CheckpointError, match=r"has no tensor 'conv1\.weight': it holds weights for something_else"):
+        export_run(foreign, tmp_path / "out2")
 
 
 def test_push_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,7 +50,7 @@ def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict[str, Any], An
 
     import timm
 
-    from .train.checkpoint import MODEL_FILE, load_weights
+    from .train.checkpoint import MODEL_FILE, load_weights, weight_shape
     from .train.config import TrainConfig
 
     run = Path(run)
@@ -65,11 +65,8 @@ def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict[str, Any], An
         raise FileNotFoundError(f"{run} has no eval.json for the model card: run `anytime-eval {run}` first")
     cfg = TrainConfig.load(run / "config.yaml")
     results = json.loads((run / "eval.json").read_text())
-    from safetensors import safe_open
-
-    with safe_open(str(run / MODEL_FILE), "pt") as weights:
-        first_conv = timm.models.get_pretrained_cfg(cfg.model).first_conv or "conv1"
-        in_chans = int(weights.get_slice(f"{first_conv}.weight").get_shape()[1])
+    first_conv = timm.models.get_pretrained_cfg(cfg.model).first_conv or "conv1"
+    in_chans = weight_shape(run / MODEL_FILE, f"{first_conv}.weight")[1]
     model = timm.create_model(cfg.model, num_classes=int(results["num_classes"]), in_chans=in_chans, **cfg.model_kwargs)
     load_weights(run / MODEL_FILE, model)
     return model.eval(), results, cfg

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -54,8 +55,19 @@ def load_results(folders: Sequence[str | Path]) -> list[RunResult]:
     for folder in map(Path, folders):
         if not (folder / "eval.json").is_file() or not (folder / "eval_outputs.safetensors").is_file():
             raise FileNotFoundError(f"{folder} has no evaluation results: run `anytime-eval {folder}` first")
-        info = json.loads((folder / "eval.json").read_text())
-        outputs = load_file(str(folder / "eval_outputs.safetensors"))
+        try:
+            info = json.loads((folder / "eval.json").read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{folder / 'eval.json'} is not valid JSON ({error}): re-run `anytime-eval {folder}`"
+            ) from error
+        try:
+            outputs = load_file(str(folder / "eval_outputs.safetensors"))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{folder / 'eval_outputs.safetensors'} is not a readable safetensors file ({error}): "
+                f"re-run `anytime-eval {folder}`"
+            ) from error
         results.append(RunResult(folder, info, outputs["correct"].bool(), outputs["finish_s"]))
     if not results:
         raise ValueError("no run folders given")

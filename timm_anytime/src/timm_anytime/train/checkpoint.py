@@ -122,7 +122,7 @@ def load_weights(path: str | Path, model: nn.Module) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated") from error
+        raise _unreadable(path, error) from error
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in expected]
@@ -141,6 +141,26 @@ def load_weights(path: str | Path, model: nn.Module) -> dict[str, str]:
     device = next(iter(expected.values()), torch.empty(0)).device
     model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=True)
     return metadata
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated")
+
+
+def weight_shape(path: str | Path, name: str) -> tuple[int, ...]:
+    """The shape of one tensor of a ``model.safetensors``, read from its header alone.
+
+    Raises :class:`CheckpointError` if the file is unreadable or has no tensor ``name``.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if name not in handle.keys():  # noqa: SIM118 (safe_open handles have keys(), no __contains__)
+                made_for = (handle.metadata() or {}).get("model", "an unknown model")
+                raise CheckpointError(f"{path} has no tensor {name!r}: it holds weights for {made_for}")
+            return tuple(handle.get_slice(name).get_shape())
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(path, error) from error
 
 
 def load_state(folder: str | Path) -> dict[str, Any]:
