@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from timm_anytime.learning_curves import (
+    _evaluation_lines,
     _training_lines,
     convergence,
     convergence_table,
@@ -124,6 +125,19 @@ def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
     assert sorted(lines) == [0, 1, 2]
     assert lines[2][0] == list(range(41, 61))
     assert lines[2][1] == [1.0] * 20
+    # test errors are drawn per stage from its own phase on: before it, its exit is an untrained head
+    evaluated = [
+        {**greedy(e), "eval_top1_err": [60.0, 90.0 - (e > 20) * 30, 90.0 - (e > 40) * 40]} for e in range(1, 61)
+    ]
+    evaluated = [r if r["epoch"] % 10 == 0 else greedy(r["epoch"]) for r in evaluated]  # every 10 epochs
+    evaluated_curve = read_learning_curve(write_metrics(tmp_path / "evaluated", evaluated))
+    drawn = _evaluation_lines(evaluated_curve, evaluated_curve.eval_err)
+    assert drawn[0] == ([10, 20, 30, 40, 50, 60], [60.0] * 6)
+    assert drawn[1] == ([30, 40, 50, 60], [60.0] * 4)  # stage 2's phase starts at epoch 21
+    assert drawn[2] == ([50, 60], [50.0] * 2)
+    no_phase = [{k: v for k, v in r.items() if k != "greedy_stage"} for r in evaluated]
+    joint_curve = read_learning_curve(write_metrics(tmp_path / "joint_eval", no_phase))
+    assert _evaluation_lines(joint_curve, joint_curve.eval_err)[2][0] == [10, 20, 30, 40, 50, 60]  # every evaluation
     # how soon the last stage fitted is also read within its phase: stage 2 ended under 1% too, but
     # its records are not the last stage's
     fitted = [{**greedy(e), "train_top1_err": [5.0 if e <= 30 else 0.5]} for e in range(1, 61)]

@@ -185,10 +185,32 @@ def _training_lines(curve: LearningCurve) -> dict[int, tuple[list[int], list[flo
     return lines
 
 
+def _evaluation_lines(
+    curve: LearningCurve, errors: Mapping[int, list[float]]
+) -> dict[int, tuple[list[int], list[float]]]:
+    """0-based stage -> (epochs, test or validation error %) to draw, from ``{epoch: per-stage
+    errors}``: every evaluation, except that a greedy stage is drawn from its own phase on (before
+    it, its exit is an untrained head at chance)."""
+    starts: dict[int, int] = {}
+    if curve.greedy:
+        for epoch, phase in zip(curve.epochs, curve.phase, strict=True):
+            if phase is not None:
+                starts.setdefault(phase - 1, epoch)
+    lines: dict[int, tuple[list[int], list[float]]] = {}
+    for stage in range(min((len(e) for e in errors.values()), default=0)):
+        start = starts.get(stage, 0) if curve.greedy else 0
+        points = [(epoch, e[stage]) for epoch, e in errors.items() if epoch >= start]
+        if curve.greedy and stage not in starts:
+            points = []  # a stage whose phase the records never reached
+        if points:
+            lines[stage] = ([epoch for epoch, _ in points], [value for _, value in points])
+    return lines
+
+
 def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, max_panels: int = 12) -> Path:
     """One panel per run (the first ``max_panels``): training error per stage (lines; greedy: each
     stage during its own phase), test error (dashed, markers) and validation error (dotted) of every
-    evaluated stage against the epoch, learning rate on the right."""
+    evaluated stage (greedy: from its own phase on) against the epoch, learning rate on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,15 +225,8 @@ def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, 
         for stage, (epochs, errors) in _training_lines(curve).items():
             ax.plot(epochs, errors, color=f"C{stage}", label=f"stage {stage + 1} train")
         for errors, style, what in ((curve.eval_err, "o--", "test"), (curve.val_err, "s:", "val")):
-            for stage in range(min((len(e) for e in errors.values()), default=0)):
-                ax.plot(
-                    list(errors),
-                    [e[stage] for e in errors.values()],
-                    style,
-                    color=f"C{stage}",
-                    ms=3,
-                    label=f"stage {stage + 1} {what}",
-                )
+            for stage, (epochs, values) in _evaluation_lines(curve, errors).items():
+                ax.plot(epochs, values, style, color=f"C{stage}", ms=3, label=f"stage {stage + 1} {what}")
         ax.set(title=name, xlabel="epoch", ylabel="top-1 error (%)", ylim=(0, None))
         ax.grid(alpha=0.3)
         lr_ax = ax.twinx()
