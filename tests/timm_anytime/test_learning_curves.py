@@ -135,6 +135,8 @@ def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
     assert drawn[0] == ([10, 20, 30, 40, 50, 60], [60.0] * 6)
     assert drawn[1] == ([30, 40, 50, 60], [60.0] * 4)  # stage 2's phase starts at epoch 21
     assert drawn[2] == ([50, 60], [50.0] * 2)
+    unfinished = read_learning_curve(write_metrics(tmp_path / "unfinished", evaluated[:30]))  # cut in stage 2
+    assert sorted(_evaluation_lines(unfinished, unfinished.eval_err)) == [0, 1]  # stage 3 never trained: not drawn
     no_phase = [{k: v for k, v in r.items() if k != "greedy_stage"} for r in evaluated]
     joint_curve = read_learning_curve(write_metrics(tmp_path / "joint_eval", no_phase))
     assert _evaluation_lines(joint_curve, joint_curve.eval_err)[2][0] == [10, 20, 30, 40, 50, 60]  # every evaluation

@@ -198,10 +198,9 @@ def _evaluation_lines(
                 starts.setdefault(phase - 1, epoch)
     lines: dict[int, tuple[list[int], list[float]]] = {}
     for stage in range(min((len(e) for e in errors.values()), default=0)):
-        start = starts.get(stage, 0) if curve.greedy else 0
-        points = [(epoch, e[stage]) for epoch, e in errors.items() if epoch >= start]
         if curve.greedy and stage not in starts:
-            points = []  # a stage whose phase the records never reached
+            continue  # a stage whose phase the records never reached
+        points = [(epoch, e[stage]) for epoch, e in errors.items() if epoch >= starts.get(stage, 0)]
         if points:
             lines[stage] = ([epoch for epoch, _ in points], [value for _, value in points])
     return lines
