@@ -176,12 +176,15 @@ def series_styles(labels: Sequence[str], bars: bool = False) -> dict[str, dict[s
     """A distinct matplotlib style per label, as keyword arguments of ``plot``/``errorbar`` (or of
     ``bar`` with ``bars=True``): the 10 ``tab10`` colours, then the same colours with the next
     marker and line style (bars: hatch), so that more than 10 settings stay apart."""
-    styles = {}
-    for i, label in enumerate(labels):
-        variant = i // 10 % 4
-        style = {"hatch": _HATCHES[variant]} if bars else {"marker": _MARKERS[variant], "ls": _LINESTYLES[variant]}
-        styles[label] = {"color": f"C{i % 10}", **style}
-    return styles
+    return {label: _series_style(i, bars) for i, label in enumerate(labels)}
+
+
+def _series_style(index: int, bars: bool = False) -> dict[str, str]:
+    """The ``index``-th style: ``tab10`` colour ``index % 10``, then the next marker and line style
+    (bars: hatch) for every further 10."""
+    variant = index // 10 % 4
+    style = {"hatch": _HATCHES[variant]} if bars else {"marker": _MARKERS[variant], "ls": _LINESTYLES[variant]}
+    return {"color": f"C{index % 10}", **style}
 
 
 def panel_styles(panels: Sequence[Sequence[str]]) -> dict[str, dict[str, str]]:
@@ -195,10 +198,7 @@ def panel_styles(panels: Sequence[Sequence[str]]) -> dict[str, dict[str, str]]:
             if label not in index:
                 taken = {index[other] for group in panels if label in group for other in group if other in index}
                 index[label] = next(i for i in range(len(index) + 1) if i not in taken)
-    return {
-        label: {"color": f"C{i % 10}", "marker": _MARKERS[i // 10 % 4], "ls": _LINESTYLES[i // 10 % 4]}
-        for label, i in index.items()
-    }
+    return {label: _series_style(i) for label, i in index.items()}
 
 
 def _save(fig, ax, path: Path) -> Path:
