@@ -50,6 +50,16 @@ class LearningCurve:
     def num_stages(self) -> int:
         return len(self.train_err[-1])
 
+    def phase_starts(self) -> dict[int, int]:
+        """Greedy: 0-based stage -> index of the first epoch of its own phase (of the stages the
+        records reached); empty when all stages train together."""
+        starts: dict[int, int] = {}
+        if self.greedy:
+            for index, phase in enumerate(self.phase):
+                if phase is not None:
+                    starts.setdefault(phase - 1, index)
+        return starts
+
 
 def read_learning_curve(path: str | Path) -> LearningCurve:
     """Read a ``metrics.jsonl`` (or the run folder holding it); greedy's per-stage phases and any
@@ -119,12 +129,7 @@ def convergence(
 def _last_phase_start(curve: LearningCurve) -> int:
     """Index of the first epoch of the last stage's own schedule: 0 unless greedy trained the stages
     one after another (the earlier phases train other weights on their own schedules)."""
-    if not curve.greedy:
-        return 0
-    start = len(curve.phase)
-    while start > 0 and curve.phase[start - 1] == curve.phase[-1]:
-        start -= 1
-    return start
+    return curve.phase_starts()[curve.phase[-1] - 1] if curve.greedy else 0
 
 
 def fit_epoch(curve: LearningCurve, max_train_err: float = 1.0, window: int = 10) -> int | None:
@@ -191,11 +196,7 @@ def _evaluation_lines(
     """0-based stage -> (epochs, test or validation error %) to draw, from ``{epoch: per-stage
     errors}``: every evaluation, except that a greedy stage is drawn from its own phase on (before
     it, its exit is an untrained head at chance)."""
-    starts: dict[int, int] = {}
-    if curve.greedy:
-        for epoch, phase in zip(curve.epochs, curve.phase, strict=True):
-            if phase is not None:
-                starts.setdefault(phase - 1, epoch)
+    starts = {stage: curve.epochs[index] for stage, index in curve.phase_starts().items()}
     lines: dict[int, tuple[list[int], list[float]]] = {}
     for stage in range(min((len(e) for e in errors.values()), default=0)):
         if curve.greedy and stage not in starts:
