@@ -4,9 +4,10 @@ missing import in a page a user copies from fails here rather than on their mach
 A page's blocks run in order in one namespace, as a reader meets them. The names a snippet takes
 as given (``model``, ``x``, ``val_loader``, ...) are supplied by the page's entry below, small
 enough for CPU; a few literals are swapped (each swap must still match the page, so an edited page
-fails until its entry is updated): ``"cuda"`` for ``"cpu"`` without a GPU, the CIFAR-10 folder for a
-tiny generated one, and the lines that need the network or a user's own folder are dropped. A
-block without an entry fails the coverage test.
+fails until its entry is updated): ``"cuda"`` becomes ``"cpu"`` without a GPU, the CIFAR-10 folder
+a tiny generated one, and the lines that need the network or a user's own folder are dropped. A
+page with python blocks but no entry fails the coverage test; a new block that needs names of its
+own fails with a NameError until its entry supplies them.
 """
 
 from __future__ import annotations
