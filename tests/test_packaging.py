@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,19 @@ import pytest
 from timm_anytime.models.pretrained import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], zipfile.ZipFile]:
+    """``wheels(package)``: that package's wheel, built once for the whole module."""
+    built: dict[str, zipfile.ZipFile] = {}
+
+    def wheel(package: str) -> zipfile.ZipFile:
+        if package not in built:
+            built[package] = build_wheel(package, tmp_path_factory.mktemp(package))
+        return built[package]
+
+    return wheel
 
 
 def build_wheel(package: str, tmp_path: Path) -> zipfile.ZipFile:
@@ -35,8 +49,8 @@ def source_files(package: str, module: str) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("package", "module"), [("osgd", "osgd"), ("timm_anytime", "timm_anytime")])
-def test_wheel_holds_every_module_and_the_typing_marker(package: str, module: str, tmp_path: Path) -> None:
-    names = set(build_wheel(package, tmp_path).namelist())
+def test_wheel_holds_every_module_and_the_typing_marker(package: str, module: str, wheels) -> None:
+    names = set(wheels(package).namelist())
     missing = source_files(package, module) - names
     assert not missing, f"modules missing from the {package} wheel: {sorted(missing)}"
     assert f"{module}/py.typed" in names, f"{package}: add py.typed to [tool.setuptools.package-data]"
@@ -44,8 +58,8 @@ def test_wheel_holds_every_module_and_the_typing_marker(package: str, module: st
 
 
 @pytest.mark.slow
-def test_timm_anytime_wheel_ships_the_checkpoints_and_console_scripts(tmp_path: Path) -> None:
-    wheel = build_wheel("timm_anytime", tmp_path)
+def test_timm_anytime_wheel_ships_the_checkpoints_and_console_scripts(wheels) -> None:
+    wheel = wheels("timm_anytime")
     names = set(wheel.namelist())
     shipped = ROOT / "timm_anytime" / "src" / "timm_anytime" / "pretrained"
     for tag in SHIPPED:
