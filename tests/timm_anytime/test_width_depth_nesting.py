@@ -8,6 +8,8 @@ import pytest
 import timm
 import torch
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 import timm_anytime
 from tests.timm_anytime.batchnorm import nontrivial_batchnorm
@@ -130,10 +132,12 @@ def test_schedules_parse_and_assign_cells() -> None:
             WidthDepthSchedule.parse(bad)
 
 
+@pytest.mark.parametrize("fuse_stripes", [True, False])
 @pytest.mark.parametrize(("schedule", "units"), [(ALT, 4), (SIM, 8), (NARROW, 4)])
-def test_every_path_matches_the_reference(schedule, units: int) -> None:
+def test_every_path_matches_the_reference(schedule, units: int, fuse_stripes: bool) -> None:
     name, factors = schedule
     model = _model(name, units)
+    model.fuse_stripes = fuse_stripes
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         stages = model.forward_stages(x)
@@ -183,11 +187,13 @@ def _perturb_later(model: WidthDepthNestedSparseResNet, stage: int) -> None:
                 param.add_(torch.randn_like(param) * later)
 
 
+@pytest.mark.parametrize("fuse_stripes", [True, False])
 @pytest.mark.parametrize("schedule", [ALT[0], SIM[0]])
-def test_later_stages_never_reach_an_earlier_output(schedule: str) -> None:
+def test_later_stages_never_reach_an_earlier_output(schedule: str, fuse_stripes: bool) -> None:
     x = torch.randn(2, 3, 16, 16)
     for stage in range(1, WidthDepthSchedule.parse(schedule).num_stages):
         model = _model(schedule)
+        model.fuse_stripes = fuse_stripes
         with torch.no_grad():
             before = model.forward_stages(x)
             _perturb_later(model, stage)
@@ -243,6 +249,59 @@ def test_the_cost_follows_the_schedule_exactly() -> None:
     ratios = [b / a for a, b in itertools.pairwise(measured)]
     assert 2.8 < ratios[0] < 3.1
     assert 1.9 < ratios[1] < 2.05
+
+
+class _CountConvolutions(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.ops.aten.convolution.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("schedule", [ALT, SIM, NARROW])
+def test_fused_stripes_take_one_convolution_per_layer_and_stage(schedule) -> None:
+    """Counted by brute force from the schedule: stage k runs each layer of D_k that gains stripes
+    (a new depth level's layers gain all of theirs) once when fused, once per new stripe when not."""
+    name, factors = schedule
+    units = 4
+    model = _model(name, units)
+    levels = max(d for _, d in factors).bit_length()
+    level_of = [_level(p, levels) for p in range(1, units + 1)]
+    expected = {True: [], False: []}
+    stages = [(w.bit_length(), d.bit_length()) for w, d in factors]  # (stripes, depth levels)
+    for (before_width, before_depth), (width, depth) in itertools.pairwise([(0, 0), *stages]):
+        # the stripes a layer of depth level l gains at this stage, for l = 1..depth
+        gains = {level: width - (before_width if level <= before_depth else 0) for level in range(1, depth + 1)}
+        layers = [(gains[1], 1)]  # the stem (read by every level)
+        layers += [(gains[level], 2 * 3) for level in level_of if level <= depth]  # 2 convolutions, 3 resolutions
+        layers += [(gains[level], 2) for level in range(1, depth + 1)]  # each level's 2 transitions
+        expected[True].append(sum(convs for gained, convs in layers if gained > 0))
+        expected[False].append(sum(gained * convs for gained, convs in layers))
+    x = torch.randn(1, 3, 16, 16)
+    for fuse in (True, False):
+        model.fuse_stripes = fuse
+        counts = []
+        with torch.no_grad(), _CountConvolutions() as counter:
+            for _ in model.forward_anytime(x):
+                counts.append(counter.calls)
+        assert [b - a for a, b in zip([0, *counts], counts, strict=False)] == expected[fuse]
+    assert sum(expected[True]) < sum(expected[False])
+
+
+def test_stage_costs_count_the_nested_multiply_adds_and_keep_the_setting() -> None:
+    model = _model(SIM[0], units=4)
+    assert model.fuse_stripes
+    counted = [c.anytime_flops for c in stage_costs(model, (3, 16, 16))]
+    assert model.fuse_stripes  # restored
+    model.fuse_stripes = False
+    assert [c.anytime_flops for c in stage_costs(model, (3, 16, 16))] == counted
+    model.fuse_stripes = True
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        list(model.forward_anytime(torch.randn(1, 3, 16, 16)))
+    assert counter.get_total_flops() > counted[-1]  # fused: the structural zeros of new depth levels too
 
 
 def test_registered_names_and_bad_arguments() -> None:

@@ -18,10 +18,12 @@ class StageCost:
     Attributes:
         stage: 1-based stage index.
         params: d_k, the parameters subnetwork D_k uses (its nested elements and its own head).
-        flops: FLOPs of D_k alone, as ``forward_anytime`` computes it (the nested cost: later
-            stripes and earlier heads excluded).
+        flops: FLOPs of D_k alone, as ``forward_anytime`` computes it one stripe at a time (the
+            nested cost: later stripes, structural zeros and earlier heads excluded).
         anytime_flops: Cumulative FLOPs of ``forward_anytime`` through stage k (all earlier heads
-            included): what stopping after stage k has cost.
+            included): what stopping after stage k has cost. Counted with ``fuse_stripes`` off
+            where a model has it: its default, fused path computes the same outputs with more
+            multiply-adds, all of them by structural zeros.
         active_flops: FLOPs that ``set_active_stage(k); model(x)`` executes. Each layer runs as one
             dense kernel over the prefix channels, so the block-triangular zeros are counted too.
     """
@@ -56,8 +58,11 @@ def stage_costs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> 
     weight = next(model.parameters())
     x = torch.randn(1, *input_size, device=weight.device, dtype=weight.dtype)
     was_training, active = model.training, model.active_stage
+    fused = getattr(model, "fuse_stripes", None)
     model.eval()
     try:
+        if fused is not None:
+            model.fuse_stripes = False  # the nested multiply-adds (see StageCost.anytime_flops)
         anytime = []
         with FlopCounterMode(display=False) as counter:
             for _ in model.forward_anytime(x):
@@ -70,6 +75,8 @@ def stage_costs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> 
                 model(x)
             active_flops.append(counter.get_total_flops())
     finally:
+        if fused is not None:
+            model.fuse_stripes = fused
         model.set_active_stage(active)
         model.train(was_training)
     sizes = model.subnetwork_sizes()

@@ -9,11 +9,12 @@ Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stag
 
 * ``forward(x)``: one dense op over the prefix channels of ``self.stage`` (what ``model(x)`` and
   ``set_active_stage`` use: the fastest kernel, later stripes never read).
-* ``forward_stripe(x, k)``: only the new stripe k, from the prefix of stripes <= k (what
-  ``forward_anytime`` uses: stage k costs only what D_k adds to D_{k-1}).
+* ``forward_stripes(x, lo, hi)``: only the new stripes lo..hi, from the prefix of stripes <= hi
+  (what ``forward_anytime`` uses: stage k costs only what D_k adds to D_{k-1}).
+  ``forward_stripe(x, k)`` is the one-stripe case.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -109,31 +110,39 @@ class NestedConv2d(nn.Conv2d):
         return self._conv_forward(x, weight, bias)
 
     @torch.jit.unused
-    def _stripe_weight(self, k: int) -> Tensor:
-        """Stripe k's weights: a view under autograd or tracing; in inference, a contiguous
-        copy kept until the weight changes (a convolution would otherwise copy the strided view on
-        every call). The copies hold the triangular part of the weight once more, less the last
-        stripe's rows (already contiguous)."""
-        weight = self.weight[self.out_splits[k - 1] : self.out_splits[k], : self.in_splits[k]]
+    def _stripe_weight(self, lo: int, hi: int) -> Tensor:
+        """The weights of output stripes lo..hi over the input prefix of stripes <= hi, masked
+        (for lo < hi the block holds structural zeros above its diagonal). Under autograd or
+        tracing a (masked) view; in inference a contiguous copy kept until the weight changes (a
+        convolution would otherwise copy the strided view on every call). The copies hold the
+        triangular part of the weight once more, less the last stripe's rows (already contiguous)."""
+        rows = slice(self.out_splits[lo - 1], self.out_splits[hi])
+        weight = self.weight[rows, : self.in_splits[hi]]
         if not self._caching():
-            return weight
+            return weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
 
-        def contiguous_stripe() -> Tensor:  # (a view when it is contiguous already: no copy)
+        def contiguous_block() -> Tensor:  # (a view when it is contiguous already: no copy)
             layout = torch.contiguous_format
             if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
                 layout = torch.channels_last
-            return weight.contiguous(memory_format=layout)
+            block = weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
+            return block.contiguous(memory_format=layout)
 
-        return self._derived(k, contiguous_stripe)
+        return self._derived((lo, hi), contiguous_block)
+
+    def forward_stripes(self, x: Tensor, lo: int, hi: int) -> Tensor:
+        """Output stripes lo..hi from the input prefix of stripes <= hi, in one convolution.
+        For lo == hi it multiplies no structural zero; for lo < hi it spends the multiply-adds
+        above the block diagonal to save the calls of hi - lo + 1 separate ones."""
+        weight = self._stripe_weight(lo, hi)
+        bias = self.bias
+        if bias is not None:
+            bias = bias[self.out_splits[lo - 1] : self.out_splits[hi]]
+        return self._conv_forward(x, weight, bias)
 
     def forward_stripe(self, x: Tensor, k: int) -> Tensor:
         """Output stripe k from the input prefix of stripes <= k (inside the mask: no zeros)."""
-        lo, hi = self.out_splits[k - 1], self.out_splits[k]
-        weight = self._stripe_weight(k)
-        bias = self.bias
-        if bias is not None:
-            bias = bias[lo:hi]
-        return self._conv_forward(x, weight, bias)
+        return self.forward_stripes(x, k, k)
 
     @torch.jit.ignore
     def stage_of_elements(self) -> dict[str, Tensor]:
@@ -187,9 +196,13 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         return self._normalize(x, 0, self.splits[self.stage], True)
 
+    def forward_stripes(self, x: Tensor, lo: int, hi: int) -> Tensor:
+        """Normalize stripes lo..hi alone (``x`` holds only those stripes' channels)."""
+        return self._normalize(x, self.splits[lo - 1], self.splits[hi], False)
+
     def forward_stripe(self, x: Tensor, k: int) -> Tensor:
         """Normalize stripe k alone (``x`` holds only that stripe's channels)."""
-        return self._normalize(x, self.splits[k - 1], self.splits[k], False)
+        return self.forward_stripes(x, k, k)
 
     @torch.jit.ignore
     def stage_of_elements(self) -> dict[str, Tensor]:
@@ -199,7 +212,7 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         return {name: rows.clone() for name in ("weight", "bias") if getattr(self, name) is not None}
 
 
-def grow(cache: dict[str, tuple[Tensor, int]], key: str, new: Tensor, total: int) -> Tensor:
+def grow(cache: dict[Any, tuple[Tensor, int]], key: Hashable, new: Tensor, total: int) -> Tensor:
     """Append stripe ``new`` to the prefix cached under ``key`` (channels dim) and return the prefix.
 
     The stripes are written into one buffer of ``total`` channels, allocated with the first one, so

@@ -57,14 +57,12 @@ class NestedSparseUnit(SparseUnit):
             conv_layer=partial(NestedConv2d, spec=spec),
         )
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
-        """Output stripe k from input stripe k alone (BN and ReLU are per channel); the earlier
-        stripes' activations come from ``cache``, which this extends."""
-        h = grow(cache, "h0", self.act1(self.bn1.forward_stripe(x, k)), self.bn1.num_features)
-        h = grow(
-            cache, "h1", self.act2(self.bn2.forward_stripe(self.conv1.forward_stripe(h, k), k)), self.conv1.out_channels
-        )
-        return self.conv2.forward_stripe(h, k)
+    def forward_stripes(self, x: Tensor, lo: int, hi: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
+        """Output stripes lo..hi from input stripes lo..hi alone (BN and ReLU are per channel);
+        the earlier stripes' activations come from ``cache``, which this extends."""
+        h = grow(cache, "h0", self.act1(self.bn1.forward_stripes(x, lo, hi)), self.bn1.num_features)
+        h = self.act2(self.bn2.forward_stripes(self.conv1.forward_stripes(h, lo, hi), lo, hi))
+        return self.conv2.forward_stripes(grow(cache, "h1", h, self.conv1.out_channels), lo, hi)
 
 
 class Transition(nn.Sequential):
@@ -100,10 +98,10 @@ class NestedTransition(Transition):
             conv_layer=partial(NestedConv2d, spec=spec),
         )
 
-    def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
-        """Output stripe k from input stripe k alone; earlier stripes come from ``cache``."""
-        h = grow(cache, "h0", self.act(self.norm.forward_stripe(x, k)), self.norm.num_features)
-        return self.pool(self.conv.forward_stripe(h, k))
+    def forward_stripes(self, x: Tensor, lo: int, hi: int, cache: dict[str, tuple[Tensor, int]]) -> Tensor:
+        """Output stripes lo..hi from input stripes lo..hi alone; earlier stripes come from ``cache``."""
+        h = grow(cache, "h0", self.act(self.norm.forward_stripes(x, lo, hi)), self.norm.num_features)
+        return self.pool(self.conv.forward_stripes(h, lo, hi))
 
 
 class SparseStage(nn.Module):

@@ -19,7 +19,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, prefix_of
+from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of
 from ..layers.sparse_blocks import InterlacedStage, LevelTransitions, NestedSparseUnit, NestedTransition
 from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_widths
 from ..sparse import unit_levels
@@ -48,6 +48,10 @@ class WidthDepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, Anytim
     depth_of_stage: list[int]
     head_levels: list[int]
     separate_stage_passes = True  # D_S's training forward also updates every head level's statistics
+    #: ``forward_anytime`` computes a layer's new stripes in one call (faster; a new depth level's
+    #: units then also multiply their structural zeros). False: one stripe per call, exactly the
+    #: nested multiply-adds (what ``timm_anytime.cost`` counts). The outputs are the same.
+    fuse_stripes: bool = True
     pool_types = ("avg", "max", "avgmax", "")  # per channel, so a stage's head reads a prefix
 
     def __init__(
@@ -219,74 +223,101 @@ class WidthDepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, Anytim
 
 
 class _AnytimeRun:
-    """The incremental state of one ``forward_anytime`` pass: every computed stripe, kept per cell."""
+    """The incremental state of one ``forward_anytime`` pass.
+
+    Every cell (the stem, a level's stage input or output at a resolution, a unit, a head's pooled
+    features) keeps the channels computed so far as one prefix (``layers.nested.grow``). Stage k
+    extends each cell of D_k from the stripes it has to D_k's width. With ``model.fuse_stripes``
+    (the default) that is one call per layer: for a unit D_(k-1) already had, its new stripes; for
+    a unit of a new depth level, all its stripes at once, whose convolutions then multiply the
+    block-triangular zeros as well (up to 16/11 of that unit's nested multiply-adds for stripes of
+    1/4, 1/4, 1/2, but one call instead of one per stripe: on a CPU the calls, not the
+    multiply-adds, set the time of these narrow layers; ``docs/models.md``, "Width-depth
+    nesting"). Without it, one stripe at a time: exactly the nested multiply-adds.
+    """
 
     def __init__(self, model: WidthDepthNestedSparseResNet, x: Tensor) -> None:
         self.model, self.x = model, x
-        resolutions = model.num_resolution_stages
-        self.stem: list[Tensor] = []
-        # [r][level] -> stripes of that level's stage input / stage output; [r][unit] -> unit output stripes
-        self.inputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
-        self.outputs: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
-        self.units: list[dict[int, list[Tensor]]] = [{} for _ in range(resolutions)]
-        self.caches: dict[tuple, dict[str, tuple[Tensor, int]]] = {}
-        self.pooled: dict[int, list[Tensor]] = {}
+        self.splits = [model.spec.splits(c) for c in model.widths]  # per resolution: stripe -> channels
+        self.cells: dict[tuple, tuple[Tensor, int]] = {}  # key -> (buffer, channels filled)
+        self.stripes: dict[tuple, int] = {}  # key -> stripes computed
+        self.caches: dict[tuple, dict[str, tuple[Tensor, int]]] = {}  # a layer's inner activations
 
     def keep(self, rows: Tensor) -> None:
         """Drop every input but ``rows`` from the state."""
-        for name in ("x", "stem", "inputs", "outputs", "units", "caches", "pooled"):
+        for name in ("x", "cells", "caches"):
             setattr(self, name, keep_rows(getattr(self, name), rows))
 
-    @staticmethod
-    def _sum(parts: list[Tensor]) -> Tensor:
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
+    def _first_missing(self, key: tuple, width: int) -> int:
+        """The first stripe of cell ``key`` still to compute for ``width`` stripes (0: none)."""
+        lo = self.stripes.get(key, 0) + 1
+        return lo if lo <= width else 0
+
+    def _store(self, key: tuple, new: Tensor, channels: int, width: int) -> None:
+        grow(self.cells, key, new, channels)
+        self.stripes[key] = width
+
+    def _read(self, key: tuple, resolution: int, lo: int, hi: int) -> Tensor:
+        """Stripes lo..hi of cell ``key`` at ``resolution`` (a view of its prefix)."""
+        c = self.splits[resolution]
+        return self.cells[key][0][:, c[lo - 1] : c[hi]]
+
+    def _sum(self, keys: list[tuple], resolution: int, lo: int, hi: int) -> Tensor:
+        total = self._read(keys[0], resolution, lo, hi)
+        for key in keys[1:]:
+            total = total + self._read(key, resolution, lo, hi)
         return total
 
     def advance(self, stage: int) -> Tensor:
+        """Extend every cell of D_stage to its width; return stage ``stage``'s logits."""
         model, width = self.model, self.model.schedule.width(stage)
         depth = model.schedule.depth(stage)
-        for j in range(len(self.stem) + 1, width + 1):
-            self.stem.append(model.conv1.forward_stripe(self.x, j))
+        for w in [width] if model.fuse_stripes else range(1, width + 1):
+            self._extend(w, depth)
+        pooled, filled = self.cells[("pooled", depth)]
+        return model._stage_logits(pooled[:, :filled], stage)
+
+    def _extend(self, width: int, depth: int) -> None:
+        """Compute every cell of depth level <= ``depth`` up to ``width`` stripes."""
+        model = self.model
+        lo = self._first_missing(("stem",), width)
+        if lo:
+            self._store(("stem",), model.conv1.forward_stripes(self.x, lo, width), model.widths[0], width)
         last = model.num_resolution_stages - 1
         for r in range(model.num_resolution_stages):
-            block = getattr(model, f"stage{r + 1}")
-            for level in range(1, depth + 1):
-                stripes = self.inputs[r].setdefault(level, [])
-                for j in range(len(stripes) + 1, width + 1):
-                    if r == 0:
-                        stripes.append(self.stem[j - 1])
-                    else:
-                        transition = getattr(model, f"transition{r}").levels[level - 1]
-                        cache = self.caches.setdefault(("t", r, level), {})
-                        stripes.append(transition.forward_stripe(self.outputs[r - 1][level][j - 1], j, cache))
+            block, channels = getattr(model, f"stage{r + 1}"), model.widths[r]
+            inputs = {level: ("stem",) if r == 0 else ("in", r, level) for level in range(1, depth + 1)}
+            for level in range(1, depth + 1) if r > 0 else ():
+                lo = self._first_missing(inputs[level], width)
+                if lo:
+                    transition = getattr(model, f"transition{r}").levels[level - 1]
+                    cache = self.caches.setdefault(inputs[level], {})
+                    previous = self._read(("out", r - 1, level), r - 1, lo, width)
+                    self._store(inputs[level], transition.forward_stripes(previous, lo, width, cache), channels, width)
             for index, unit in enumerate(block.units):
-                level = block.level_of[index]
-                if level > depth:
-                    continue
-                stripes = self.units[r].setdefault(index, [])
-                cache = self.caches.setdefault(("u", r, index), {})
-                for j in range(len(stripes) + 1, width + 1):
-                    parts = [self.units[r][u][j - 1] for u in block.reads[index]]
+                level, key = block.level_of[index], ("u", r, index)
+                lo = self._first_missing(key, width) if level <= depth else 0
+                if lo:
+                    reads = [("u", r, u) for u in block.reads[index]]
                     if block.reads_input[index]:
-                        parts.append(self.inputs[r][level][j - 1])
-                    stripes.append(unit.forward_stripe(self._sum(parts), j, cache))
+                        reads.append(inputs[level])
+                    cache = self.caches.setdefault(key, {})
+                    new = unit.forward_stripes(self._sum(reads, r, lo, width), lo, width, cache)
+                    self._store(key, new, channels, width)
             for level in range(1, depth + 1):
-                if r == last and level != depth:
-                    continue  # only the stage's own depth level reaches a head
-                stripes = self.outputs[r].setdefault(level, [])
-                for j in range(len(stripes) + 1, width + 1):
-                    parts = [self.units[r][u][j - 1] for u in block.out_reads[level - 1]]
+                key = ("out", r, level)
+                lo = self._first_missing(key, width) if r < last or level == depth else 0  # only the stage's
+                if lo:  # own depth level reaches a head
+                    reads = [("u", r, u) for u in block.out_reads[level - 1]]
                     if block.out_reads_input[level - 1]:
-                        parts.append(self.inputs[r][level][j - 1])
-                    stripes.append(self._sum(parts))
-        norm = model.norms[depth - 1]
-        pooled = self.pooled.setdefault(depth, [])
-        for j in range(len(pooled) + 1, width + 1):
-            features = model.act(norm.forward_stripe(self.outputs[last][depth][j - 1], j))
-            pooled.append(model.global_pool(features))
-        return model._stage_logits(torch.cat(pooled, dim=1), stage)
+                        reads.append(inputs[level])
+                    self._store(key, self._sum(reads, r, lo, width), channels, width)
+        key = ("pooled", depth)
+        lo = self._first_missing(key, width)
+        if lo:
+            out = self._read(("out", last, depth), last, lo, width)
+            features = model.act(model.norms[depth - 1].forward_stripes(out, lo, width))
+            self._store(key, model.global_pool(features), model.widths[-1], width)
 
 
 # ---------------------------------------------------------------------- extraction
