@@ -344,3 +344,44 @@ def test_inference_caches_follow_replaced_weights() -> None:
             stage_outputs(model, x.double()), stage_outputs(fresh(torch.float64), x.double()), strict=True
         ):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_nested_batchnorm_inference_views_follow_every_change() -> None:
+    """NestedBatchNorm2d keeps, in inference, views of its statistics and parameters between calls.
+    Reference: ``F.batch_norm`` on freshly sliced tensors, after each way the tensors can change."""
+    from torch.nn import functional as F
+
+    from timm_anytime.layers.nested import NestedBatchNorm2d
+
+    torch.manual_seed(0)
+    bn = NestedBatchNorm2d(8, spec=StripeSpec.parse("w124")).eval()
+    x = torch.randn(2, 8, 4, 4)
+
+    def check(stage: int = 2) -> None:
+        bn.stage = stage
+        c = bn.splits[stage]
+        with torch.no_grad():
+            got = bn(x[:, :c])
+        want = F.batch_norm(
+            x[:, :c], bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c], False, 0.0, bn.eps
+        )
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+    check()  # fills the cache
+    bn.stage = 3
+    bn.train()(x)  # batch statistics move the running ones in place
+    bn.eval()
+    check()
+    with torch.no_grad():
+        bn.weight.mul_(3.0)  # an in-place parameter update (an optimizer step)
+    check()
+    bn.running_var = torch.rand(8) + 0.5  # a replaced buffer
+    bn.bias.data = torch.randn(8)  # a replaced parameter (keeps the version counter)
+    check()
+    check(stage=3)
+    # With autograd on, the cached views (made without autograd) must not be used: the gradient
+    # reaches the parameters.
+    bn.stage = 2
+    bn(x[:, : bn.splits[2]]).sum().backward()
+    assert bn.weight.grad is not None
+    assert bn.weight.grad[: bn.splits[2]].abs().sum() > 0

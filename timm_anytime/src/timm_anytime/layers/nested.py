@@ -79,15 +79,16 @@ class NestedConv2d(nn.Conv2d):
     def _caching(self) -> bool:
         """Whether values derived from the weight may be cached: only in inference, never while
         tracing or compiling, and not for inference tensors (they keep no version counter)."""
-        tracing = is_fx_symbolic_tracing() or torch.compiler.is_compiling()
-        return not (torch.is_grad_enabled() or tracing or self.weight.is_inference())
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or is_fx_symbolic_tracing():
+            return False
+        return not self._parameters["weight"].is_inference()  # (cheaper than nn.Module.__getattr__)
 
     @torch.jit.unused
     def _derived(self, key: object, make: Callable[[], Any]) -> Any:
         """``make()``, cached under ``key`` until the weight changes: in place (its version counter
         moves) or by replacement (``.data = ...``, ``.to()``, ``.double()``: its data pointer
         moves; the entry holds the old storage, so no new tensor can reuse that address)."""
-        weight = self.weight
+        weight = self._parameters["weight"]
         stamp = (weight._version, weight.data_ptr())
         entry = self._derived_cache.get(key)
         if entry is None or entry[0] != stamp:
@@ -101,13 +102,37 @@ class NestedConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         k = self.stage
         out, inp = self.out_splits[k], self.in_splits[k]
-        weight = self.weight[:out, :inp]
-        if torch.jit.is_scripting() or self._needs_mask():
-            weight = weight * self.weight_mask[:out, :inp]
+        if not torch.jit.is_scripting() and self._caching():
+            weight = self._prefix_weight(k)
+        else:
+            weight = self.weight[:out, :inp]
+            if torch.jit.is_scripting() or self._needs_mask():
+                weight = weight * self.weight_mask[:out, :inp]
         bias = self.bias
         if bias is not None:
             bias = bias[: self.out_splits[k]]
         return self._conv_forward(x, weight, bias)
+
+    @torch.jit.unused
+    def _contiguous(self, weight: Tensor) -> Tensor:
+        """``weight`` contiguous in this layer's weight layout (a view if it is already)."""
+        layout = torch.contiguous_format
+        if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
+            layout = torch.channels_last
+        return weight.contiguous(memory_format=layout)
+
+    @torch.jit.unused
+    def _prefix_weight(self, k: int) -> Tensor:
+        """In inference, D_k's weight: the prefix, masked only where the structural zeros do not
+        hold, kept contiguous until the weight changes (the full stage's is the weight itself)."""
+
+        def make() -> Tensor:
+            weight = self.weight[: self.out_splits[k], : self.in_splits[k]]
+            if self._needs_mask():
+                weight = weight * self.weight_mask[: self.out_splits[k], : self.in_splits[k]]
+            return self._contiguous(weight)
+
+        return self._derived(("prefix", k), make)
 
     @torch.jit.unused
     def _stripe_weight(self, lo: int, hi: int) -> Tensor:
@@ -122,11 +147,7 @@ class NestedConv2d(nn.Conv2d):
             return weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
 
         def contiguous_block() -> Tensor:  # (a view when it is contiguous already: no copy)
-            layout = torch.contiguous_format
-            if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
-                layout = torch.channels_last
-            block = weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
-            return block.contiguous(memory_format=layout)
+            return self._contiguous(weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]])
 
         return self._derived((lo, hi), contiguous_block)
 
@@ -163,6 +184,8 @@ class NestedConv2d(nn.Conv2d):
 class NestedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the prefix channels of the active stage; per-channel, so nesting-safe."""
 
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_slice_cache"]
+
     splits: list[int]
 
     def __init__(self, num_features: int, *, spec: StripeSpec, device=None, dtype=None, **kwargs) -> None:
@@ -170,8 +193,33 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         self.num_stages = spec.num_stages
         self.stage = spec.num_stages
         self.splits = list(spec.splits(num_features))
+        self._slice_cache: dict[tuple[int, int], tuple[tuple[int, ...], tuple[Tensor | None, ...]]] = {}
+
+    @torch.jit.unused
+    def _inference_slices(self, lo: int, hi: int) -> tuple[Tensor | None, ...] | None:
+        """In inference (eval mode, no autograd, not tracing or compiling), the running statistics
+        and affine parameters of channels lo..hi as views kept between calls: a view follows
+        in-place updates, and a replaced tensor (``.to()``, ``.data = ...``) changes the data
+        pointers the entry is stamped with. None where the ordinary path must run."""
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or is_fx_symbolic_tracing():
+            return None
+        # (the module's own dicts: nn.Module.__getattr__ costs more than the slicing it saves)
+        tensors = (self._buffers["running_mean"], self._buffers["running_var"])
+        tensors += (self._parameters["weight"], self._parameters["bias"])
+        if tensors[0] is None or tensors[1] is None:
+            return None
+        stamp = tuple(0 if t is None else t.data_ptr() for t in tensors)
+        entry = self._slice_cache.get((lo, hi))
+        if entry is None or entry[0] != stamp:
+            entry = (stamp, tuple(None if t is None else t[lo:hi] for t in tensors))
+            self._slice_cache[(lo, hi)] = entry
+        return entry[1]
 
     def _normalize(self, x: Tensor, lo: int, hi: int, count: bool) -> Tensor:
+        if not torch.jit.is_scripting():
+            cached = self._inference_slices(lo, hi)
+            if cached is not None:
+                return F.batch_norm(x, cached[0], cached[1], cached[2], cached[3], False, 0.0, self.eps)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and count:
             assert self.num_batches_tracked is not None
