@@ -25,6 +25,12 @@ from torch.nn import functional as F
 from ..stripes import StripeSpec
 
 
+def _untraced_inference() -> bool:
+    """Autograd is off and nothing traces or compiles: the only state in which the nested layers
+    may reuse values derived from their tensors between calls."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or is_fx_symbolic_tracing())
+
+
 class NestedConv2d(nn.Conv2d):
     """A Conv2d whose output stripe j reads input stripes 1..j (all of the input if not striped)."""
 
@@ -66,12 +72,10 @@ class NestedConv2d(nn.Conv2d):
 
     @torch.jit.unused
     def _needs_mask(self) -> bool:
-        """Whether forward must apply the mask. Always while autograd records (so the structural
-        zeros get no gradient) or FX traces; in inference only if the weights outside the mask
-        are not all zero, checked once per version of the weight (see ``_derived``).
-        Traced or compiled graphs always mask: they must not bake in a check made at trace time."""
-        if not self._caching():
-            return True
+        """In inference (``_caching``), whether the weights outside the mask are not all zero,
+        checked once per version of the weight (see ``_derived``). Outside inference every path
+        masks: autograd must give the structural zeros no gradient, and traced or compiled graphs
+        must not bake in a check made at trace time."""
         self._zeros_hold = self._derived("zeros", lambda: not bool(torch.any(self.weight * (1 - self.weight_mask))))
         return not self._zeros_hold
 
@@ -79,9 +83,7 @@ class NestedConv2d(nn.Conv2d):
     def _caching(self) -> bool:
         """Whether values derived from the weight may be cached: only in inference, never while
         tracing or compiling, and not for inference tensors (they keep no version counter)."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or is_fx_symbolic_tracing():
-            return False
-        return not self._parameters["weight"].is_inference()  # (cheaper than nn.Module.__getattr__)
+        return _untraced_inference() and not self._parameters["weight"].is_inference()
 
     @torch.jit.unused
     def _derived(self, key: object, make: Callable[[], Any]) -> Any:
@@ -101,13 +103,11 @@ class NestedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.stage
-        out, inp = self.out_splits[k], self.in_splits[k]
         if not torch.jit.is_scripting() and self._caching():
-            weight = self._prefix_weight(k)
+            weight = self._stripe_weight(1, k)  # stripes 1..k, kept between calls
         else:
-            weight = self.weight[:out, :inp]
-            if torch.jit.is_scripting() or self._needs_mask():
-                weight = weight * self.weight_mask[:out, :inp]
+            out, inp = self.out_splits[k], self.in_splits[k]
+            weight = self.weight[:out, :inp] * self.weight_mask[:out, :inp]
         bias = self.bias
         if bias is not None:
             bias = bias[: self.out_splits[k]]
@@ -122,32 +122,21 @@ class NestedConv2d(nn.Conv2d):
         return weight.contiguous(memory_format=layout)
 
     @torch.jit.unused
-    def _prefix_weight(self, k: int) -> Tensor:
-        """In inference, D_k's weight: the prefix, masked only where the structural zeros do not
-        hold, kept contiguous until the weight changes (the full stage's is the weight itself)."""
-
-        def make() -> Tensor:
-            weight = self.weight[: self.out_splits[k], : self.in_splits[k]]
-            if self._needs_mask():
-                weight = weight * self.weight_mask[: self.out_splits[k], : self.in_splits[k]]
-            return self._contiguous(weight)
-
-        return self._derived(("prefix", k), make)
-
-    @torch.jit.unused
     def _stripe_weight(self, lo: int, hi: int) -> Tensor:
         """The weights of output stripes lo..hi over the input prefix of stripes <= hi, masked
-        (for lo < hi the block holds structural zeros above its diagonal). Under autograd or
-        tracing a (masked) view; in inference a contiguous copy kept until the weight changes (a
-        convolution would otherwise copy the strided view on every call). The copies hold the
-        triangular part of the weight once more, less the last stripe's rows (already contiguous)."""
+        (for lo < hi the block holds structural zeros above its diagonal; ``_stripe_weight(1, k)``
+        is D_k's weight). Under autograd or tracing a (masked) view; in inference a contiguous
+        copy, masked only where the structural zeros do not hold, kept until the weight changes
+        (a convolution would otherwise copy the strided view on every call; for the full stage it
+        is the weight itself). The copies hold parts of the weight a second time."""
         rows = slice(self.out_splits[lo - 1], self.out_splits[hi])
         weight = self.weight[rows, : self.in_splits[hi]]
         if not self._caching():
             return weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
 
         def contiguous_block() -> Tensor:  # (a view when it is contiguous already: no copy)
-            return self._contiguous(weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]])
+            masked = lo < hi and self._needs_mask()
+            return self._contiguous(weight * self.weight_mask[rows, : self.in_splits[hi]] if masked else weight)
 
         return self._derived((lo, hi), contiguous_block)
 
@@ -201,7 +190,7 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         and affine parameters of channels lo..hi as views kept between calls: a view follows
         in-place updates, and a replaced tensor (``.to()``, ``.data = ...``) changes the data
         pointers the entry is stamped with. None where the ordinary path must run."""
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or is_fx_symbolic_tracing():
+        if self.training or not _untraced_inference():
             return None
         # (the module's own dicts: nn.Module.__getattr__ costs more than the slicing it saves)
         tensors = (self._buffers["running_mean"], self._buffers["running_var"])
