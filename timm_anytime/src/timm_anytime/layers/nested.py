@@ -103,11 +103,11 @@ class NestedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.stage
-        if not torch.jit.is_scripting() and self._caching():
-            weight = self._stripe_weight(1, k)  # stripes 1..k, kept between calls
-        else:
+        if torch.jit.is_scripting():
             out, inp = self.out_splits[k], self.in_splits[k]
             weight = self.weight[:out, :inp] * self.weight_mask[:out, :inp]
+        else:
+            weight = self._stripe_weight(1, k)  # stripes 1..k; in inference kept between calls
         bias = self.bias
         if bias is not None:
             bias = bias[: self.out_splits[k]]
@@ -129,16 +129,22 @@ class NestedConv2d(nn.Conv2d):
         copy, masked only where the structural zeros do not hold, kept until the weight changes
         (a convolution would otherwise copy the strided view on every call; for the full stage it
         is the weight itself). The copies hold parts of the weight a second time."""
-        rows = slice(self.out_splits[lo - 1], self.out_splits[hi])
-        weight = self.weight[rows, : self.in_splits[hi]]
         if not self._caching():
-            return weight if lo == hi else weight * self.weight_mask[rows, : self.in_splits[hi]]
+            return self._block(lo, hi, True)
 
         def contiguous_block() -> Tensor:  # (a view when it is contiguous already: no copy)
-            masked = lo < hi and self._needs_mask()
-            return self._contiguous(weight * self.weight_mask[rows, : self.in_splits[hi]] if masked else weight)
+            return self._contiguous(self._block(lo, hi, lo < hi and self._needs_mask()))
 
+        # (no slicing before the lookup: a view of the weight costs more than the lookup itself)
         return self._derived((lo, hi), contiguous_block)
+
+    @torch.jit.unused
+    def _block(self, lo: int, hi: int, mask: bool) -> Tensor:
+        """The weight block of ``_stripe_weight`` as a view, multiplied by its mask if ``mask`` and
+        the block reaches above the diagonal (lo < hi; a single stripe lies inside the mask)."""
+        rows = slice(self.out_splits[lo - 1], self.out_splits[hi])
+        weight = self.weight[rows, : self.in_splits[hi]]
+        return weight * self.weight_mask[rows, : self.in_splits[hi]] if mask and lo < hi else weight
 
     def forward_stripes(self, x: Tensor, lo: int, hi: int) -> Tensor:
         """Output stripes lo..hi from the input prefix of stripes <= hi, in one convolution.
@@ -278,8 +284,7 @@ def grow(cache: dict[Any, tuple[Tensor, int]], key: Hashable, new: Tensor, total
 
 def zero_pad_stripe(x: Tensor, stride: int) -> Tensor:
     """CIFAR option-A shortcut for one stripe: subsample, then double the channels with zeros."""
-    x = x[:, :, ::stride, ::stride]
-    return torch.cat([x, torch.zeros_like(x)], dim=1)
+    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, 0, x.shape[1]))
 
 
 def dense_state(model: nn.Module) -> dict[str, Tensor]:

@@ -72,7 +72,7 @@ class _NestedResidualBlock(nn.Module):
             parts = [
                 zero_pad_stripe(x[:, self.in_splits[j] : self.in_splits[j + 1]], self.stride) for j in range(self.stage)
             ]
-            return torch.cat(parts, dim=1)
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return x
 
     def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
