@@ -76,3 +76,56 @@ def test_osgd_multitask_example_reports_sample_sd_and_welch_tests(
     osgd_test = next(line for line in welch.splitlines() if line.startswith("osgd  "))
     assert osgd_test.split()[1] == "+11.0"
     assert "no spread: untestable" in osgd_test  # reconstruction: every seed gave 0.1
+
+
+def _compare_revisions():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_revisions", ROOT / "benchmarks" / "compare_revisions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_revisions_reads_the_ratios_benchmarks_print() -> None:
+    """The ratio lines of ``anytime_inference.py`` and ``train_step.py``, each named by its section."""
+    output = """anytime inference benchmark: CPU (AMD EPYC, 2 threads), torch 2.14.1, timm 1.0
+
+anytime_cifar_resnet20_w124, batch 1 at 32x32 (median seconds per call)
+  full (last stage alone)      0.0031
+  anytime, all 3 stages       0.0059  = 1.90x full (target <= 1.10)
+  stage 1: active 0.0012  dense 0.0010  = 1.20x dense (target <= 1.10)
+
+anytime_cifar_resnet20_w124, batch 64 at 32x32 (median seconds per call)
+  stage 1: active 0.0120  dense 0.0110  = 1.09x dense (target <= 1.10)
+sgd in this layout / sgd (plain): 0.77
+"""
+    ratios = _compare_revisions().parse_ratios(output)
+    assert ratios == {
+        ("anytime_cifar_resnet20_w124, batch 1 at 32x32", "anytime, all 3 stages"): 1.90,
+        ("anytime_cifar_resnet20_w124, batch 1 at 32x32", "stage 1: active"): 1.20,
+        ("anytime_cifar_resnet20_w124, batch 64 at 32x32", "stage 1: active"): 1.09,
+        ("", "sgd in this layout / sgd (plain)"): 0.77,
+    }
+
+
+def test_compare_revisions_runs_both_revisions_and_cleans_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end against the committed HEAD and the working tree: two runs each, alternating, a
+    Welch line per ratio, and no worktree left behind."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout with a commit")
+    before = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    # a "benchmark" that prints a ratio that differs between the runs
+    code = "import random; print('bench'); print(f'  step {random.uniform(1, 2):.3f} = {random.uniform(1, 2):.3f}x')"
+    monkeypatch.setattr(sys, "argv", ["compare_revisions.py", "HEAD", "WORKTREE", "--reps", "2", "--", "-c", code])
+    _compare_revisions().main()
+    out = capsys.readouterr().out
+    assert out.count("run 1/2 at") == 2
+    assert out.count("run 2/2 at") == 2
+    row = next(line for line in out.splitlines() if line.strip().startswith("step"))
+    assert "Welch t" in row
+    assert "n = 2/2" in row
+    after = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert after == before
