@@ -1,0 +1,87 @@
+"""Over- or underfit? A shipped checkpoint's per-stage error on the images it trained on and on the test split.
+
+The training error that ``anytime-train`` logs is measured during each epoch, on augmented images,
+with BatchNorm in training mode and the weights still moving. This measures both splits the way a
+user would run the model: eval mode, the stored weights, images not augmented. A stage whose
+training error is low but whose test error is high overfits; one with both high underfits.
+
+    python examples/generalization_gap.py --data-dir ../shared/datasets/cifar10
+    python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+import timm_anytime  # noqa: F401  (registers the models and their shipped weights)
+from timm_anytime.data import InMemoryDataset, InMemoryLoader, load_cifar
+from timm_anytime.evaluate import stage_correct
+from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage_errors(
+    model: nn.Module, data: InMemoryDataset, mean: list[float], std: list[float], batch_size: int = 500
+) -> list[float]:
+    """Top-1 error (%) of every stage of ``model`` on ``data``: eval mode, images not augmented,
+    normalized with ``mean`` and ``std`` in the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    batches = InMemoryLoader(data, batch_size, train=False, mean=mean, std=std, dtype=dtype)
+    top1, _ = stage_correct(model, batches)
+    return [100.0 * (1.0 - float(correct.double().mean())) for correct in top1]
+
+
+def revision() -> str:
+    """This checkout's commit, marked when the tree has uncommitted changes (the result's provenance)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if commit.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "osgd", "timm_anytime", "examples"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return commit.stdout.strip() + (" with uncommitted changes" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=SHIPPED[0], choices=SHIPPED)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if not (Path(args.data_dir) / "train").is_dir():
+        raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
+    trained_per_class = shipped_train_config(args.model)["train_per_class"]
+    train, test, _ = load_cifar("cifar10", args.data_dir, train_per_class=trained_per_class)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # the training data's
+    errors = {
+        split: stage_errors(model, data, mean, std, args.batch_size)
+        for split, data in (("train", train), ("test", test))
+    }
+
+    print(f"{args.model} at revision {revision()}, eval mode, images not augmented")
+    print(
+        f"trained on {len(train)} images ({'all' if trained_per_class is None else trained_per_class} per class); "
+        f"tested on {len(test)}"
+    )
+    print(f"{'stage':>5} {'train err %':>11} {'test err %':>10} {'gap':>6}")
+    for stage, (fit, held) in enumerate(zip(errors["train"], errors["test"], strict=True), start=1):
+        print(f"{stage:>5} {fit:>11.2f} {held:>10.2f} {held - fit:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
