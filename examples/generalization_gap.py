@@ -6,7 +6,12 @@ user would run the model: eval mode, the stored weights, images not augmented. A
 training error is low but whose test error is high overfits; one with both high underfits.
 
     python examples/generalization_gap.py --data-dir ../shared/datasets/cifar10
-    python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30
+    python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30 \
+        --train-per-class 2500
+
+The training images are those the checkpoint's ``train_config.yaml`` records (``train_per_class``:
+the first N of each class, or all). ``osgd_cifar10s25k_e30`` records none because its 25,000 images
+were copied as their own folder (its model card says so): pass ``--train-per-class 2500`` for it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=SHIPPED[0], choices=SHIPPED)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        help="the first N training images of each class it trained on (default: what its train_config.yaml records)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -65,7 +75,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
-    trained_per_class = shipped_train_config(args.model)["train_per_class"]
+    trained_per_class = args.train_per_class or shipped_train_config(args.model)["train_per_class"]
     train, test, _ = load_cifar("cifar10", args.data_dir, train_per_class=trained_per_class)
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # the training data's
     errors = {
