@@ -1,4 +1,4 @@
-"""Is revision B faster than revision A? Run one benchmark at both, alternating, and test the ratios.
+r"""Is revision B faster than revision A? Run one benchmark at both, alternating, and test the ratios.
 
 On a shared or virtual machine the absolute time of the same code drifts between runs (on this
 project's 2-core VM, up to 2x from one run to the next), so two revisions cannot be compared by
@@ -12,9 +12,11 @@ A ratio is any output line holding ``= 1.23x`` (as ``benchmarks/anytime_inferenc
 them) or ending in ``: 1.23`` (``benchmarks/train_step.py``'s layout line); it is named by the
 text before its first decimal number and by the unindented line above it (the model and batch).
 
-    python benchmarks/compare_revisions.py 740c3e2 HEAD --reps 6 -- \\
+    python benchmarks/compare_revisions.py 740c3e2 HEAD --reps 6 -- \
         benchmarks/anytime_inference.py --model anytime_cifar_resnet20_w124 --size 32 --batch 1 --rounds 25
     python benchmarks/compare_revisions.py main WORKTREE --pause "cli.train" -- benchmarks/train_step.py
+    python benchmarks/compare_revisions.py ce9cc79 HEAD --pattern "(?P<name>osgd) +\S+ +\S+ +(?P<value>\S+)" \
+        -- benchmarks/train_step.py --methods sgd osgd         # the 'x sgd' column of train_step's table
 
 ``WORKTREE`` stands for the working tree as it is, uncommitted changes included. ``--pause PATTERN``
 stops the processes whose command line matches (``pgrep -f``) while the benchmark runs, such as a
@@ -44,11 +46,21 @@ _TRAILING = re.compile(r":\s*(\d+\.\d+)\s*$")
 _DECIMAL = re.compile(r"\d+\.\d+")
 
 
-def parse_ratios(output: str) -> dict[tuple[str, str], float]:
+def parse_ratios(output: str, pattern: str | None = None) -> dict[tuple[str, str], float]:
     """``{(section, name): ratio}`` for every ratio line of a benchmark's ``output`` (see the module
     docstring). The section is the last unindented line before an indented ratio line, without its
-    parenthesis; an unindented ratio line has none."""
+    parenthesis; an unindented ratio line has none. With ``pattern`` (a regular expression with the
+    named groups ``name`` and ``value``), every line it matches instead, in no section."""
     ratios: dict[tuple[str, str], float] = {}
+    if pattern is not None:
+        regex = re.compile(pattern)
+        if not {"name", "value"} <= set(regex.groupindex):
+            raise ValueError(f"--pattern needs the named groups (?P<name>...) and (?P<value>...), got {pattern!r}")
+        for line in output.splitlines():
+            match = regex.search(line)
+            if match is not None:
+                ratios[("", match.group("name").strip())] = float(match.group("value"))
+        return ratios
     section = ""
     for line in output.splitlines():
         indented = line[:1].isspace()
@@ -164,6 +176,11 @@ def main() -> None:
     parser.add_argument("b", help="the revision to compare with it")
     parser.add_argument("--reps", type=int, default=4, help="runs at each revision, alternating (default 4)")
     parser.add_argument("--pause", metavar="PATTERN", help="pause matching processes (pgrep -f) while measuring")
+    parser.add_argument(
+        "--pattern",
+        metavar="REGEX",
+        help="read the ratios with this regular expression (named groups 'name' and 'value') instead",
+    )
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, command = parser.parse_args(argv[:split]), argv[split + 1 :]
@@ -173,6 +190,10 @@ def main() -> None:
         parser.error("--reps must be at least 2: a test needs two runs per revision")
     if args.a == args.b:
         parser.error("the two revisions are the same")
+    try:
+        parse_ratios("", args.pattern)
+    except (ValueError, re.error) as error:
+        parser.error(str(error))
     samples: dict[str, dict[tuple[str, str], list[float]]] = {args.a: {}, args.b: {}}
     with checked_out([args.a, args.b]) as trees, paused(args.pause) as stopped:
         if stopped:
@@ -181,9 +202,10 @@ def main() -> None:
             print(f"{revision}: {describe(revision, trees[revision])}")
         for rep in range(1, args.reps + 1):
             for revision in (args.a, args.b):
-                ratios = parse_ratios(run_benchmark(trees[revision], command))
+                ratios = parse_ratios(run_benchmark(trees[revision], command), args.pattern)
                 if not ratios:
-                    raise SystemExit("the benchmark printed no ratio ('= 1.23x' or 'name: 1.23'); nothing to compare")
+                    expected = args.pattern or "'= 1.23x' or 'name: 1.23'"
+                    raise SystemExit(f"the benchmark printed no ratio ({expected}) at {revision}: nothing to compare")
                 for name, value in ratios.items():
                     samples[revision].setdefault(name, []).append(value)
                 print(f"run {rep}/{args.reps} at {revision}: {len(ratios)} ratios", flush=True)

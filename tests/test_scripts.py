@@ -109,6 +109,19 @@ sgd in this layout / sgd (plain): 0.77
     }
 
 
+def test_compare_revisions_reads_table_columns_with_a_pattern() -> None:
+    table = """      method    passes   ms/step   x sgd    img/s
+ sgd (plain)    single     352.6    1.51      363
+         sgd    single     233.1    1.00      549
+        osgd  separate     428.0    1.84      299
+"""
+    parse = _compare_revisions().parse_ratios
+    pattern = r"^\s*(?P<name>osgd|sgd \(plain\))\s+\S+\s+\S+\s+(?P<value>\S+)"
+    assert parse(table, pattern) == {("", "sgd (plain)"): 1.51, ("", "osgd"): 1.84}
+    with pytest.raises(ValueError, match="named groups"):
+        parse(table, r"osgd\s+(\S+)")
+
+
 def test_compare_revisions_runs_both_revisions_and_cleans_up(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
