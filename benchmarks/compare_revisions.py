@@ -114,7 +114,7 @@ def paused(pattern: str | None) -> Iterator[list[int]]:
     pids: list[int] = []
     if pattern:
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-        pids = [int(pid) for pid in found if int(pid) != os.getpid()]
+        pids = [int(pid) for pid in found if int(pid) not in (os.getpid(), os.getppid())]  # not this script's
     stopped = []
     try:
         for pid in pids:
@@ -157,7 +157,8 @@ def summarize(a: str, b: str, samples: dict[str, dict[tuple[str, str], list[floa
             continue
         if key[0] != section:
             section = key[0]
-            lines.append(section)
+            if section:
+                lines.append(section)
         try:
             test = str(welch_test(second, first))
         except ValueError as error:  # both samples constant
