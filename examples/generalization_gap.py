@@ -71,11 +71,15 @@ def main() -> None:
     args = parser.parse_args()
     if not (Path(args.data_dir) / "train").is_dir():
         raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
+    if args.train_per_class is not None and args.train_per_class < 1:
+        parser.error(f"--train-per-class must be at least 1, got {args.train_per_class}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
-    trained_per_class = args.train_per_class or shipped_train_config(args.model)["train_per_class"]
+    trained_per_class = args.train_per_class
+    if trained_per_class is None:
+        trained_per_class = shipped_train_config(args.model)["train_per_class"]
     train, test, _ = load_cifar("cifar10", args.data_dir, train_per_class=trained_per_class)
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # the training data's
     errors = {
@@ -85,7 +89,8 @@ def main() -> None:
 
     print(f"{args.model} at revision {revision()}, eval mode, images not augmented")
     print(
-        f"trained on {len(train)} images ({'all' if trained_per_class is None else trained_per_class} per class); "
+        f"trained on {len(train)} images ({'all' if trained_per_class is None else f'the first {trained_per_class}'} "
+        "of each class); "
         f"tested on {len(test)}"
     )
     print(f"{'stage':>5} {'train err %':>11} {'test err %':>10} {'gap':>6}")
