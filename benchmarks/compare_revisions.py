@@ -21,7 +21,8 @@ text before its first decimal number and by the unindented line above it (the mo
 ``WORKTREE`` stands for the working tree as it is, uncommitted changes included. ``--pause PATTERN``
 stops the processes whose command line matches (``pgrep -f``) while the benchmark runs, such as a
 training run in the background, and resumes them at the end, also on an error or Ctrl-C. Each run
-imports ``osgd`` and ``timm_anytime`` from its own revision (``PYTHONPATH``) with this interpreter.
+imports ``osgd`` and ``timm_anytime`` from its own revision (``PYTHONPATH``) with this interpreter;
+the script checks that it does before measuring anything.
 """
 
 from __future__ import annotations
@@ -134,10 +135,32 @@ def describe(revision: str, tree: Path) -> str:
     return f"{revision} ({commit.stdout.strip()}{', with uncommitted changes' if dirty.strip() else ''})"
 
 
-def run_benchmark(tree: Path, command: list[str]) -> str:
+def _environment(tree: Path) -> dict[str, str]:
     paths = [str(tree / "osgd" / "src"), str(tree / "timm_anytime" / "src")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    result = subprocess.run([sys.executable, *command], cwd=tree, env=env, capture_output=True, text=True)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
+def check_imports(tree: Path) -> None:
+    """Fail unless a run in ``tree`` imports ``osgd`` and ``timm_anytime`` from ``tree`` itself (an
+    install that shadows ``PYTHONPATH`` would make both revisions run the same code)."""
+    code = "import osgd, timm_anytime; print(osgd.__file__); print(timm_anytime.__file__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=_environment(tree), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"cannot import osgd and timm_anytime in {tree}:\n{result.stderr[-2000:]}")
+    for file in result.stdout.split():
+        if not Path(file).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(
+                f"a run in {tree} imports {file}, not the revision's own code: an installed copy shadows "
+                "PYTHONPATH; install the packages in editable mode (pip install -e) or uninstall them"
+            )
+
+
+def run_benchmark(tree: Path, command: list[str]) -> str:
+    result = subprocess.run(
+        [sys.executable, *command], cwd=tree, env=_environment(tree), capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"the benchmark failed in {tree} (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return result.stdout
@@ -200,6 +223,7 @@ def main() -> None:
         if stopped:
             print(f"paused {len(stopped)} process(es) matching {args.pause!r}")
         for revision in (args.a, args.b):
+            check_imports(trees[revision])
             print(f"{revision}: {describe(revision, trees[revision])}")
         for rep in range(1, args.reps + 1):
             for revision in (args.a, args.b):

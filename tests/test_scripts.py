@@ -142,3 +142,11 @@ def test_compare_revisions_runs_both_revisions_and_cleans_up(
     assert "n = 2/2" in row
     after = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
     assert after == before
+
+
+def test_compare_revisions_refuses_a_tree_whose_runs_import_other_code(tmp_path: Path) -> None:
+    """A tree without the packages imports the installed copy: both revisions would run the same code."""
+    module = _compare_revisions()
+    module.check_imports(ROOT)  # this checkout imports itself
+    with pytest.raises(SystemExit, match=r"not the revision's own code|cannot import"):
+        module.check_imports(tmp_path)
