@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "examples").glob("*.py")])
 
@@ -44,13 +46,7 @@ def test_osgd_multitask_example_reports_sample_sd_and_welch_tests(
 ) -> None:
     """The table's spread is the sample sd over seeds (not the population sd, which understates a
     3-seed spread by a factor 0.82), and every method gets a Welch test against SGD."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "osgd_multitask_digits", ROOT / "examples" / "osgd_multitask_digits.py"
-    )
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script("examples/osgd_multitask_digits.py")
     # seeds give digit accuracy 90 and 94: sample sd 2.83 (population sd 2.0); SGD 80 and 82
     fake = {0: 90.0, 1: 94.0}
     monkeypatch.setattr(example, "load_digits_tensors", lambda: None)
@@ -79,12 +75,7 @@ def test_osgd_multitask_example_reports_sample_sd_and_welch_tests(
 
 
 def _compare_revisions():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare_revisions", ROOT / "benchmarks" / "compare_revisions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/compare_revisions.py")
 
 
 def test_compare_revisions_reads_the_ratios_benchmarks_print() -> None:

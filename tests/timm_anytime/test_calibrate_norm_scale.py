@@ -7,13 +7,13 @@ see padding; at 32x32 every element a stage reads gets a gradient)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.scripts import load_script
 from timm_anytime.data import InMemoryLoader
 from timm_anytime.models.anytime import stage_logits
 from timm_anytime.train.config import config_from_args
@@ -22,10 +22,7 @@ from timm_anytime.train.trainer import create_model
 
 from .runs import tiny_args
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "calibrate_norm_scale.py"
-spec = importlib.util.spec_from_file_location("calibrate_norm_scale", SCRIPT)
-calibrate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(calibrate)
+calibrate = load_script("examples/calibrate_norm_scale.py")
 
 
 def reference_first_step(argv: list[str]) -> list[float]:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import timm
 import torch
 
 import timm_anytime  # noqa: F401
+from tests.scripts import load_script
 from timm_anytime.data import InMemoryDataset
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("generalization_gap", ROOT / "examples" / "generalization_gap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/generalization_gap.py")
 
 
 def test_stage_errors_equal_each_stage_run_alone_in_float64() -> None:

@@ -4,7 +4,6 @@ comes back as a checkpoint that the next call resumes, and finished runs are col
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import tarfile
@@ -15,13 +14,11 @@ import timm
 from PIL import Image
 
 import timm_anytime  # noqa: F401
+from tests.scripts import load_script
 from timm_anytime.data.memory import load_image_folder
 from timm_anytime.train.config import config_from_args
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "reproduce_cifar_gpu.py"
-spec = importlib.util.spec_from_file_location("reproduce_cifar_gpu", SCRIPT)
-gpu = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu)
+gpu = load_script("examples/reproduce_cifar_gpu.py")
 
 CLASSES = [f"class{i}" for i in range(10)]
 

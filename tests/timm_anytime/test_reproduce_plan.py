@@ -3,7 +3,6 @@ summary pools seeds correctly."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,16 +13,14 @@ import timm
 import yaml
 
 import timm_anytime  # noqa: F401
+from tests.scripts import load_script
 from timm_anytime.train.config import config_from_args
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the script imports its plans from examples/cifar_cpu/, as when run
 from cifar_cpu import checkpoints, converged, runs, underfit  # noqa: E402
 
-SCRIPT = EXAMPLES / "reproduce_cifar_cpu.py"
-spec = importlib.util.spec_from_file_location("reproduce_cifar_cpu", SCRIPT)
-reproduce = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reproduce)
+reproduce = load_script("examples/reproduce_cifar_cpu.py")
 
 
 def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:

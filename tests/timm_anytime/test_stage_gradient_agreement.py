@@ -6,7 +6,6 @@ batch (no OSGD), and Alg. 2 as explicit vector Gram-Schmidt (tests/osgd/referenc
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.osgd.reference import reference_osgd
+from tests.scripts import load_script
 from timm_anytime.data import InMemoryLoader
 from timm_anytime.models.anytime import stage_logits
 from timm_anytime.train import TrainConfig, train
@@ -23,10 +23,7 @@ from timm_anytime.train.trainer import create_model
 
 from .runs import tiny_config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "stage_gradient_agreement.py"
-spec = importlib.util.spec_from_file_location("stage_gradient_agreement", SCRIPT)
-agreement = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(agreement)
+agreement = load_script("examples/stage_gradient_agreement.py")
 
 
 def reference_first_gramian(run: Path) -> torch.Tensor:
