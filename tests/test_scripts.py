@@ -141,3 +141,103 @@ def test_compare_revisions_refuses_a_tree_whose_runs_import_other_code(tmp_path:
     module.check_imports(ROOT)  # this checkout imports itself
     with pytest.raises(SystemExit, match=r"not the revision's own code|cannot import"):
         module.check_imports(tmp_path)
+
+
+def _targets():
+    return load_script("benchmarks/targets.py")
+
+
+_STEP_TABLE = """anytime_cifar_resnet20_w124, batch 128, 32x32, precision no, default layout, on CPU x86_64 (2 threads)
+      method    passes   ms/step   x sgd    img/s  peak MiB mem x sgd
+ sgd (plain)    single     352.6    1.51      363
+         sgd    single     233.1    1.00      549     500.0      1.00
+        osgd  separate     428.0    1.84      299     505.0      1.01
+     normsgd  separate     457.0    1.96      280     506.0      1.01
+   osgd_norm  separate     442.9    1.90      289     505.5      1.01
+sgd in this layout / sgd (plain): 0.66
+"""
+
+
+def test_targets_read_train_step_rows_and_ratio_lines() -> None:
+    targets = _targets()
+    assert targets.step_value("osgd", "x_sgd")(_STEP_TABLE) == 1.84
+    assert targets.step_value("sgd (plain)", "x_sgd")(_STEP_TABLE) == 1.51
+    assert targets.step_value("normsgd", "mem_x_sgd")(_STEP_TABLE) == 1.01
+    assert targets.step_value("sgd", "img_s")(_STEP_TABLE) == 549
+    assert targets.ratio_value("", "sgd in this layout")(_STEP_TABLE) == 0.66
+    with pytest.raises(targets.MissingValue, match="greedy"):
+        targets.step_value("greedy", "x_sgd")(_STEP_TABLE)
+    with pytest.raises(targets.MissingValue, match="mem_x_sgd"):  # the row has no memory columns
+        targets.step_value("sgd (plain)", "mem_x_sgd")(_STEP_TABLE)
+
+
+def test_targets_verdict_uses_the_confidence_interval_of_the_mean() -> None:
+    """One run: the value against the limit. Several: met or missed only when the whole 95% CI
+    (mean +/- t(0.975, n-1) sd / sqrt(n); t = 4.303 for n = 3, 12.706 for n = 2) is on one side."""
+    targets = _targets()
+    at_most = targets.Target("t", ("x",), float, 1.85)
+    at_least = targets.Target("t", ("x",), float, 25_000, at_least=True)
+    assert targets.verdict(at_most, [1.84]) == "met"
+    assert targets.verdict(at_most, [1.86]) == "missed"
+    assert targets.verdict(at_least, [24_000]) == "missed"
+    # mean 1.81, sd 0.01: CI 1.81 +/- 0.0248, all below 1.85
+    assert targets.verdict(at_most, [1.80, 1.81, 1.82]) == "met"
+    # mean 1.83, sd 0.01: CI 1.83 +/- 0.0248 = [1.805, 1.855] spans 1.85
+    assert targets.verdict(at_most, [1.82, 1.83, 1.84]) == "at the limit"
+    # mean 1.88, sd 0.01: CI [1.855, 1.905], all above
+    assert targets.verdict(at_most, [1.87, 1.88, 1.89]) == "missed"
+    # n = 2: mean 1.80, sd 0.0141, CI +/- 0.18 spans 1.85 although both runs are under it
+    assert targets.verdict(at_most, [1.79, 1.81]) == "at the limit"
+    assert targets.verdict(at_least, [26_000, 26_100, 26_200]) == "met"
+
+
+def test_targets_table_reads_every_target_from_benchmark_shaped_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every CPU target finds its value in output shaped by the benchmarks themselves
+    (``anytime_inference.report`` prints the inference lines), and the table judges each."""
+    import contextlib
+    import io
+
+    targets, inference = _targets(), load_script("benchmarks/anytime_inference.py")
+    all_stages = {"anytime_cifar_resnet20_w124": 1.05, "anytime_resnet50_w124": 1.12}  # wd models: 1.30
+
+    def fake_run(tree: Path, command: list[str]) -> str:
+        if command[0].endswith("train_step.py"):
+            return _STEP_TABLE
+        model = command[command.index("--model") + 1]
+        batches = command[command.index("--batch") + 1 : command.index("--rounds")]
+        stages = 5 if "_wd_" in model else 3
+        medians = {"full": 1.0, "anytime": all_stages.get(model, 1.30), "recompute": 1.5}
+        medians |= {f"active {k}": 1.0 + 0.1 * (k == 1) for k in range(1, stages + 1)}
+        medians |= {f"dense {k}": 1.0 for k in range(1, stages + 1)}
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            for batch in batches:
+                inference.report(model, int(command[command.index("--size") + 1]), int(batch), medians)
+        return out.getvalue()
+
+    monkeypatch.setattr(targets, "run_benchmark", fake_run)
+    chosen = targets.cpu_targets(rounds=3)
+    values = targets.measure(chosen, reps=1, progress=lambda line: None)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in targets.table(chosen, values).splitlines()[2:]}
+    assert len(rows) == len(chosen) == 24
+    expect = {
+        "train step, ResNet-20 w124: osgd / sgd": ("1.84x", "met"),
+        "train step, ResNet-42 w124: normsgd / sgd": ("1.96x", "missed"),
+        "train step, Sparse ResNet-26 d124: osgd / sgd": ("1.84x", "missed"),
+        "train step, ResNet-20 w124: osgd peak memory / sgd": ("1.01x", "met"),
+        "train step, ResNet-42 w124: osgd_norm / sgd": ("1.90x", "met"),
+        "train step, ResNet-20 w124: sgd channels_last + compile / default": ("0.66x", "met"),
+        "inference, ResNet-20 w124, batch 64: all stages / last stage": ("1.05x", "met"),
+        "inference, ResNet-20 w124, batch 1: set_active_stage(1) / dense": ("1.10x", "met"),
+        "inference, ResNet-20 w124, batch 1: set_active_stage(2) / dense": ("1.00x", "met"),
+        "inference, Sparse ResNet-50 wd_alt, batch 1: all stages / last stage": ("1.30x", "missed"),
+        "inference, ResNet-50 w124 224x224, batch 1: all stages / last stage": ("1.12x", "missed"),
+    }
+    for label, (value, verdict) in expect.items():
+        assert f"| {value} |" in rows[label], rows[label]
+        assert rows[label].endswith(f"| {verdict} |"), rows[label]
+    monkeypatch.setattr(targets, "run_benchmark", lambda tree, command: "no table here")
+    with pytest.raises(SystemExit, match="update its reader"):
+        targets.measure(chosen[:1], reps=1, progress=lambda line: None)
