@@ -10,6 +10,11 @@ memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, the growth of t
 over a few steps, each method in a fresh process with glibc returning large blocks on free
 (``--memory``).
 
+``--methods ... floor`` adds what any per-stage method must spend at least: the forward pass(es)
+and one backward pass per stage of ``osgd``'s stage passes, each only computing the per-stage
+gradients (``torch.autograd.grad``), with no combination and no optimizer step. A per-stage method
+near ``floor`` spends nothing measurable on combining.
+
     python benchmarks/train_step.py --batch-size 128                        # CPU, ResNet-20 w124
     python benchmarks/train_step.py --batch-size 128 --channels-last --compile
     python benchmarks/train_step.py --device cuda --precision bf16 --batch-size 512 --channels-last --compile
@@ -47,6 +52,7 @@ from timm_anytime.train.stage_passes import (
 from timm_anytime.train.trainer import StageOutputs
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
+FLOOR = "floor"  # per-stage gradients only: the least a per-stage method spends (see the module docstring)
 
 
 def synchronize(device: torch.device) -> None:
@@ -64,6 +70,8 @@ def build_step(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     inner = create_optimizer_v2(model, opt="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9)
+    floor = method == FLOOR
+    method = "osgd" if floor else method
     cfg = TrainConfig(model=args.model, dataset="digits", method=method)
     phase = Phase(0, 1, stage=model.num_stages if method == "greedy" else None)  # greedy: its last stage
     optimizer = inner
@@ -86,6 +94,20 @@ def build_step(
         with accelerator.autocast():
             return outputs(x, only_active=True)[0]
 
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def floor_step() -> None:
+        with compiled_backward_settings(compiled, method, passes):
+            if passes == "separate":
+                for loss in separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y)):
+                    torch.autograd.grad(loss(), params, allow_unused=True)
+                model.set_active_stage(model.num_stages)
+            else:
+                with accelerator.autocast():
+                    losses = [F.cross_entropy(z.float(), y) for z in outputs(x)]
+                for stage, loss in enumerate(losses, 1):
+                    torch.autograd.grad(loss, params, retain_graph=stage < len(losses), allow_unused=True)
+
     def step() -> None:
         optimizer.zero_grad()
         with compiled_backward_settings(compiled, method, passes):
@@ -100,7 +122,7 @@ def build_step(
         optimizer.step()
         rule.after_step()
 
-    return step, passes
+    return (floor_step if floor else step), passes
 
 
 def rss_bytes() -> int:

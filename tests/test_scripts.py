@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 
 from tests.scripts import load_script
 
@@ -241,3 +242,39 @@ def test_targets_table_reads_every_target_from_benchmark_shaped_output(
     monkeypatch.setattr(targets, "run_benchmark", lambda tree, command: "no table here")
     with pytest.raises(SystemExit, match="update its reader"):
         targets.measure(chosen[:1], reps=1, progress=lambda line: None)
+
+
+@pytest.mark.parametrize(
+    ("model", "passes"), [("anytime_cifar_resnet20_w124", "separate"), ("anytime_cifar_sparse_resnet26_d124", "single")]
+)
+def test_train_step_floor_takes_one_gradient_per_stage_and_never_steps(
+    model: str, passes: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``floor``: osgd's stage passes, one ``autograd.grad`` per stage over every parameter, and
+    neither ``.grad`` nor the weights change (no combination, no optimizer step)."""
+    import argparse
+
+    import torch
+    from accelerate import Accelerator
+
+    bench = load_script("benchmarks/train_step.py")
+    args = argparse.Namespace(model=model, batch_size=2, image_size=32, stage_passes="auto")
+    step, used = bench.build_step(bench.FLOOR, args, Accelerator(cpu=True), channels_last=False, compiled=False)
+    assert used == passes
+    calls = []
+    real_grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, **kwargs):
+        calls.append(inputs)
+        return real_grad(outputs, inputs, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    torch.manual_seed(0)  # build_step seeds 0 before creating its model: the same initial weights
+    reference = [p.detach().clone() for p in timm.create_model(model, num_classes=10).parameters()]
+    step()
+    assert len(calls) == 3  # one per stage
+    params = calls[0]
+    assert all(inputs is params for inputs in calls)
+    assert len(params) == len(reference)  # every parameter
+    assert all(p.grad is None for p in params)
+    assert all(torch.equal(p, r) for p, r in zip(params, reference, strict=True))
