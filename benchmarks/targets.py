@@ -8,7 +8,7 @@ side by side within one benchmark run, so the machine's drift cancels within a r
 runs: ``--reps N`` repeats each benchmark and judges the mean's 95% confidence interval, so that a
 value within noise of its limit reads "at the limit", not "met" or "missed".
 
-    python benchmarks/targets.py                                   # the CPU targets (about 15 minutes)
+    python benchmarks/targets.py                                   # the CPU targets (6 minutes on 2 cores)
     python benchmarks/targets.py --reps 3 --pause timm_anytime.cli.train
     python benchmarks/targets.py --only "train step" --json runs/targets.json
     python benchmarks/targets.py --device cuda                     # the GPU targets (bf16, batch 512)
