@@ -6,7 +6,9 @@ For each model, with a batch of random images in inference mode, per round:
 * ``anytime``: every stage through ``forward_anytime`` (stage k computes only what D_k adds).
 * ``recompute``: every stage from scratch (``set_active_stage(k); model(x)`` for k = 1..S).
 * ``active k``: ``set_active_stage(k); model(x)``, against ``dense k``: an independent ordinary
-  network of stage k's width (``extract_stage(k)``, a timm ResNet / CifarResNet).
+  network of stage k's width (``extract_stage(k)``, a timm ResNet / CifarResNet). The switch is
+  timed with the forward: a caller may change the stage per input. ``switch`` times one
+  ``set_active_stage`` call alone (printed in microseconds).
 
 Variants run interleaved round after round; medians are compared, at batch 1 (the real-time
 case: one input, answer as soon as possible) and batch 64. Targets: anytime within 1.10x of full
@@ -61,7 +63,16 @@ def variants(
     def recompute() -> object:
         return [at(k)() for k in range(1, stages + 1)]
 
-    runs: dict[str, Callable[[], object]] = {"full": at(stages), "anytime": anytime, "recompute": recompute}
+    def switch() -> object:  # two calls, so that each one really changes the stage
+        model.set_active_stage(1)
+        return model.set_active_stage(stages)
+
+    runs: dict[str, Callable[[], object]] = {
+        "full": at(stages),
+        "anytime": anytime,
+        "recompute": recompute,
+        "switch": switch,
+    }
     # torch.compile (inductor) of the last stage alone and of all stages as one graph; "frozen" adds
     # inductor's freezing option (compiled on first call, in inference mode)
     modes = {"compiled": {}} if compile else {}
@@ -126,6 +137,8 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
             f"  anytime {mode}, one graph{' ' * (10 - len(mode))}{anytime:.4f}  = {anytime / full:.2f}x full {mode}, "
             f"{anytime / median['full']:.2f}x full (no exit between stages: a bound, not the API)"
         )
+    if "switch" in median:
+        print(f"  set_active_stage, one call   {1e6 * median['switch'] / 2:.0f} us")
     for k in range(1, stages + 1):
         a, d = median[f"active {k}"], median[f"dense {k}"]
         print(f"  stage {k}: active {a:.4f}  dense {d:.4f}  = {a / d:.2f}x dense (target <= 1.10)")
