@@ -157,3 +157,17 @@ def test_trainer_compiles_the_per_stage_methods(tmp_path: Path) -> None:
         plain = _losses(train(tiny_config(tmp_path / f"plain_{passes}", **cfg)))
         fast = _losses(train(tiny_config(tmp_path / f"fast_{passes}", **cfg, channels_last=True, compile=True)))
         torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)
+
+
+def test_a_compiled_model_follows_set_active_stage() -> None:
+    """``set_active_stage`` writes the layers' stage into their instance dicts, bypassing
+    ``nn.Module.__setattr__``: torch.compile's guards must still see every switch."""
+    torch.manual_seed(0)
+    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, in_chans=1, width=0.5).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        reference = model.forward_stages(x)
+        for stage in (3, 1, 2, 1):
+            model.set_active_stage(stage)
+            torch.testing.assert_close(compiled(x), reference[stage - 1], rtol=1e-4, atol=1e-5)
