@@ -217,8 +217,9 @@ def cuda_targets(rounds: int) -> list[Target]:
 
 
 def verdict(target: Target, values: Sequence[float]) -> str:
-    """ "met" / "missed"; with two or more runs, "at the limit" where the mean's 95% confidence
-    interval contains the limit (the difference is within this machine's noise at this n)."""
+    """The verdict on ``values``: met or missed by one run's value; with two or more runs, met or
+    missed only when the mean's whole 95% confidence interval is on one side of the limit, "at the
+    limit" otherwise (the difference is within this machine's noise at this n)."""
     if len(values) < 2:
         return "met" if target.met_by(values[0]) else "missed"
     from timm_anytime.significance import student_t_quantile
