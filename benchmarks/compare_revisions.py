@@ -129,10 +129,16 @@ def paused(pattern: str | None) -> Iterator[list[int]]:
                 os.kill(pid, signal.SIGCONT)
 
 
+def tree_state(tree: Path) -> tuple[str, bool]:
+    """The commit checked out in ``tree`` and whether its working tree differs from it."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True).stdout
+    return commit, bool(status.strip())
+
+
 def describe(revision: str, tree: Path) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True).stdout
-    return f"{revision} ({commit.stdout.strip()}{', with uncommitted changes' if dirty.strip() else ''})"
+    commit, dirty = tree_state(tree)
+    return f"{revision} ({commit[:7]}{', with uncommitted changes' if dirty else ''})"
 
 
 def _environment(tree: Path) -> dict[str, str]:

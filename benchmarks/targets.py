@@ -24,14 +24,13 @@ import json
 import math
 import re
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_revisions import REPO, check_imports, describe, parse_ratios, paused, run_benchmark
+from compare_revisions import REPO, check_imports, describe, parse_ratios, paused, run_benchmark, tree_state
 
 #: One row of ``train_step.py``'s table: method, stage passes, ms/step, x sgd, img/s[, peak MiB, mem x sgd].
 _STEP_ROW = re.compile(
@@ -260,13 +259,6 @@ def machine(device: str) -> str:
     return f"{name}, torch {torch.__version__}, timm {timm.__version__}"
 
 
-def revision() -> tuple[str, bool]:
-    """The checked-out commit and whether the working tree differs from it."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-    return commit, bool(status.strip())
-
-
 def measure(targets: Sequence[Target], reps: int, progress: Callable[[str], None] = print) -> dict[str, list[float]]:
     """Runs every distinct benchmark command ``reps`` times and reads each target's value from each run."""
     commands = list(dict.fromkeys(target.command for target in targets))
@@ -314,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if stopped:
             print(f"paused {len(stopped)} process(es) matching {args.pause!r}")
         where = f"{machine(args.device)}; revision {describe('HEAD', REPO)}"
-        commit, dirty = revision()
+        commit, dirty = tree_state(REPO)
         print(f"measuring on {where}", flush=True)
         if dirty:
             print("warning: the working tree has uncommitted changes; commit before recording results", flush=True)

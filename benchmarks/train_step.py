@@ -94,31 +94,32 @@ def build_step(
         with accelerator.autocast():
             return outputs(x, only_active=True)[0]
 
+    def stage_losses() -> list[torch.Tensor] | list[Callable[[], torch.Tensor]]:
+        """One loss per stage, as the trainer builds them: a function per stage's own forward
+        (separate passes), or the tensors of one shared forward (single pass)."""
+        if passes == "separate":
+            return separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y))
+        with accelerator.autocast():
+            logits = outputs(x, only_active=phase.stage is not None)
+        return [F.cross_entropy(z.float(), y) for z in logits]
+
     params = [p for p in model.parameters() if p.requires_grad]
 
     def floor_step() -> None:
         with compiled_backward_settings(compiled, method, passes):
-            if passes == "separate":
-                for loss in separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y)):
-                    torch.autograd.grad(loss(), params, allow_unused=True)
-                model.set_active_stage(model.num_stages)
-            else:
-                with accelerator.autocast():
-                    losses = [F.cross_entropy(z.float(), y) for z in outputs(x)]
-                for stage, loss in enumerate(losses, 1):
-                    torch.autograd.grad(loss, params, retain_graph=stage < len(losses), allow_unused=True)
+            losses = stage_losses()
+            for stage, loss in enumerate(losses, 1):
+                shared = isinstance(loss, torch.Tensor)  # one graph: keep it until the last stage
+                value = loss if shared else loss()
+                torch.autograd.grad(value, params, retain_graph=shared and stage < len(losses), allow_unused=True)
+            model.set_active_stage(model.num_stages)
 
     def step() -> None:
         optimizer.zero_grad()
         with compiled_backward_settings(compiled, method, passes):
+            rule.backward(stage_losses(), last_micro=True)
             if passes == "separate":
-                losses = separate_stage_losses(model, forward_stage, lambda _, z: F.cross_entropy(z.float(), y))
-                rule.backward(losses, last_micro=True)
                 model.set_active_stage(model.num_stages)
-            else:
-                with accelerator.autocast():
-                    logits = outputs(x, only_active=phase.stage is not None)
-                rule.backward([F.cross_entropy(z.float(), y) for z in logits], last_micro=True)
         optimizer.step()
         rule.after_step()
 
