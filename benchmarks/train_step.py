@@ -13,7 +13,10 @@ over a few steps, each method in a fresh process with glibc returning large bloc
 ``--methods ... floor`` adds what any per-stage method must spend at least: the forward pass(es)
 and one backward pass per stage of ``osgd``'s stage passes, each only computing the per-stage
 gradients (``torch.autograd.grad``), with no combination and no optimizer step. A per-stage method
-near ``floor`` spends nothing measurable on combining.
+near ``floor`` spends nothing measurable on combining. ``floor_batched`` gets the same per-stage
+gradients from one forward pass of the full network and a single vectorized backward pass
+(``torch.autograd.grad(..., is_grads_batched=True)``: one pass carrying all stages' cotangents,
+each over the whole graph), the alternative to one backward pass per stage (eager only).
 
     python benchmarks/train_step.py --batch-size 128                        # CPU, ResNet-20 w124
     python benchmarks/train_step.py --batch-size 128 --channels-last --compile
@@ -53,6 +56,16 @@ from timm_anytime.train.trainer import StageOutputs
 
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
 FLOOR = "floor"  # per-stage gradients only: the least a per-stage method spends (see the module docstring)
+FLOOR_BATCHED = "floor_batched"  # the same gradients from one vectorized backward pass
+
+
+def batched_stage_gradients(losses: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    """Every loss's gradient with respect to ``params`` from one vectorized backward pass of the
+    shared graph: for each parameter a tensor ``[len(losses), *param.shape]`` (None where no loss
+    reaches it)."""
+    stacked = torch.stack(losses)
+    cotangents = torch.eye(len(losses), device=stacked.device, dtype=stacked.dtype)
+    return torch.autograd.grad(stacked, params, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True)
 
 
 def synchronize(device: torch.device) -> None:
@@ -70,7 +83,9 @@ def build_step(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     inner = create_optimizer_v2(model, opt="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9)
-    floor = method == FLOOR
+    floor, batched = method in (FLOOR, FLOOR_BATCHED), method == FLOOR_BATCHED
+    if batched and compiled:
+        raise SystemExit(f"{FLOOR_BATCHED} runs eager only: measure it without --compile")
     method = "osgd" if floor else method
     cfg = TrainConfig(model=args.model, dataset="digits", method=method)
     phase = Phase(0, 1, stage=model.num_stages if method == "greedy" else None)  # greedy: its last stage
@@ -78,7 +93,7 @@ def build_step(
     if method in OSGD_METHODS:
         optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks())
     rule = build_update_rule(cfg.method, phase, RuleInputs(accelerator, model, optimizer, cfg.stage_weights))
-    passes = "single" if method == "greedy" else resolve_stage_passes(args.stage_passes, method, model)
+    passes = "single" if method == "greedy" or batched else resolve_stage_passes(args.stage_passes, method, model)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -114,6 +129,11 @@ def build_step(
                 torch.autograd.grad(value, params, retain_graph=shared and stage < len(losses), allow_unused=True)
             model.set_active_stage(model.num_stages)
 
+    def batched_floor_step() -> None:
+        with accelerator.autocast():
+            logits = outputs(x, only_active=False)
+        batched_stage_gradients([F.cross_entropy(z.float(), y) for z in logits], params)
+
     def step() -> None:
         optimizer.zero_grad()
         with compiled_backward_settings(compiled, method, passes):
@@ -123,6 +143,8 @@ def build_step(
         optimizer.step()
         rule.after_step()
 
+    if batched:
+        return batched_floor_step, passes
     return (floor_step if floor else step), passes
 
 
@@ -227,13 +249,13 @@ def main() -> None:
                 memory[variant] = cpu_memory_in_subprocess(variant)
     base = medians.get("sgd", next(iter(medians.values())))
     base_memory = memory.get("sgd")
-    header = f"{'method':>12} {'passes':>9} {'ms/step':>9} {'x sgd':>7} {'img/s':>8}"
+    header = f"{'method':>13} {'passes':>9} {'ms/step':>9} {'x sgd':>7} {'img/s':>8}"
     if memory:
         header += f" {'peak MiB':>9} {'mem x sgd':>9}"
     print(header)
     for variant, seconds in medians.items():
         line = (
-            f"{variant:>12} {passes[variant]:>9} {1000 * seconds:>9.1f} {seconds / base:>7.2f} "
+            f"{variant:>13} {passes[variant]:>9} {1000 * seconds:>9.1f} {seconds / base:>7.2f} "
             f"{args.batch_size / seconds:>8.0f}"
         )
         if memory:

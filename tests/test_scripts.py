@@ -278,3 +278,69 @@ def test_train_step_floor_takes_one_gradient_per_stage_and_never_steps(
     assert len(params) == len(reference)  # every parameter
     assert all(p.grad is None for p in params)
     assert all(torch.equal(p, r) for p, r in zip(params, reference, strict=True))
+
+
+def test_batched_stage_gradients_match_the_closed_form_and_separate_passes() -> None:
+    """``floor_batched``'s one vectorized backward pass gives every stage's own gradient: against
+    a closed form, and against one ``autograd.grad`` per stage of a depth-nested network (float64)."""
+    import torch
+    from torch.nn import functional as F
+
+    bench = load_script("benchmarks/train_step.py")
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    unused = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    a = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 4.0], [0.5, 0.5, 0.5]], dtype=torch.float64)
+    losses = [(w * a[k]).sum() + k * (w**2).sum() for k in range(3)]  # d L_k / d w = a_k + 2 k w
+    grad_w, grad_unused = bench.batched_stage_gradients(losses, [w, unused])
+    expected = torch.stack([a[k] + 2 * k * w.detach() for k in range(3)])
+    torch.testing.assert_close(grad_w, expected, rtol=0, atol=1e-12)
+    assert grad_unused is None
+
+    torch.manual_seed(0)
+    model = timm.create_model("anytime_cifar_sparse_resnet26_d124", num_classes=10).double().train()
+    x, y = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.tensor([1, 7])
+    params = list(model.parameters())
+    losses = [F.cross_entropy(z, y) for z in model.forward_stages(x)]
+    separate = [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) for loss in losses]
+    batched = bench.batched_stage_gradients(losses, params)
+    for param_index, stacked in enumerate(batched):
+        for stage, grads in enumerate(separate):
+            reference = grads[param_index]
+            if reference is None:  # stage k does not reach it: the batched pass gives zeros or None
+                assert stacked is None or not stacked[stage].any()
+            else:
+                torch.testing.assert_close(stacked[stage], reference, rtol=1e-10, atol=1e-12)
+
+
+def test_train_step_floor_batched_is_one_vectorized_pass_and_never_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import torch
+    from accelerate import Accelerator
+
+    bench = load_script("benchmarks/train_step.py")
+    model = "anytime_cifar_resnet20_w124"
+    args = argparse.Namespace(model=model, batch_size=2, image_size=32, stage_passes="auto")
+    step, used = bench.build_step(bench.FLOOR_BATCHED, args, Accelerator(cpu=True), channels_last=False, compiled=False)
+    assert used == "single"
+    calls = []
+    real_grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, **kwargs):
+        calls.append((outputs, inputs, kwargs))
+        return real_grad(outputs, inputs, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    torch.manual_seed(0)
+    reference = [p.detach().clone() for p in timm.create_model(model, num_classes=10).parameters()]
+    step()
+    assert len(calls) == 1
+    outputs, params, kwargs = calls[0]
+    assert outputs.shape == (3,)  # the three stage losses, in one pass
+    assert kwargs["is_grads_batched"]
+    assert torch.equal(kwargs["grad_outputs"], torch.eye(3))
+    assert len(params) == len(reference)  # every parameter
+    assert all(p.grad is None for p in params)
+    assert all(torch.equal(p, r) for p, r in zip(params, reference, strict=True))
+    with pytest.raises(SystemExit, match="eager only"):
+        bench.build_step(bench.FLOOR_BATCHED, args, Accelerator(cpu=True), channels_last=False, compiled=True)
