@@ -36,6 +36,7 @@ import timm
 import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
+from timm_anytime.cpu_allocator import CPU_ALLOCATORS, apply_cpu_allocator
 from timm_anytime.train.environment import cpu_name
 
 DEFAULTS = [
@@ -158,13 +159,21 @@ def main() -> None:
     parser.add_argument(
         "--freeze", action="store_true", help="also time both compiled with inductor's freezing option (inference)"
     )
+    parser.add_argument(
+        "--cpu-allocator",
+        choices=CPU_ALLOCATORS,
+        default="tuned",
+        help="tuned (default, as anytime-train on a CPU): keep freed memory for reuse; system: malloc as configured",
+    )
     args = parser.parse_args()
+    allocator = apply_cpu_allocator(args.cpu_allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = DEFAULTS if args.model is None else [(args.model, args.size)]
     print(
         f"anytime inference benchmark: CPU ({cpu_name()}, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}, timm {timm.__version__}"
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, timm {timm.__version__}; "
+        f"allocator {allocator}"
     )
     for name, size in cases:
         size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from osgd import OSGD
+from timm_anytime.cpu_allocator import CPU_ALLOCATORS, apply_cpu_allocator
 from timm_anytime.train.config import TrainConfig
 from timm_anytime.train.methods import OSGD_METHODS, Phase, RuleInputs, build_update_rule
 from timm_anytime.train.stage_passes import (
@@ -204,10 +205,17 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (CPU: one process each)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--cpu-allocator",
+        choices=CPU_ALLOCATORS,
+        default="tuned",
+        help="CPU: tuned (default, as anytime-train): keep freed memory for reuse; system: malloc as configured",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
+    allocator = apply_cpu_allocator(args.cpu_allocator) if accelerator.device.type == "cpu" else "n/a (GPU)"
     if args.memory_of:
         print(json.dumps({"peak_mib": peak_memory_mib(args.memory_of, args, accelerator)}))
         return
@@ -219,7 +227,7 @@ def main() -> None:
     print(
         f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, precision {args.precision}, "
         f"{layout}, on {name} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
-        f"median of {args.rounds} interleaved steps after {args.warmup}"
+        f"median of {args.rounds} interleaved steps after {args.warmup}; allocator {allocator}"
     )
     variants = list(args.methods)
     if (args.channels_last or args.compile) and "sgd" in variants:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 import timm_anytime  # noqa: F401
 from osgd import OSGD
 from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config, weights
+from timm_anytime.cpu_allocator import environment_choice
 from timm_anytime.train import METHODS, TrainConfig, Trainer, plan_phases, train
 from timm_anytime.train.methods import Greedy
 
@@ -49,6 +51,8 @@ def test_every_method_trains_every_stage(tmp_path: Path, method: str) -> None:
     environment = json.loads((run / "environment.jsonl").read_text().splitlines()[0])
     assert environment["packages"]["torch"] == metadata.version("torch")
     assert environment["num_processes"] == 1
+    if platform.libc_ver()[0] == "glibc" and environment_choice() is None:  # the default: tuned
+        assert environment["cpu_allocator"].startswith("tuned ("), environment["cpu_allocator"]
 
 
 def test_greedy_splits_the_epochs_across_stages() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..cpu_allocator import CPU_ALLOCATORS
 from .methods import OPTIONAL_SETTINGS, TABLE
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -66,6 +67,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    cpu_allocator: str = "tuned"
     cpu: bool = False
     log_with: list[str] = field(default_factory=list)
     eval_every: int = 1
@@ -106,6 +108,7 @@ class TrainConfig:
         choice("dataset", DATASETS)
         choice("precision", PRECISIONS)
         choice("stage_passes", STAGE_PASSES)
+        choice("cpu_allocator", CPU_ALLOCATORS)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -251,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions)")
     g.add_argument("--compile", action="store_true", help="torch.compile the forward (compiles once per stage)")
+    g.add_argument(
+        "--cpu-allocator",
+        choices=CPU_ALLOCATORS,
+        help="CPU runs: tuned (default) keeps freed memory for reuse (glibc malloc: faster steps, the process "
+        "keeps its peak memory); system leaves malloc as the environment set it",
+    )
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     g.add_argument("--log-with", nargs="+", help="Accelerate trackers, e.g. tensorboard")
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs (and after the last)")

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from osgd import OSGD
 
 from .. import __version__
+from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
 from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
 from .checkpoint import load_state, load_weights, save_checkpoint
@@ -49,7 +50,8 @@ from .stage_passes import (
 )
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
-#: Speed settings (stage_passes, channels_last, compile) change float rounding only.
+#: Speed settings (stage_passes, channels_last, compile) change float rounding only; cpu_allocator
+#: changes nothing computed.
 RESUMABLE = frozenset(
     {
         "resume",
@@ -64,6 +66,7 @@ RESUMABLE = frozenset(
         "stage_passes",
         "channels_last",
         "compile",
+        "cpu_allocator",
     }
 )
 LOG_EVERY = 10  # steps between progress updates (each reads the losses back from the device)
@@ -178,6 +181,8 @@ class Trainer:
             kwargs_handlers=[ddp],
         )
         self.is_main = self.accelerator.is_main_process
+        # Process-wide: before the data and the model take their memory (CPU runs only).
+        self.cpu_allocator = apply_cpu_allocator(cfg.cpu_allocator) if self.accelerator.device.type == "cpu" else None
         enabled = {str(getattr(t, "value", t)) for t in self.accelerator.log_with}
         missing = [name for name in cfg.log_with if name not in enabled]
         if missing:  # Accelerate only warns and drops them
@@ -249,6 +254,7 @@ class Trainer:
             )
             report["data"] = _data_record(cfg, sources)
             report["stage_passes"] = self.stage_passes
+            report["cpu_allocator"] = self.cpu_allocator
             previous = _last_commit(out / "environment.jsonl") if cfg.resume else None
             if previous is not None and previous != report["git_commit"]:
                 report["resumed_across_commits"] = {"from": previous, "to": report["git_commit"]}
