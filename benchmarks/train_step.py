@@ -130,10 +130,8 @@ def build_step(
                 torch.autograd.grad(value, params, retain_graph=shared and stage < len(losses), allow_unused=True)
             model.set_active_stage(model.num_stages)
 
-    def batched_floor_step() -> None:
-        with accelerator.autocast():
-            logits = outputs(x, only_active=False)
-        batched_stage_gradients([F.cross_entropy(z.float(), y) for z in logits], params)
+    def batched_floor_step() -> None:  # passes is "single": the stage losses share one graph
+        batched_stage_gradients(stage_losses(), params)
 
     def step() -> None:
         optimizer.zero_grad()

@@ -31,7 +31,6 @@ CPU_ALLOCATORS = ("tuned", "system")
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 2**20
-SHELL_SETTING = f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_MAX} MALLOC_TRIM_THRESHOLD_=-1"
 _PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 #: glibc's environment variables for what keep_freed_memory() sets (and how big blocks are served)
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
