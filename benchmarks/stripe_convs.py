@@ -10,6 +10,11 @@ at batch 1, in inference, three ways side by side (interleaved rounds, medians):
 * ``unfold``: an alternative that never re-reads earlier stripes: the im2col columns of each new
   input stripe are appended to a buffer (``F.unfold``) and each output stripe is one matrix product
   with the columns of its prefix.
+* ``onednn``: the three stripe convolutions forced through oneDNN
+  (``torch.ops.aten.mkldnn_convolution``). At batch 1 PyTorch sends a 3x3 convolution whose input
+  has at most 20,480 elements (every stripe here) to its own im2col kernel instead
+  (``aten::_slow_conv2d_forward``); this asks whether oneDNN would do the stripes better.
+  ``dense onednn`` is the dense convolution the same way.
 
     python benchmarks/stripe_convs.py [--threads 2] [--rounds 25]
 """
@@ -50,9 +55,22 @@ def variants(channels: int, size: int) -> dict[str, Callable[[], object]]:
             outputs.append(torch.mm(stripe_matrices[k - 1], columns[: splits[k] * 9]).view(1, -1, size, size))
         return outputs
 
-    for want, have in zip(stripes(), unfold(), strict=True):  # the two incremental paths agree
-        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-3)
-    return {"dense": dense, "stripes": stripes, "unfold": unfold}
+    no_bias, ones, pad = None, [1, 1], [1, 1]
+
+    def onednn() -> object:
+        return [
+            torch.ops.aten.mkldnn_convolution(x[:, : splits[k]], stripe_weights[k - 1], no_bias, pad, ones, ones, 1)
+            for k in (1, 2, 3)
+        ]
+
+    def dense_onednn() -> object:
+        return torch.ops.aten.mkldnn_convolution(x, weight, no_bias, pad, ones, ones, 1)
+
+    for path in (unfold, onednn):  # every incremental path computes the same stripes
+        for want, have in zip(stripes(), path(), strict=True):
+            torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(dense_onednn(), dense(), rtol=1e-4, atol=1e-3)
+    return {"dense": dense, "stripes": stripes, "unfold": unfold, "onednn": onednn, "dense onednn": dense_onednn}
 
 
 def main() -> None:
@@ -63,8 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, batch 1")
-    print("| channels, size | dense (us) | stripes (us) | unfold (us) | stripes / dense | unfold / dense |")
-    print("|---|---|---|---|---|---|")
+    names = ("dense", "stripes", "unfold", "onednn", "dense onednn")
+    print(
+        "| channels, size | "
+        + " | ".join(f"{name} (us)" for name in names)
+        + " | "
+        + " | ".join(f"{name} / dense" for name in names[1:])
+        + " |"
+    )
+    print("|---" * (2 * len(names)) + "|")
     with torch.inference_mode():
         for channels, size in SHAPES:
             fns = variants(channels, size)
@@ -78,10 +103,9 @@ def main() -> None:
                         fn()
                     samples[name].append((time.perf_counter() - start) / args.inner * 1e6)
             med = {name: statistics.median(values) for name, values in samples.items()}
-            print(
-                f"| {channels}, {size}x{size} | {med['dense']:.0f} | {med['stripes']:.0f} | {med['unfold']:.0f} "
-                f"| {med['stripes'] / med['dense']:.2f} | {med['unfold'] / med['dense']:.2f} |"
-            )
+            times = " | ".join(f"{med[name]:.0f}" for name in names)
+            ratios = " | ".join(f"{med[name] / med['dense']:.2f}" for name in names[1:])
+            print(f"| {channels}, {size}x{size} | {times} | {ratios} |")
 
 
 if __name__ == "__main__":
