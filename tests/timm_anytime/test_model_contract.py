@@ -39,21 +39,3 @@ def test_set_active_stage_reaches_every_layer_that_has_a_stage() -> None:
                     assert module.stage == width_of(stage), (name, stage, type(module).__name__)
                 else:
                     assert module.stage == stage, (name, stage, type(module).__name__)
-
-
-def test_submodules_finds_what_modules_finds_once_each() -> None:
-    """The walk behind ``set_active_stage`` against ``nn.Module.modules()``: a module shared by two
-    parents, a child set to None and a registered model all give the same modules, each once."""
-    from torch import nn
-
-    from timm_anytime.models.anytime import submodules
-
-    shared = nn.Conv2d(2, 2, 1)
-    root = nn.Sequential(nn.Sequential(shared, nn.ReLU()), nn.ModuleList([shared, nn.Identity()]))
-    root.register_module("empty", None)
-    models = [root, timm.create_model("anytime_cifar_sparse_resnet50_wd_sim", num_classes=10)]
-    for model in models:
-        found = submodules(model)
-        assert len(found) == len({id(m) for m in found})
-        assert {id(m) for m in found} == {id(m) for m in model.modules()}
-    assert len(submodules(root)) == 6  # root, Sequential, Conv2d, ReLU, ModuleList, Identity

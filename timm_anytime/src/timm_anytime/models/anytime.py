@@ -42,7 +42,7 @@ class AnytimeMixin:
     def set_active_stage(self, stage: int) -> nn.Module:
         """Make ``model(x)`` run subnetwork D_stage alone, at D_stage's cost. Returns the model."""
         stage = self.check_stage(stage)
-        for module in submodules(self):  # type: ignore[arg-type]
+        for module in self.modules():  # type: ignore[attr-defined]
             state = module.__dict__
             if "stage" in state and "num_stages" in state:
                 assign_stage(module, stage)
@@ -144,26 +144,6 @@ class AnytimeModel(Protocol):
     def stage_masks(self, stage: int) -> dict[nn.Parameter, Tensor]: ...
 
     def osgd_reach_masks(self) -> list[dict[nn.Parameter, Tensor]]: ...
-
-
-def submodules(root: nn.Module) -> list[nn.Module]:
-    """Every module under ``root``, ``root`` included, each once: the modules ``root.modules()``
-    yields, in another order.
-
-    A plain walk of each module's ``_modules``: ``set_active_stage`` walks the whole model on every
-    call, and ``modules()`` (a generator that also builds each module's dotted name) costs more per
-    module (``benchmarks/anytime_inference.py`` prints the switch's cost; docs/models.md)."""
-    found: list[nn.Module] = []
-    seen: set[int] = set()
-    pending = [root]
-    while pending:
-        module = pending.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        found.append(module)
-        pending.extend(child for child in module._modules.values() if child is not None)
-    return found
 
 
 def assign_stage(module: nn.Module, stage: int) -> None:

@@ -25,7 +25,7 @@ from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_wid
 from ..sparse import unit_levels
 from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
-from .anytime import AnytimeMixin, assign_stage, keep_rows, submodules
+from .anytime import AnytimeMixin, assign_stage, keep_rows
 from .cfgs import cifar_cfg
 from .depth_resnet import depth_level_network
 from .heads import NormedHeadsMixin
@@ -126,7 +126,7 @@ class WidthDepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, Anytim
         return self
 
     def _set_width(self, width_level: int) -> None:
-        for module in submodules(self):
+        for module in self.modules():
             if isinstance(module, (NestedConv2d, NestedBatchNorm2d)):
                 assign_stage(module, width_level)
 
