@@ -172,6 +172,21 @@ def test_multistep_decays_after_the_documented_epochs(tmp_path: Path) -> None:
     assert [r["lr"] for r in _metrics(explicit)] == pytest.approx([0.1, 0.02, 0.02, 0.004], rel=1e-9)
 
 
+def test_warmup_rises_linearly_from_warmup_lr_inside_the_epochs(tmp_path: Path) -> None:
+    """--warmup-epochs 2 --warmup-lr 0.02 to lr 0.1: 0.02, then 0.06, then 0.1, with the decay after
+    epoch 4 where it was (the warmup counts inside --epochs); read from metrics.jsonl."""
+    run = train(
+        tiny_config(
+            tmp_path / "warm", method="osgd", epochs=5, lr=0.1, warmup_epochs=2, warmup_lr=0.02, decay_milestones=[4]
+        )
+    )
+    assert [r["lr"] for r in _metrics(run)] == pytest.approx([0.02, 0.06, 0.1, 0.1, 0.02], rel=1e-9)
+    with pytest.raises(ValueError, match="warmup_lr must lie between 0 and lr"):
+        tiny_config(tmp_path / "bad", lr=0.1, warmup_epochs=1, warmup_lr=0.5).validate()
+    with pytest.raises(ValueError, match="warmup_epochs must be a non-negative integer"):
+        tiny_config(tmp_path / "bad", warmup_epochs=-1).validate()
+
+
 def test_environment_records_the_data_and_a_resume_under_another_commit(tmp_path: Path) -> None:
     run = train(tiny_config(tmp_path / "run", method="osgd", epochs=1))
     record = json.loads((run / "environment.jsonl").read_text().splitlines()[0])

@@ -60,6 +60,7 @@ class TrainConfig:
     decay_milestones: list[int] | None = None
     decay_rate: float = 0.2
     warmup_epochs: int = 0
+    warmup_lr: float = 1e-5  # timm's default: the lr of the first warmup epoch
     # run
     output: str = "runs/anytime"
     name: str | None = None
@@ -125,6 +126,12 @@ class TrainConfig:
                     "val_per_class holds out the training images after the first train_per_class of each class: "
                     "set train_per_class too (e.g. --train-per-class 450 --val-per-class 50)"
                 )
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be a non-negative integer, got {self.warmup_epochs!r}")
+        if self.warmup_epochs and not 0 <= self.warmup_lr <= self.lr:
+            raise ValueError(
+                f"warmup_lr must lie between 0 and lr ({self.lr}): the warmup rises from it to lr; got {self.warmup_lr}"
+            )
         if self.lr <= 0 or self.norm_scale <= 0:
             raise ValueError(f"lr and norm_scale must be positive, got lr={self.lr}, norm_scale={self.norm_scale}")
         if self.priority is not None and sorted(self.priority) != list(range(1, len(self.priority) + 1)):
@@ -242,7 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sched", help="any timm scheduler name (create_scheduler_v2)")
     g.add_argument("--decay-milestones", nargs="+", type=int, help="multistep epochs (default: 30/60/80%% of epochs)")
     g.add_argument("--decay-rate", type=float)
-    g.add_argument("--warmup-epochs", type=int)
+    g.add_argument(
+        "--warmup-epochs",
+        type=int,
+        help="epochs of linear warmup, counted inside --epochs (default 0: none); the decays stay where they are",
+    )
+    g.add_argument(
+        "--warmup-lr", type=float, help="lr of the first warmup epoch, rising linearly to --lr (default 1e-5, timm's)"
+    )
     g = p.add_argument_group("run")
     g.add_argument("--output", help="run folder (refuses to reuse a non-empty one without --resume/--overwrite)")
     g.add_argument("--name", help="label of this run in reports")

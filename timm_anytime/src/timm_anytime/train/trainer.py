@@ -303,6 +303,7 @@ class Trainer:
             decay_milestones=[m + 1 for m in cfg.milestones(phase.num_epochs)],
             decay_rate=cfg.decay_rate,
             warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.warmup_lr,
         )
         self.rule = build_update_rule(
             cfg.method, phase, RuleInputs(self.accelerator, self.model, optimizer, cfg.stage_weights)
