@@ -58,6 +58,9 @@ def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
         assert timm.is_model(cfg.model), name
         assert (cfg.epochs, cfg.train_per_class, cfg.precision, cfg.channels_last) == (30, None, "bf16", True)
         assert cfg.name == gpu.label(name)
+        # a 5-epoch warmup from a tenth of the rate, for every run (sgd_sum's lr and warmup both x3)
+        assert cfg.warmup_epochs == 5, name
+        assert abs(cfg.warmup_lr - cfg.lr / 10) < 1e-12, name
     assert gpu.label("w_sgd_sum_s2") == "sgd_sum"
     assert gpu.label("d98_osgd_s0") == "osgd"
 
