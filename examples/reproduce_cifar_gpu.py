@@ -1,11 +1,11 @@
 """The paper's CIFAR-10 regime on a lent GPU, as one command that fits one device call (issue 15).
 
 All 50,000 training images, the paper's schedule shape (lr 0.1, x0.2 after 30/60/80% of the
-epochs, momentum 0.9, batch 128, weight decay 5e-4) after a 5-epoch linear warmup from lr 0.01, bf16 and
-channels_last, several runs packed onto the GPU (``anytime-queue``), every epoch checkpointed. The
-plan, in order: sgd, osgd and sgd on the summed losses for ResNet-20 w124 and Sparse ResNet-26 d124
-with seed 0, then seeds 1 and 2, then the paper's own architectures (ResNet-42 w124, Sparse
-ResNet-98 d1248) with sgd and osgd.
+epochs, momentum 0.9, batch 128, weight decay 5e-4) after a 5-epoch linear warmup from lr 0.01,
+bf16 and channels_last, several runs packed onto the GPU (``anytime-queue``), every epoch
+checkpointed. The plan, in order: sgd, osgd and sgd on the summed losses for ResNet-20 w124 and
+Sparse ResNet-26 d124 with seed 0, then seeds 1 and 2, then the paper's own architectures
+(ResNet-42 w124, Sparse ResNet-98 d1248) with sgd and osgd.
 
 The device machine sees only this repository, so the data travels packed (the JPEG bytes of the
 50,000 training images and the first ``--test-per-class`` test images per class, about 47 MB) in
@@ -79,8 +79,8 @@ def plan() -> dict[str, list[str]]:
     methods = {
         "sgd": ["--method=sgd"],
         "osgd": ["--method=osgd"],
-        # SGD's update on the summed losses: OSGD's step size without the projection (lr and warmup lr x3, weight
-        # decay /3, so that the decay step is unchanged; three stages).
+        # SGD's update on the summed losses: OSGD's step size without the projection (lr and warmup lr
+        # x3, weight decay /3, so that the decay step is unchanged; three stages).
         "sgd_sum": ["--method=sgd", "--lr=0.3", "--warmup-lr=0.03", f"--weight-decay={5e-4 / 3:.6g}"],
     }
     for seed in (0, 1, 2):
