@@ -36,7 +36,7 @@ import timm
 import torch
 
 import timm_anytime  # noqa: F401  (registers the models)
-from timm_anytime.cpu_allocator import CPU_ALLOCATORS, apply_cpu_allocator
+from timm_anytime.cpu_allocator import add_cpu_allocator_argument, apply_cpu_allocator
 from timm_anytime.train.environment import cpu_name
 
 DEFAULTS = [
@@ -159,12 +159,7 @@ def main() -> None:
     parser.add_argument(
         "--freeze", action="store_true", help="also time both compiled with inductor's freezing option (inference)"
     )
-    parser.add_argument(
-        "--cpu-allocator",
-        choices=CPU_ALLOCATORS,
-        default="tuned",
-        help="tuned (default, as anytime-train on a CPU): keep freed memory for reuse; system: malloc as configured",
-    )
+    add_cpu_allocator_argument(parser)
     args = parser.parse_args()
     allocator = apply_cpu_allocator(args.cpu_allocator)
     if args.threads:

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from osgd import OSGD
-from timm_anytime.cpu_allocator import CPU_ALLOCATORS, apply_cpu_allocator
+from timm_anytime.cpu_allocator import add_cpu_allocator_argument, apply_cpu_allocator
 from timm_anytime.train.config import TrainConfig
 from timm_anytime.train.methods import OSGD_METHODS, Phase, RuleInputs, build_update_rule
 from timm_anytime.train.stage_passes import (
@@ -203,12 +203,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (CPU: one process each)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--cpu-allocator",
-        choices=CPU_ALLOCATORS,
-        default="tuned",
-        help="CPU: tuned (default, as anytime-train): keep freed memory for reuse; system: malloc as configured",
-    )
+    add_cpu_allocator_argument(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,6 +13,7 @@ import pytest
 
 from timm_anytime import cpu_allocator
 from timm_anytime.train import TrainConfig
+from timm_anytime.train.config import config_from_args
 
 GLIBC = platform.libc_ver()[0] == "glibc" and os.path.exists("/proc/self/statm")
 
@@ -87,3 +88,13 @@ def test_a_wrong_choice_names_the_choices() -> None:
         cpu_allocator.apply_cpu_allocator("jemalloc")
     with pytest.raises(ValueError, match="cpu_allocator must be one of tuned, system"):
         TrainConfig(model="anytime_cifar_resnet20_w124", dataset="digits", cpu_allocator="fast")
+
+
+def test_anytime_train_flag_overrides_the_config_file_only_when_given(tmp_path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("model: anytime_cifar_resnet20_w124\ndataset: digits\ncpu_allocator: system\n")
+    assert config_from_args(["--config", str(config)]).cpu_allocator == "system"
+    assert config_from_args(["--config", str(config), "--cpu-allocator", "tuned"]).cpu_allocator == "tuned"
+    assert config_from_args(["--model", "anytime_cifar_resnet20_w124", "--dataset", "digits"]).cpu_allocator == "tuned"
+    with pytest.raises(SystemExit):  # argparse names the choices
+        config_from_args(["--config", str(config), "--cpu-allocator", "jemalloc"])

@@ -20,6 +20,7 @@ shell: ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=-1``.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import platform
@@ -83,3 +84,18 @@ def apply_cpu_allocator(choice: str) -> str:
     if choice == "tuned":
         return keep_freed_memory()
     return _applied or f"system ({environment_choice() or 'malloc as the C library configures it'})"
+
+
+def add_cpu_allocator_argument(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = "tuned"
+) -> None:
+    """Add ``--cpu-allocator`` (one of :data:`CPU_ALLOCATORS`) to a command line. ``default=None``
+    adds no default of its own, so the parser's applies (``anytime-train``'s ``SUPPRESS``: a
+    config file's choice stands unless the flag is given)."""
+    parser.add_argument(
+        "--cpu-allocator",
+        choices=CPU_ALLOCATORS,
+        **({} if default is None else {"default": default}),
+        help="CPU runs: tuned (default) keeps freed memory for reuse (glibc malloc: faster steps, the process "
+        "keeps its peak memory); system leaves malloc as the environment set it",
+    )

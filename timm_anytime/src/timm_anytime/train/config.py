@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..cpu_allocator import CPU_ALLOCATORS
+from ..cpu_allocator import CPU_ALLOCATORS, add_cpu_allocator_argument
 from .methods import OPTIONAL_SETTINGS, TABLE
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -268,12 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions)")
     g.add_argument("--compile", action="store_true", help="torch.compile the forward (compiles once per stage)")
-    g.add_argument(
-        "--cpu-allocator",
-        choices=CPU_ALLOCATORS,
-        help="CPU runs: tuned (default) keeps freed memory for reuse (glibc malloc: faster steps, the process "
-        "keeps its peak memory); system leaves malloc as the environment set it",
-    )
+    add_cpu_allocator_argument(g, default=None)
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     g.add_argument("--log-with", nargs="+", help="Accelerate trackers, e.g. tensorboard")
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs (and after the last)")
