@@ -10,8 +10,8 @@ and machines.
 Three protocols (``--protocol``), each a module of ``examples/cifar_cpu/``: ``underfit`` (the
 default; 5,000 images, 10 epochs; results in ``results/cifar10_cpu/``), ``converged`` (1,000
 images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_converged/``) and
-``checkpoints`` (the shipped checkpoints: 50,000 images, 100 epochs, hours per run;
-``results/cifar10_cpu_checkpoints/``, weights stay in the run folder):
+``checkpoints`` (the shipped checkpoints, then a dense ResNet-20 sgd control: 50,000 images, 100
+epochs, hours per run; ``results/cifar10_cpu_checkpoints/``, weights stay in the run folder):
 
     python examples/reproduce_cifar_cpu.py --data-dir ../shared/datasets/cifar10   # run what is missing
     python examples/reproduce_cifar_cpu.py --list                                   # the plan and its state

@@ -11,6 +11,13 @@ resumes it (``--runs`` outside the worktree keeps the run folder across checkout
 
 Its test error is read every 10 epochs to show progress; nothing is chosen on it: the last epoch
 is what ships.
+
+After the shipped runs, the plan trains a control that ships nothing: the plain ``cifar_resnet20``
+(He et al.'s ResNet-20) with sgd and the same recipe. ResNet-20 w124's last stage is this network
+with its weights cut block lower-triangular (11/16 of the dense MACs, SPEC section 3), so the
+control's test error is what this recipe reaches on this copy of CIFAR-10 (JPEG, docs/hub.md)
+without nesting, the triangular cut or OSGD: a shipped checkpoint's distance from the target
+splits into what the recipe and data cost and what the anytime network costs.
 """
 
 from __future__ import annotations
@@ -46,31 +53,58 @@ PAPER_OSGD = {
 }
 
 
+#: Controls (shipped nothing): run name -> (flags, reference). The reference is He et al. 2016,
+#: Table 6: ResNet-20, 8.75% test error after 164 epochs (lr 0.1, /10 at 82 and 123, weight decay
+#: 1e-4, trained on 45,000 of the original PNG images).
+CONTROLS = {
+    "control_resnet20_sgd_s0": (
+        ["--model=cifar_resnet20", "--method=sgd"],
+        ("ResNet-20, He et al. 2016 (164 epochs)", [8.75]),
+    ),
+}
+
+
 def plan(results: Path | None = None) -> dict[str, list[str]]:
-    """Run name -> ``anytime-train`` flags: ResNet-20 w124 first (half the cost of the other)."""
-    return {f"{tag}_osgd_s0": [f"--model={model}", "--method=osgd"] for tag, model in (("w", WIDTH), ("d", DEPTH))}
+    """Run name -> ``anytime-train`` flags: ResNet-20 w124 first (half the cost of the other), then
+    Sparse ResNet-26 d124, then the controls."""
+    shipped = {f"{tag}_osgd_s0": [f"--model={model}", "--method=osgd"] for tag, model in (("w", WIDTH), ("d", DEPTH))}
+    return {**shipped, **{name: flags for name, (flags, _) in CONTROLS.items()}}
+
+
+def _reference(name: str) -> tuple[str, list[float]] | None:
+    """The published result a run of this protocol is compared with: the paper's nearest network
+    for a shipped run, the control's own reference, None for a run this protocol does not plan."""
+    if name in CONTROLS:
+        return CONTROLS[name][1]
+    if name in (f"{tag}_osgd_s0" for tag in PAPER_OSGD):
+        network, errors = PAPER_OSGD[name[0]]
+        return f"the paper's {network} (OSGD, 200 epochs)", errors
+    return None
 
 
 def checkpoints_summary(results: Path) -> str:
-    """Markdown: per finished run, its test error per stage against the target and the paper's
-    nearest network, then the convergence rule per run (``timm_anytime.learning_curves``)."""
+    """Markdown: per finished run of this protocol (the controls last, marked), its test error per
+    stage against the target and the published reference, then the convergence rule per run
+    (``timm_anytime.learning_curves``)."""
     from timm_anytime.learning_curves import convergence_table, read_learning_curve
 
-    done = [run for run in finished_runs(results) if run.name[0] in PAPER_OSGD]
+    done = [run for run in finished_runs(results) if _reference(run.name) is not None]
+    done.sort(key=lambda run: run.name in CONTROLS)  # stable: the shipped runs first, by name
     curves = {run.name: read_learning_curve(run) for run in done}  # each metrics.jsonl read once
     lines = [
         "| run | model | epochs | test err % per stage | last stage <= "
-        f"{TARGET_LAST_STAGE_ERR:g}% | final training err % per stage | paper (OSGD, 200 epochs) |",
+        f"{TARGET_LAST_STAGE_ERR:g}% | final training err % per stage | published |",
         "|---|---|---|---|---|---|---|",
     ]
     for run in done:
         cfg, errors, epoch = final_errors(run)
         train = curves[run.name].train_err[-1]
-        paper, paper_errors = PAPER_OSGD[run.name[0]]
+        reference, reference_errors = _reference(run.name)  # type: ignore[misc]
+        name = f"{run.name} (control, not shipped)" if run.name in CONTROLS else run.name
         lines.append(
-            f"| {run.name} | {cfg['model']} | {epoch} | {' / '.join(f'{e:.2f}' for e in errors)} "
+            f"| {name} | {cfg['model']} | {epoch} | {' / '.join(f'{e:.2f}' for e in errors)} "
             f"| {'yes' if errors[-1] <= TARGET_LAST_STAGE_ERR else '**no**'} | "
-            f"{' / '.join(f'{e:.2f}' for e in train)} | {paper}: {' / '.join(f'{e:.1f}' for e in paper_errors)} |"
+            f"{' / '.join(f'{e:.2f}' for e in train)} | {reference}: {' / '.join(str(e) for e in reference_errors)} |"
         )
     lines += ["", convergence_table(curves)]
     return "\n".join(lines)

@@ -168,14 +168,15 @@ def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_p
 
 def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape(tmp_path: Path) -> None:
     plan = checkpoints.plan()
-    assert list(plan) == ["w_osgd_s0", "d_osgd_s0"]
-    models = set()
+    assert list(plan) == ["w_osgd_s0", "d_osgd_s0", "control_resnet20_sgd_s0"]
+    models = {}
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
         cfg = config_from_args(steps[0][1:])
-        models.add(cfg.model)
+        models[name] = cfg.model
+        method = "sgd" if name.startswith("control") else "osgd"
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
-        assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == ("osgd", 0.1, 128, 0.9, 5e-4)
+        assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (method, 0.1, 128, 0.9, 5e-4)
         assert (cfg.epochs, cfg.sched, cfg.decay_rate, cfg.milestones(cfg.epochs)) == (
             100,
             "multistep",
@@ -183,7 +184,21 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
             [30, 60, 80],
         )
         assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
-    assert models == {runs.WIDTH, runs.DEPTH}
+    assert models == {"w_osgd_s0": runs.WIDTH, "d_osgd_s0": runs.DEPTH, "control_resnet20_sgd_s0": "cifar_resnet20"}
+
+
+def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
+    """The control isolates the nesting: the plain network it trains is the one ResNet-20 w124's
+    last stage extracts to (the same class and tensors; the nesting zeroes the upper blocks)."""
+    import timm
+
+    control_model = next(f for f in checkpoints.plan()["control_resnet20_sgd_s0"] if f.startswith("--model="))
+    control = timm.create_model(control_model.split("=", 1)[1])
+    last_stage = timm.create_model(runs.WIDTH).extract_stage(3)
+    assert type(last_stage) is type(control)
+    assert {k: v.shape for k, v in last_stage.state_dict().items()} == {
+        k: v.shape for k, v in control.state_dict().items()
+    }
 
 
 def _val_run(results: Path, name: str, val: list[float]) -> None:
@@ -385,11 +400,26 @@ def test_converged_plot_gives_a_setting_one_colour_in_every_panel(
 def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path) -> None:
     _converged_run(tmp_path, "w_osgd_s0", [20.0, 15.0, 9.5], final_train_err=1.0)
     _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
+    _converged_run(tmp_path, "control_resnet20_sgd_s0", [9.0], final_train_err=0.5)
+    _converged_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 45.0, 40.0], final_train_err=1.0)  # not this protocol's
     summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")
     rows = {line.split(" | ")[0]: line for line in summary.splitlines()}
+    assert [r for r in rows if "_s0" in r] == [
+        "| d_osgd_s0",
+        "| w_osgd_s0",
+        "| control_resnet20_sgd_s0 (control, not shipped)",
+    ]
     assert (
-        "| 20.00 / 15.00 / 9.50 | yes | 9.00 / 9.00 / 1.00 | width-nested ResNet-42 w124: 12.3 / 8.9 / 7.3 |"
-        in rows["| w_osgd_s0"]
+        "| 9.00 | yes | 0.50 | ResNet-20, He et al. 2016 (164 epochs): 8.75 |"
+        in rows["| control_resnet20_sgd_s0 (control, not shipped)"]
+    )
+    assert (
+        "| the paper's depth-nested Sparse ResNet-98 d1248 (OSGD, 200 epochs): 10.0 / 8.4 / 7.4 / 6.6 |"
+        in rows["| d_osgd_s0"]
+    )
+    assert (
+        "| 20.00 / 15.00 / 9.50 | yes | 9.00 / 9.00 / 1.00 | "
+        "the paper's width-nested ResNet-42 w124 (OSGD, 200 epochs): 12.3 / 8.9 / 7.3 |" in rows["| w_osgd_s0"]
     )
     assert "| 14.00 / 12.00 / 10.50 | **no** | 9.00 / 9.00 / 3.00 |" in rows["| d_osgd_s0"]
     assert "| w_osgd_s0 | 20 | 0.01 | 9.00 / 9.00 / 1.00 |" in convergence  # the rule, per run
