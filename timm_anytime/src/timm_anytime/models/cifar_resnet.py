@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .cfgs import cifar_cfg
 from .heads import SingleHeadMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
 
 CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
@@ -42,7 +43,7 @@ class CifarBasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class CifarResNet(SingleHeadMixin, nn.Module):
+class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
     """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``."""
 
     def __init__(

@@ -23,11 +23,14 @@ from ..sparse import unit_levels
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
 from .heads import NormedHeadsMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
 from .sparse_resnet import SparseResNet
 
 
-class DepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
+class DepthNestedSparseResNet(
+    FeatureIntermediatesMixin, InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module
+):
     """A Sparse ResNet with ``levels`` interlaced depth levels; stage s = D_s = levels <= s.
 
     Args:

@@ -19,6 +19,7 @@ from ..layers.sparse_body import SparseBodyMixin, scaled_widths
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
 from .heads import NormedHeadsMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
 
 
@@ -29,7 +30,7 @@ def exit_units(total_units: int, num_exits: int) -> list[int]:
     return [total_units // 2 ** (num_exits - 1 - i) for i in range(num_exits)]
 
 
-class EANNSparseResNet(SparseBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
+class EANNSparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
     """A CIFAR Sparse ResNet with ``num_exits`` cascade exits (stage k: the network up to exit k).
 
     Args:
@@ -110,11 +111,17 @@ class EANNSparseResNet(SparseBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Modul
         """The aggregate that exit ``exit_index`` (0-based) reads, running only the units before it."""
         resolution, position = self.exit_resolution[exit_index], self.exit_position[exit_index]
         n = self.units_per_stage
-        h = self.stage1.forward_until(self.conv1(x), position if resolution == 0 else n)
+        # A whole stage runs through __call__, so forward hooks (timm's features, forward_intermediates) see it.
+        units = position if resolution == 0 else n
+        h = self.conv1(x)
+        h = self.stage1(h) if units == n else self.stage1.forward_until(h, units)
         if resolution >= 1:
-            h = self.stage2.forward_until(self.transition1(h), position if resolution == 1 else n)
+            units = position if resolution == 1 else n
+            h = self.transition1(h)
+            h = self.stage2(h) if units == n else self.stage2.forward_until(h, units)
         if resolution >= 2:
-            h = self.stage3.forward_until(self.transition2(h), position)
+            h = self.transition2(h)
+            h = self.stage3(h) if position == n else self.stage3.forward_until(h, position)
         return h
 
     def forward_features(self, x: Tensor) -> Tensor:

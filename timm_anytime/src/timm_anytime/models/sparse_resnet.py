@@ -22,10 +22,11 @@ from ..layers.sparse_blocks import SparseStage, Transition
 from ..layers.sparse_body import SparseBodyMixin, scaled_widths
 from .cfgs import cifar_cfg, imagenet_cfg
 from .heads import SingleHeadMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
 
 
-class SparseResNet(SparseBodyMixin, SingleHeadMixin, nn.Module):
+class SparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, SingleHeadMixin, nn.Module):
     """A Sparse ResNet: resolution stages of sparsely aggregated pre-activation units.
 
     Args:

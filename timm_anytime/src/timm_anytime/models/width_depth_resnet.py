@@ -29,10 +29,13 @@ from .anytime import AnytimeMixin, assign_stage, keep_rows
 from .cfgs import cifar_cfg
 from .depth_resnet import depth_level_network
 from .heads import NormedHeadsMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
 
 
-class WidthDepthNestedSparseResNet(InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module):
+class WidthDepthNestedSparseResNet(
+    FeatureIntermediatesMixin, InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module
+):
     """A CIFAR Sparse ResNet nested in width and depth along ``schedule`` (SPEC section 5).
 
     Args:

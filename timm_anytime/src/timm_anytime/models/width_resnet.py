@@ -31,6 +31,7 @@ from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
 from .cifar_resnet import CIFAR_DEPTHS, CifarResNet
 from .heads import MultiHeadMixin
+from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
 
 
@@ -153,7 +154,7 @@ class NestedBottleneck(_NestedResidualBlock):
         return grow(cache, key, self.act3(y + self._shortcut_stripe(x, k)), self.conv3.out_channels)
 
 
-class NestedResNet(MultiHeadMixin, AnytimeMixin, nn.Module):
+class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.Module):
     """A width-nested ResNet: S stages, subnetwork D_k = stripes 1..k of every layer.
 
     Args:
