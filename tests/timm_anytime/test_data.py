@@ -82,6 +82,23 @@ def test_evaluation_is_in_order_and_unaugmented() -> None:
     torch.testing.assert_close(x, data.images[:32].float() / 255)
 
 
+def test_batches_follow_torchs_default_dtype_unless_told() -> None:
+    """As the parameters timm creates: float64 training (the stage-passes test) needs float64 data."""
+    data = make_dataset()
+    kwargs = dict(train=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        wide = next(iter(InMemoryLoader(data, 8, **kwargs)))[0]
+        told = next(iter(InMemoryLoader(data, 8, dtype=torch.float32, **kwargs)))[0]
+    finally:
+        torch.set_default_dtype(default)
+    assert (wide.dtype, told.dtype) == (torch.float64, torch.float32)
+    assert next(iter(InMemoryLoader(data, 8, **kwargs)))[0].dtype == torch.float32
+    exact = (data.images[:8].double() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(wide, exact, rtol=0, atol=1e-12)
+
+
 @pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
 def test_loading_the_cifar10_folder_matches_pil() -> None:
     data = load_image_folder(CIFAR / "test", max_per_class=5, progress=False)

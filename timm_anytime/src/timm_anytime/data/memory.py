@@ -105,7 +105,8 @@ def load_image_folder(
 
 class InMemoryLoader:
     """Batches of an :class:`InMemoryDataset` on ``device``: shuffled, cropped and flipped for
-    training, in order for evaluation; normalized to ``dtype``. Yields ``(images, labels)``.
+    training, in order for evaluation; normalized to ``dtype`` (default: torch's default float
+    dtype, that of the parameters timm creates). Yields ``(images, labels)``.
 
     The dataset is moved to ``device`` once. ``set_epoch(e)`` makes the shuffle and augmentation
     of epoch ``e`` reproducible from ``seed``.
@@ -128,7 +129,7 @@ class InMemoryLoader:
         flip: bool = True,
         drop_last: bool = False,
         seed: int = 0,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         num_shards: int = 1,
         shard_index: int = 0,
     ) -> None:
@@ -144,7 +145,8 @@ class InMemoryLoader:
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
         self.batch_size, self.train, self.mean, self.std = batch_size, train, tuple(mean), tuple(std)
-        self.padding, self.flip, self.drop_last, self.seed, self.dtype = padding, flip, drop_last, seed, dtype
+        self.padding, self.flip, self.drop_last, self.seed = padding, flip, drop_last, seed
+        self.dtype = torch.get_default_dtype() if dtype is None else dtype
         self.num_shards, self.shard_index = num_shards, shard_index
         self.epoch = 0
 
