@@ -39,7 +39,8 @@ def test_intermediates_are_timms_features_and_final_features_give_the_logits(nam
     model = timm.create_model(name).eval()
     features = timm.create_model(name, features_only=True).eval()
     body = getattr(features, "body", features)  # FeatureHookNet wraps the model as .body
-    body.load_state_dict(model.state_dict(), strict=False)  # the extractor has no heads
+    loaded = body.load_state_dict(model.state_dict(), strict=False)  # the extractor has no heads
+    assert not loaded.missing_keys
     x = _images(size)
     # each map's value when its module returns it: a later in-place op (an inplace ReLU on a stage
     # output) would change the returned map, and timm's extractors with it
