@@ -68,36 +68,34 @@ def test_intermediates_are_timms_features_and_final_features_give_the_logits(nam
     assert _no_hooks_left(model)
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_a_width_nested_stage_gives_what_timms_resnet_gives_for_its_extracted_network(stage: int) -> None:
-    """The reference is timm's own ResNet.forward_intermediates on D_stage as a plain network."""
-    torch.manual_seed(0)
-    model = timm.create_model("anytime_resnet18_w124").eval()
+def _assert_stage_matches_its_extracted_network(model: nn.Module, stage: int, size: int) -> nn.Module:
+    """D_stage's final features and maps equal those of ``extract_stage(stage)``; returns the latter."""
     plain = model.extract_stage(stage).eval()
-    assert type(plain) is timm.models.resnet.ResNet
     model.set_active_stage(stage)
-    x = _images(64)
+    x = _images(size)
     with torch.no_grad():
         final, maps = model.forward_intermediates(x)
         ref_final, ref_maps = plain.forward_intermediates(x)
     torch.testing.assert_close(final, ref_final)
     for got, want in zip(maps, ref_maps, strict=True):
         torch.testing.assert_close(got, want)
+    return plain
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_a_width_nested_stage_gives_what_timms_resnet_gives_for_its_extracted_network(stage: int) -> None:
+    """The reference is timm's own ResNet.forward_intermediates on D_stage as a plain network."""
+    torch.manual_seed(0)
+    model = timm.create_model("anytime_resnet18_w124").eval()
+    plain = _assert_stage_matches_its_extracted_network(model, stage, 64)
+    assert type(plain) is timm.models.resnet.ResNet
 
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_a_depth_nested_stage_gives_its_extracted_networks_maps(stage: int) -> None:
     torch.manual_seed(0)
     model = timm.create_model("anytime_cifar_sparse_resnet26_d124").eval()
-    plain = model.extract_stage(stage).eval()
-    model.set_active_stage(stage)
-    x = _images(32)
-    with torch.no_grad():
-        final, maps = model.forward_intermediates(x)
-        ref_final, ref_maps = plain.forward_intermediates(x)
-    torch.testing.assert_close(final, ref_final)
-    for got, want in zip(maps, ref_maps, strict=True):
-        torch.testing.assert_close(got, want)
+    _assert_stage_matches_its_extracted_network(model, stage, 32)
 
 
 def test_indices_stop_early_and_intermediates_only_follow_timm() -> None:
