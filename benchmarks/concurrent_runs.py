@@ -4,7 +4,9 @@ Each run is a separate process started by ``anytime-queue``'s queue (timm_anytim
 with K in flight; it trains the model on random data resident on the device (the trainer's step:
 ``benchmarks/train_step.py``'s ``build_step``) for a fixed time after a warmup and reports its
 images per second. The aggregate is the sum over the K runs (their timed windows overlap), printed
-with its ratio to one run alone.
+with its ratio to one run alone. The runs start their timed windows together: each waits after its
+warmup until all K are ready (a file barrier), so that a run whose interpreter started late does
+not time its window alone and inflate the sum.
 
     python benchmarks/concurrent_runs.py --device cuda --precision bf16 --channels-last --batch-size 512
     python benchmarks/concurrent_runs.py --counts 1 2 --seconds 20 --threads 1     # CPU, 1 core each
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -36,6 +39,8 @@ def worker(args: argparse.Namespace) -> None:
     for _ in range(args.warmup):
         step()
     synchronize(device)
+    if args.barrier:
+        wait_for_all(Path(args.barrier), args.runs)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < args.seconds:
         step()
@@ -46,6 +51,17 @@ def worker(args: argparse.Namespace) -> None:
     synchronize(device)
     elapsed = time.perf_counter() - start
     print(json.dumps({"images_per_s": steps * args.batch_size / elapsed, "steps": steps}))
+
+
+def wait_for_all(barrier: Path, runs: int, timeout_s: float = 600.0) -> None:
+    """Mark this run ready in ``barrier`` and return once ``runs`` runs are (10 ms polling)."""
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"ready_{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(barrier.glob("ready_*"))) < runs:
+        if time.monotonic() > deadline:
+            sys.exit(f"only {len(list(barrier.glob('ready_*')))} of {runs} runs got ready within {timeout_s:.0f} s")
+        time.sleep(0.01)
 
 
 def main() -> None:
@@ -64,6 +80,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation, cuDNN autotune)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -74,11 +92,12 @@ def main() -> None:
     forwarded = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in vars(args).items()
-        if name not in ("counts", "worker", "channels_last", "compile", "threads") and value is not None
+        if name not in ("counts", "worker", "channels_last", "compile", "threads", "barrier", "runs")
+        and value is not None
     ]
     forwarded += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
     forwarded += [f"--threads={args.threads}"] if args.threads else []
-    command = shlex.join([sys.executable, __file__, *forwarded, "--worker"])
+    command = [sys.executable, __file__, *forwarded, "--worker"]
     print(
         f"{args.model}, {args.method}, batch {args.batch_size}, {args.device}, precision {args.precision}, "
         f"channels_last {args.channels_last}, compile {args.compile}; {args.seconds:.0f} s timed per run"
@@ -87,7 +106,8 @@ def main() -> None:
     single = None
     for count in args.counts:
         with tempfile.TemporaryDirectory() as logs:
-            queue = run_queue([command] * count, jobs=count, logs=logs, progress=False)
+            line = shlex.join([*command, f"--barrier={Path(logs) / 'barrier'}", f"--runs={count}"])
+            queue = run_queue([line] * count, jobs=count, logs=logs, progress=False)
             failed = [job for job in queue if job.status != "done"]
             if failed:
                 sys.exit(f"a run failed with {count} in flight:\n" + Path(failed[0].log).read_text()[-2000:])

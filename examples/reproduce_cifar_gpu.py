@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICE_DATA = REPO / ".device_data"
 PACK = DEVICE_DATA / "cifar10_pack.safetensors"
 CAMPAIGN = DEVICE_DATA / "campaign"  # unfinished runs' folders, carried back to the device to resume
-TAR_LIMIT = 15 * 2**20  # what comes back from the device: 8 files of at most 16 MiB each
+TAR_LIMIT = 15 * 2**20  # what comes back from the device: files of at most 16 MiB each
+DEVICE_FILES = 8  # the most files that come back from one device call
 CARRY_LIMIT = 64 * 2**20  # what a device call may carry: the repository's files and .device_data
 DESIGNS = {
     "w": "anytime_cifar_resnet20_w124",
@@ -245,8 +246,12 @@ def run_campaign(args: argparse.Namespace) -> None:
     shutil.rmtree(logs)
     (out / "commands.txt").unlink()
     tars = bundle(runs_dir, list(state), out)
-    if len(tars) > 6:  # with logs.tar and campaign.json, the device returns at most 8 files
-        print(f"warning: {len(tars)} run bundles; only 6 come back from the device: run fewer --jobs", file=sys.stderr)
+    files = [f for f in out.rglob("*") if f.is_file()]  # gpu_session.sh may have put gpu_check.tar there
+    if len(files) > DEVICE_FILES:
+        print(
+            f"warning: {len(files)} files in {out}; only {DEVICE_FILES} come back from the device: run fewer --jobs",
+            file=sys.stderr,
+        )
     print(f"campaign: {json.dumps(state)}; {len(tars)} run bundle(s) in {out} after {time.monotonic() - start:.0f} s")
 
 
@@ -270,6 +275,12 @@ def collect(args: argparse.Namespace) -> None:
     if (source / "logs.tar").exists():
         with tarfile.open(source / "logs.tar") as tar:
             tar.extractall(runs_dir / f"logs_{int(time.time())}", filter="data")
+    if (source / "gpu_check.tar").exists():  # examples/gpu_session.sh's measurements
+        commit = (campaign["commit"] or campaign["collected_at"]["commit"])[:7]
+        dest = Path(args.measurements) / f"{time.strftime('%Y-%m-%d')}_{commit}"
+        with tarfile.open(source / "gpu_check.tar") as tar:
+            tar.extractall(dest, filter="data")
+        print(f"GPU measurements -> {dest / 'gpu_check'}")
     for name, state in campaign["runs"].items():
         run = runs_dir / name
         shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
@@ -349,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("files", help="the folder holding the returned files")
     c.add_argument("--runs-dir", default=str(REPO / "runs/cifar10_gpu"))
     c.add_argument("--results", default=str(REPO / "results/cifar10_gpu"))
+    c.add_argument("--measurements", default=str(REPO / "results/gpu_check"), help="for gpu_check.tar")
     c.add_argument(
         "--data-dir",
         default=str(REPO.parent / "shared/datasets/cifar10"),

@@ -5,11 +5,15 @@ comes back as a checkpoint that the next call resumes, and finished runs are col
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 from PIL import Image
 
@@ -181,3 +185,64 @@ def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path:
     monkeypatch.setattr(gpu, "CARRY_LIMIT", repository + 2**19)
     gpu.warn_if_too_big_to_carry()
     assert "w_osgd_s0 (1.0 MiB)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> None:
+    """examples/gpu_session.sh at toy size on the CPU: every measurement command of
+    benchmarks/gpu_check.sh it runs is valid (they would otherwise fail on the GPU, where a call
+    costs minutes of a rare device), the campaign runs in the rest of the budget, at most 8 files
+    come back, and collect puts the measurements under results and the run under runs."""
+    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors")
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "BUDGET_S": "500",
+        # every item but the compiled step (a C++ build on the CPU); the tiny settings of a smoke test
+        "ITEMS": "train_step_bf16 concurrent_runs floor_batched_bf16",
+        "DEVICE": "cpu",
+        "PRECISION": "no",
+        "BATCH": "4",
+        "ROUNDS": "1",
+        "WINDOW_S": "0.5",
+        "COUNTS": "1 2",
+        "OMP_NUM_THREADS": "1",
+    }
+    args = ["--pack", str(packed), "--unpack-to", str(tmp_path / "tree"), "--runs-dir", str(tmp_path / "machine")]
+    args += ["--only", "w_sgd_s0", "--jobs", "1", "--epochs", "1", "--batch-size", "16", "--margin-s", "0"]
+    result = subprocess.run(
+        ["bash", str(gpu.REPO / "examples" / "gpu_session.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gpu_check: exit 0" in result.stdout, result.stdout[-3000:]
+    returned = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert returned == ["campaign.json", "gpu_check.tar", "logs.tar", "runs0.tar"]
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    here = ["--runs-dir", str(tmp_path / "here"), "--results", str(tmp_path / "res"), "--data-dir", ""]
+    gpu.main(["collect", str(out), *here, "--measurements", str(tmp_path / "measured")])
+    (measured,) = (tmp_path / "measured").iterdir()
+    files = {p.name: p.read_text() for p in (measured / "gpu_check").iterdir()}
+    assert {"train_step_bf16.txt", "concurrent_runs.txt", "floor_batched_bf16.txt"} <= set(files)
+    assert "failed.txt" not in files
+    assert "img/s" in files["train_step_bf16.txt"]
+    assert "peak MiB" in files["train_step_bf16.txt"]
+    counts = [line.split()[0] for line in files["concurrent_runs.txt"].splitlines() if line.strip()[:1].isdigit()]
+    assert counts == ["1", "2"]
+    assert (tmp_path / "here" / "w_sgd_s0" / "model.safetensors").exists()
+
+
+def test_a_failed_measurement_fails_gpu_check_but_the_rest_still_run(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "PRECISION": "no-such-precision"}
+    env |= {"ITEMS": "train_step_bf16 floor_batched_bf16", "DEVICE": "cpu", "ROUNDS": "1", "BATCH": "2"}
+    result = subprocess.run(
+        ["bash", str(gpu.REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert (tmp_path / "failed.txt").read_text().split() == ["failed:", "train_step_bf16", "floor_batched_bf16"]
