@@ -65,22 +65,27 @@ CONTROLS = {
 }
 
 
+#: The shipped runs: run name -> (flags, reference), the reference as for the controls.
+SHIPPED_RUNS = {
+    f"{tag}_osgd_s0": (
+        [f"--model={model}", "--method=osgd"],
+        (f"the paper's {PAPER_OSGD[tag][0]} (OSGD, 200 epochs)", PAPER_OSGD[tag][1]),
+    )
+    for tag, model in (("w", WIDTH), ("d", DEPTH))
+}
+
+
 def plan(results: Path | None = None) -> dict[str, list[str]]:
     """Run name -> ``anytime-train`` flags: ResNet-20 w124 first (half the cost of the other), then
     Sparse ResNet-26 d124, then the controls."""
-    shipped = {f"{tag}_osgd_s0": [f"--model={model}", "--method=osgd"] for tag, model in (("w", WIDTH), ("d", DEPTH))}
-    return {**shipped, **{name: flags for name, (flags, _) in CONTROLS.items()}}
+    return {name: flags for name, (flags, _) in {**SHIPPED_RUNS, **CONTROLS}.items()}
 
 
 def _reference(name: str) -> tuple[str, list[float]] | None:
     """The published result a run of this protocol is compared with: the paper's nearest network
     for a shipped run, the control's own reference, None for a run this protocol does not plan."""
-    if name in CONTROLS:
-        return CONTROLS[name][1]
-    if name in (f"{tag}_osgd_s0" for tag in PAPER_OSGD):
-        network, errors = PAPER_OSGD[name[0]]
-        return f"the paper's {network} (OSGD, 200 epochs)", errors
-    return None
+    entry = {**SHIPPED_RUNS, **CONTROLS}.get(name)
+    return entry[1] if entry else None
 
 
 def checkpoints_summary(results: Path) -> str:
