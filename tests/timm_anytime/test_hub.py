@@ -273,3 +273,24 @@ def test_push_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monk
     assert ("create", "me/tiny", True) in calls
     upload = next(c for c in calls if c[0] == "upload")
     assert upload[2] == sorted(p.name for p in (tmp_path / "dry").iterdir())
+
+
+def test_the_card_names_every_commit_the_run_trained_under(run: Path, tmp_path: Path) -> None:
+    """A resume under another commit, or with uncommitted changes, is on the card, not hidden by
+    the last start's short hash (the ``-dirty`` suffix used to be cut off with it)."""
+    records = [json.loads(line) for line in (run / "environment.jsonl").read_text().splitlines()]
+    clean, other = "a" * 40, "b" * 40
+    cases = {
+        (clean,): "commit aaaaaaa,",
+        (clean, clean): "resumed 1 time(s), timm-anytime commit aaaaaaa,",
+        (clean, clean, f"{other}-dirty"): "commits aaaaaaa, then bbbbbbb with uncommitted changes (resumed under a "
+        "different commit)",
+        (None,): "timm-anytime commit not recorded,",
+    }
+    for index, (commits, expected) in enumerate(cases.items()):
+        copy = tmp_path / f"run{index}"
+        shutil.copytree(run, copy)
+        starts = [{**records[0], "git_commit": commit} for commit in commits]
+        (copy / "environment.jsonl").write_text("".join(json.dumps(start) + "\n" for start in starts))
+        card = (export_run(copy, tmp_path / f"export{index}") / "README.md").read_text()
+        assert expected in card, (commits, card)

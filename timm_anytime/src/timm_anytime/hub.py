@@ -86,6 +86,8 @@ def training_environment(run: str | Path) -> dict[str, Any]:
         "hardware": f"{hardware} x {last.get('num_processes', 1)} process(es)",
         "starts": len(records),
         "git_commit": last.get("git_commit"),
+        # every commit the run trained under, in order (a resume may have changed it)
+        "git_commits": list(dict.fromkeys(record.get("git_commit") for record in records)),
         "torch": (last.get("packages") or {}).get("torch"),
         "timm": (last.get("packages") or {}).get("timm"),
     }

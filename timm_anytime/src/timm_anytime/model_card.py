@@ -35,6 +35,24 @@ def _yaml_block(cfg: Any) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()
 
 
+def _commits(commits: list[str | None]) -> str:
+    """The commits a run trained under, as a card says them: short hashes, in order, each marked
+    where the tree had uncommitted changes (``environment.jsonl``'s ``-dirty`` suffix) or where
+    no commit was recorded (not a git checkout)."""
+
+    def one(commit: str | None) -> str:
+        if not commit:
+            return "not recorded"
+        if commit.endswith("-dirty"):
+            return f"{commit[:7]} with uncommitted changes"
+        return commit[:7]
+
+    said = [one(commit) for commit in commits]
+    if len(said) == 1:
+        return f"commit {said[0]}"
+    return f"commits {', then '.join(said)} (resumed under a different commit)"
+
+
 def model_card(
     name: str,
     cfg: Any,
@@ -56,8 +74,9 @@ def model_card(
     trained = []
     if env:
         resumed = f", resumed {env['starts'] - 1} time(s)" if env.get("starts", 1) > 1 else ""
+        commits = env.get("git_commits") or [env.get("git_commit")]
         trained = [
-            f"Trained on {env['hardware']}{resumed}, timm-anytime commit {str(env.get('git_commit'))[:7]}, "
+            f"Trained on {env['hardware']}{resumed}, timm-anytime {_commits(commits)}, "
             f"torch {env.get('torch')}, timm {env.get('timm')}.",
             "",
         ]
