@@ -4,11 +4,11 @@ The thresholds are calibrated on images the checkpoint never trained on, and the
 on other images it never saw (``timm_anytime.data.calibration_split``, from the training subset its
 ``train_config.yaml`` records): a checkpoint trained on the first N training images of each class
 calibrates on the next ``--calibration-per-class`` of each class and is measured on the whole test
-split; one trained on all 50,000 (the shipped ``osgd_cifar10_e100``) calibrates on the first
+split; one trained on all 50,000 (both shipped ``osgd_cifar10_e100`` checkpoints) calibrates on the first
 ``--calibration-per-class`` test images of each class and is measured on the other test images.
 
     python examples/early_exit.py --data-dir ../shared/datasets/cifar10
-    python examples/early_exit.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30 --plot curve.png
+    python examples/early_exit.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10_e100 --plot curve.png
 """
 
 from __future__ import annotations

@@ -6,12 +6,10 @@ user would run the model: eval mode, the stored weights, images not augmented. A
 training error is low but whose test error is high overfits; one with both high underfits.
 
     python examples/generalization_gap.py --data-dir ../shared/datasets/cifar10
-    python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30 \
-        --train-per-class 2500
+    python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10_e100
 
 The training images are those the checkpoint's ``train_config.yaml`` records (``train_per_class``:
-the first N of each class, or all). ``osgd_cifar10s25k_e30`` records none because its 25,000 images
-were copied as their own folder (its model card says so): pass ``--train-per-class 2500`` for it.
+the first N of each class, or all; ``--train-per-class`` overrides it).
 """
 
 from __future__ import annotations

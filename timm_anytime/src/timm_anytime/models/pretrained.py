@@ -27,7 +27,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 #: ``architecture.tag`` of every checkpoint shipped in WEIGHTS_DIR (see docs/hub.md)
 SHIPPED: tuple[str, ...] = (
     "anytime_cifar_resnet20_w124.osgd_cifar10_e100",
-    "anytime_cifar_sparse_resnet26_d124.osgd_cifar10s25k_e30",
+    "anytime_cifar_sparse_resnet26_d124.osgd_cifar10_e100",
 )
 
 
