@@ -74,18 +74,20 @@ SHIPPED_RUNS = {
     for tag, model in (("w", WIDTH), ("d", DEPTH))
 }
 
+#: Every run of this protocol, in queue order: the shipped runs, then the controls.
+RUNS = {**SHIPPED_RUNS, **CONTROLS}
+
 
 def plan(results: Path | None = None) -> dict[str, list[str]]:
     """Run name -> ``anytime-train`` flags: ResNet-20 w124 first (half the cost of the other), then
     Sparse ResNet-26 d124, then the controls."""
-    return {name: flags for name, (flags, _) in {**SHIPPED_RUNS, **CONTROLS}.items()}
+    return {name: flags for name, (flags, _) in RUNS.items()}
 
 
 def _reference(name: str) -> tuple[str, list[float]] | None:
     """The published result a run of this protocol is compared with: the paper's nearest network
     for a shipped run, the control's own reference, None for a run this protocol does not plan."""
-    entry = {**SHIPPED_RUNS, **CONTROLS}.get(name)
-    return entry[1] if entry else None
+    return RUNS[name][1] if name in RUNS else None
 
 
 def checkpoints_summary(results: Path) -> str:
