@@ -13,7 +13,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_check}
-ITEMS=${ITEMS:-train_step_bf16 train_step_bf16_compile concurrent_runs floor_batched_bf16}
+KNOWN_ITEMS="train_step_bf16 train_step_bf16_compile concurrent_runs floor_batched_bf16"
+ITEMS=${ITEMS:-$KNOWN_ITEMS}
+for item in $ITEMS; do # a misspelt item would otherwise run nothing and succeed
+    if [[ " $KNOWN_ITEMS " != *" $item "* ]]; then
+        echo "gpu_check: unknown item '$item' in ITEMS; choose from: $KNOWN_ITEMS" >&2
+        exit 2
+    fi
+done
 ROUNDS=${ROUNDS:-30}
 WINDOW_S=${WINDOW_S:-15}
 COUNTS=${COUNTS:-1 2 4 8}

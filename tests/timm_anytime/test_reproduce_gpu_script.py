@@ -246,3 +246,14 @@ def test_a_failed_measurement_fails_gpu_check_but_the_rest_still_run(tmp_path: P
     )
     assert result.returncode == 1
     assert (tmp_path / "failed.txt").read_text().split() == ["failed:", "train_step_bf16", "floor_batched_bf16"]
+
+
+def test_gpu_check_refuses_an_unknown_item_before_measuring_anything(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "ITEMS": "train_step_bf16 concurent_runs"}
+    result = subprocess.run(
+        ["bash", str(gpu.REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "unknown item 'concurent_runs'" in result.stderr
+    assert "concurrent_runs" in result.stderr  # names the choices
+    assert not (tmp_path / "train_step_bf16.txt").exists()
