@@ -6,7 +6,8 @@ with K in flight; it trains the model on random data resident on the device (the
 images per second. The aggregate is the sum over the K runs (their timed windows overlap), printed
 with its ratio to one run alone. The runs start their timed windows together: each waits after its
 warmup until all K are ready (a file barrier), so that a run whose interpreter started late does
-not time its window alone and inflate the sum.
+not time its window alone and inflate the sum. A run that fails before its window (an OOM at
+8 runs, say) marks the barrier failed, so the others stop at once instead of waiting for it.
 
     python benchmarks/concurrent_runs.py --device cuda --precision bf16 --channels-last --batch-size 512
     python benchmarks/concurrent_runs.py --counts 1 2 --seconds 20 --threads 1     # CPU, 1 core each
@@ -33,14 +34,21 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
-    step, _ = build_step(args.method, args, accelerator, channels_last=args.channels_last, compiled=args.compile)
-    device = accelerator.device
-    for _ in range(args.warmup):
-        step()
-    synchronize(device)
-    if args.barrier:
-        wait_for_all(Path(args.barrier), args.runs)
+    barrier = Path(args.barrier) if args.barrier else None
+    try:
+        accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
+        step, _ = build_step(args.method, args, accelerator, channels_last=args.channels_last, compiled=args.compile)
+        device = accelerator.device
+        for _ in range(args.warmup):
+            step()
+        synchronize(device)
+    except BaseException:
+        if barrier:  # tell the runs waiting at the barrier not to wait for this one (an OOM at 8 runs, say)
+            barrier.mkdir(parents=True, exist_ok=True)
+            (barrier / f"failed_{os.getpid()}").touch()
+        raise
+    if barrier:
+        wait_for_all(barrier, args.runs)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < args.seconds:
         step()
@@ -54,11 +62,17 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def wait_for_all(barrier: Path, runs: int, timeout_s: float = 600.0) -> None:
-    """Mark this run ready in ``barrier`` and return once ``runs`` runs are (10 ms polling)."""
+    """Mark this run ready in ``barrier`` and return once ``runs`` runs are (10 ms polling).
+
+    Exits at once if another run marked itself failed before getting ready, instead of waiting out
+    ``timeout_s`` for a run that will never come.
+    """
     barrier.mkdir(parents=True, exist_ok=True)
     (barrier / f"ready_{os.getpid()}").touch()
     deadline = time.monotonic() + timeout_s
     while len(list(barrier.glob("ready_*"))) < runs:
+        if failed := sorted(path.name for path in barrier.glob("failed_*")):
+            sys.exit(f"another run failed before its timed window ({', '.join(failed)}); see its log")
         if time.monotonic() > deadline:
             sys.exit(f"only {len(list(barrier.glob('ready_*')))} of {runs} runs got ready within {timeout_s:.0f} s")
         time.sleep(0.01)

@@ -44,6 +44,26 @@ def test_shell_scripts_are_valid_bash(script: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_a_packed_run_that_fails_before_its_window_releases_the_others(tmp_path: Path) -> None:
+    """benchmarks/concurrent_runs.py: a run that dies in its setup (here an unknown model; an OOM at
+    8 runs on a GPU) marks the barrier failed, and a run waiting there stops at once instead of
+    holding the device call for its 600 s timeout."""
+    barrier = tmp_path / "barrier"
+    script = str(ROOT / "benchmarks/concurrent_runs.py")
+    failing = subprocess.run(
+        [sys.executable, script, "--model=no_such_model", "--worker", f"--barrier={barrier}", "--runs=2"],
+        capture_output=True,
+        text=True,
+    )
+    assert failing.returncode != 0
+    assert "no_such_model" in failing.stderr
+    assert list(barrier.glob("failed_*")) != []
+    concurrent = load_script("benchmarks/concurrent_runs.py")
+    with pytest.raises(SystemExit, match="another run failed before its timed window"):
+        concurrent.wait_for_all(barrier, runs=2, timeout_s=5.0)
+    concurrent.wait_for_all(tmp_path / "all_ready", runs=1, timeout_s=5.0)  # alone: returns at once
+
+
 def test_osgd_multitask_example_reports_sample_sd_and_welch_tests(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
