@@ -1,4 +1,4 @@
-"""Over- or underfit? A shipped checkpoint's per-stage error on the images it trained on and on the test split.
+"""Over- or underfit? A checkpoint's per-stage error on the images it trained on and on the test split.
 
 The training error that ``anytime-train`` logs is measured during each epoch, on augmented images,
 with BatchNorm in training mode and the weights still moving. This measures both splits the way a
@@ -7,9 +7,11 @@ training error is low but whose test error is high overfits; one with both high 
 
     python examples/generalization_gap.py --data-dir ../shared/datasets/cifar10
     python examples/generalization_gap.py --model anytime_cifar_sparse_resnet26_d124.osgd_cifar10_e100
+    python examples/generalization_gap.py --run runs/my_run     # your own anytime-train run (CIFAR)
 
-The training images are those the checkpoint's ``train_config.yaml`` records (``train_per_class``:
-the first N of each class, or all; ``--train-per-class`` overrides it).
+The training images are those the checkpoint's ``train_config.yaml`` (a run's ``config.yaml``)
+records (``train_per_class``: the first N of each class, or all; ``--train-per-class`` overrides
+it). A run folder gives its final weights, or its last epoch's while it is still training.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ import timm_anytime  # noqa: F401  (registers the models and their shipped weigh
 from timm_anytime.data import InMemoryDataset, InMemoryLoader, load_cifar
 from timm_anytime.evaluate import stage_correct
 from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
+from timm_anytime.train import TrainConfig
+from timm_anytime.train.checkpoint import MODEL_FILE, load_weights, run_weights
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = str(REPO.parent / "shared" / "datasets" / "cifar10")
 
 
 def stage_errors(
@@ -55,10 +60,30 @@ def revision() -> str:
     return commit.stdout.strip() + (" with uncommitted changes" if dirty else "")
 
 
+def load_run(run: Path, data_dir: str | None) -> tuple[nn.Module, str, TrainConfig, str]:
+    """The model of an ``anytime-train`` run folder with its weights (the final ones, else the last
+    epoch's), a label naming them, its config and the dataset folder to read."""
+    if not (run / "config.yaml").is_file():
+        raise SystemExit(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
+    cfg = TrainConfig.load(run / "config.yaml")
+    if cfg.dataset not in ("cifar10", "cifar100"):
+        raise SystemExit(f"{run} trained on {cfg.dataset!r}; this measures CIFAR-10/100 runs only")
+    weights = run_weights(run)
+    if not weights.is_file():
+        raise SystemExit(f"{run} has no weights yet (no {MODEL_FILE}, no checkpoint): train it first")
+    num_classes = 10 if cfg.dataset == "cifar10" else 100
+    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    load_weights(weights, model)
+    label = f"run {run} ({'final weights' if weights.parent == run else 'last epoch checkpoint'})"
+    return model.eval(), label, cfg, data_dir or cfg.data_dir or DEFAULT_DATA_DIR
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=SHIPPED[0], choices=SHIPPED)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default=SHIPPED[0], choices=SHIPPED, help="a shipped checkpoint")
+    source.add_argument("--run", type=Path, help="a run folder of anytime-train instead (CIFAR-10/100)")
+    parser.add_argument("--data-dir", help=f"the CIFAR ImageFolder tree (default: the run's, else {DEFAULT_DATA_DIR})")
     parser.add_argument(
         "--train-per-class",
         type=int,
@@ -67,25 +92,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
-    if not (Path(args.data_dir) / "train").is_dir():
-        raise SystemExit(f"no CIFAR-10 ImageFolder tree at {args.data_dir}: pass --data-dir")
     if args.train_per_class is not None and args.train_per_class < 1:
         parser.error(f"--train-per-class must be at least 1, got {args.train_per_class}")
+    if args.run is not None:
+        model, label, cfg, data_dir = load_run(args.run, args.data_dir)
+        dataset, recorded_per_class = cfg.dataset, cfg.train_per_class
+    else:
+        model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
+        label, data_dir = args.model, args.data_dir or DEFAULT_DATA_DIR
+        dataset, recorded_per_class = "cifar10", shipped_train_config(args.model)["train_per_class"]
+    if not (Path(data_dir) / "train").is_dir():
+        raise SystemExit(f"no CIFAR ImageFolder tree at {data_dir}: pass --data-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed
-    trained_per_class = args.train_per_class
-    if trained_per_class is None:
-        trained_per_class = shipped_train_config(args.model)["train_per_class"]
-    train, test, _ = load_cifar("cifar10", args.data_dir, train_per_class=trained_per_class)
-    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # the training data's
+    trained_per_class = recorded_per_class if args.train_per_class is None else args.train_per_class
+    train, test, spec = load_cifar(dataset, data_dir, train_per_class=trained_per_class)
+    mean, std = list(spec.mean), list(spec.std)  # the training data's normalization
     errors = {
         split: stage_errors(model, data, mean, std, args.batch_size)
         for split, data in (("train", train), ("test", test))
     }
 
-    print(f"{args.model} at revision {revision()}, eval mode, images not augmented")
+    print(f"{label} at revision {revision()}, eval mode, images not augmented")
     print(
         f"trained on {len(train)} images ({'all' if trained_per_class is None else f'the first {trained_per_class}'} "
         "of each class); "

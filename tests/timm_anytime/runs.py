@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from timm_anytime.train import TrainConfig
@@ -50,3 +52,18 @@ def tiny_args(output: Path, *extra: str) -> list[str]:
 
 def weights(run: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
     return load_file(str(run / name))
+
+
+CIFAR_CLASSES = [f"class{i}" for i in range(10)]
+
+
+def toy_cifar(root: Path, per_class: int) -> Path:
+    """A CIFAR-shaped ImageFolder tree of random 32x32 JPEGs (names not in index order)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in CIFAR_CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"img_{(7 * i) % per_class:03d}_{i}.jpg")
+    return root

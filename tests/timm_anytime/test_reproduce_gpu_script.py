@@ -12,31 +12,16 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
-from PIL import Image
 
 import timm_anytime  # noqa: F401
 from tests.scripts import load_script
+from tests.timm_anytime.runs import toy_cifar
 from timm_anytime.data.memory import load_image_folder
 from timm_anytime.train.config import config_from_args
 
 gpu = load_script("examples/reproduce_cifar_gpu.py")
-
-CLASSES = [f"class{i}" for i in range(10)]
-
-
-def toy_cifar(root: Path, per_class: int) -> Path:
-    """A CIFAR-shaped ImageFolder tree of random 32x32 JPEGs (names not in index order)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in CLASSES:
-            (root / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / c / f"img_{(7 * i) % per_class:03d}_{i}.jpg")
-    return root
 
 
 def test_pack_unpack_keeps_every_image_and_the_order(tmp_path: Path) -> None:
