@@ -294,3 +294,24 @@ def test_the_card_names_every_commit_the_run_trained_under(run: Path, tmp_path: 
         (copy / "environment.jsonl").write_text("".join(json.dumps(start) + "\n" for start in starts))
         card = (export_run(copy, tmp_path / f"export{index}") / "README.md").read_text()
         assert expected in card, (commits, card)
+
+
+def test_the_card_shows_the_run_s_settings_as_it_recorded_them(run: Path, tmp_path: Path) -> None:
+    """A run trained before a setting existed (here: ``cpu_allocator``) must not be shown with
+    today's default for it: the card's YAML block is the run's ``config.yaml``, as shipped in
+    ``train_config.yaml``, character for character."""
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    recorded = "".join(
+        line
+        for line in (run / "config.yaml").read_text().splitlines(keepends=True)
+        if not line.startswith("cpu_allocator:")
+    )
+    assert recorded != (run / "config.yaml").read_text()  # the line was there to remove
+    (old / "config.yaml").write_text(recorded)
+    folder = export_run(old, tmp_path / "export")
+    card = (folder / "README.md").read_text()
+    block = card.split("```yaml\n", 1)[1].split("\n```", 1)[0]
+    assert block == recorded.strip()
+    assert (folder / "train_config.yaml").read_text() == recorded
+    assert "cpu_allocator" not in card

@@ -126,7 +126,15 @@ def export_run(
     save_for_hf(model, str(folder), model_config=model_config, model_args=model_args, safe_serialization=True)
     shutil.copy2(Path(run) / "config.yaml", folder / "train_config.yaml")
     shutil.copy2(Path(run) / "eval.json", folder / "eval.json")
-    card = model_card(name, cfg, results, repo_id=repo_id, environment=training_environment(run), note=note)
+    card = model_card(
+        name,
+        cfg,
+        results,
+        repo_id=repo_id,
+        environment=training_environment(run),
+        note=note,
+        train_config=(folder / "train_config.yaml").read_text(),
+    )
     (folder / "README.md").write_text(card)
     return folder
 

@@ -29,7 +29,11 @@ def stage_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _yaml_block(cfg: Any) -> str:
+def _yaml_block(cfg: Any, train_config: str | None) -> str:
+    """The run's settings as its ``config.yaml`` says them (verbatim: a setting added to
+    ``TrainConfig`` after the run trained must not appear as if the run had used it), else ``cfg``."""
+    if train_config is not None:
+        return train_config.strip()
     import yaml
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()
@@ -61,9 +65,11 @@ def model_card(
     repo_id: str | None = None,
     environment: dict[str, Any] | None = None,
     note: str | None = None,
+    train_config: str | None = None,
 ) -> str:
     """The card of checkpoint ``name`` from its run's ``TrainConfig``, ``eval.json`` and training
-    environment (``hub.training_environment``); ``note`` is an extra paragraph under Training."""
+    environment (``hub.training_environment``); ``note`` is an extra paragraph under Training;
+    ``train_config``: the run's ``config.yaml`` text, shown as it is (default: ``cfg`` dumped)."""
     source = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH_TO_THIS_FOLDER"
     dataset = DATASET_IDS.get(cfg.dataset)
     front = ["---", "tags:", "- image-classification", "- timm", "- anytime", "- osgd", "library_name: timm"]
@@ -127,7 +133,7 @@ def model_card(
             "```",
             "",
             "```yaml",
-            _yaml_block(cfg),
+            _yaml_block(cfg, train_config),
             "```",
             "",
             "## Citation",
