@@ -115,7 +115,33 @@ def checkpoints_summary(results: Path) -> str:
             f"{' / '.join(f'{e:.2f}' for e in train)} | {reference}: {' / '.join(str(e) for e in reference_errors)} |"
         )
     lines += ["", convergence_table(curves)]
-    return "\n".join(lines)
+    paired = control_comparisons(done)
+    return "\n".join(lines + (["", paired] if paired else []))
+
+
+def control_comparisons(done: list[Path]) -> str:
+    """Each control against each shipped run's last stage, paired on the same test images (exact
+    McNemar, from ``eval_outputs.safetensors``); empty when no pair has its outputs. One run per
+    side: the test covers the sampling of the test images, not the variation between seeds."""
+    from safetensors.torch import load_file
+
+    from timm_anytime.significance import mcnemar_test
+
+    def last_stage(run: Path):
+        return load_file(str(run / "eval_outputs.safetensors"))["correct"][-1].bool().tolist()
+
+    have = [run for run in done if (run / "eval_outputs.safetensors").is_file()]
+    controls = [run for run in have if run.name in CONTROLS]
+    shipped = [run for run in have if run.name in SHIPPED_RUNS]
+    lines = [
+        f"- {control.name} against {run.name}, last stages: {mcnemar_test(last_stage(control), last_stage(run))}"
+        for control in controls
+        for run in shipped
+    ]
+    if not lines:
+        return ""
+    header = "Paired on the test images (right in one only; one run per side, so seed variation is not in the test):"
+    return "\n".join([header, *lines])
 
 
 def plot_checkpoints(results: Path) -> Path:

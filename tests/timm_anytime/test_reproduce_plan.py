@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import torch
 import yaml
 
 import timm_anytime  # noqa: F401
@@ -402,7 +403,7 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
     _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
     _converged_run(tmp_path, "control_resnet20_sgd_s0", [9.0], final_train_err=0.5)
     _converged_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 45.0, 40.0], final_train_err=1.0)  # not this protocol's
-    summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")
+    summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")  # no eval outputs: no paired test
     rows = {line.split(" | ")[0]: line for line in summary.splitlines()}
     assert [r for r in rows if "_s0" in r] == [
         "| d_osgd_s0",
@@ -424,6 +425,33 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
     assert "| 14.00 / 12.00 / 10.50 | **no** | 9.00 / 9.00 / 3.00 |" in rows["| d_osgd_s0"]
     assert "| w_osgd_s0 | 20 | 0.01 | 9.00 / 9.00 / 1.00 |" in convergence  # the rule, per run
     assert checkpoints.plot_checkpoints(tmp_path).stat().st_size > 10_000
+
+
+def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test_images(tmp_path: Path) -> None:
+    """Counted by hand: the control gets images 0-5 right, w 0-1 and 6-8, d all of 0-9."""
+    from safetensors.torch import save_file
+
+    right = {"control_resnet20_sgd_s0": range(6), "w_osgd_s0": [0, 1, 6, 7, 8], "d_osgd_s0": range(10)}
+    for name, correct in right.items():
+        _converged_run(
+            tmp_path, name, [10.0] if name.startswith("control") else [20.0, 15.0, 10.0], final_train_err=1.0
+        )
+        last = torch.zeros(12, dtype=torch.uint8)
+        last[list(correct)] = 1
+        stages = 1 if name.startswith("control") else 3
+        save_file(
+            {"correct": torch.stack([torch.zeros(12, dtype=torch.uint8)] * (stages - 1) + [last])},
+            str(tmp_path / name / "eval_outputs.safetensors"),
+        )
+    paired = checkpoints.checkpoints_summary(tmp_path).split("\n\n")[2].splitlines()
+    assert paired[1] == (
+        "- control_resnet20_sgd_s0 against d_osgd_s0, last stages: 0 vs 4 of 12 inputs right in one only "
+        "(exact McNemar p = 0.12)"  # 2 * (1/2)^4
+    )
+    assert paired[2] == (
+        "- control_resnet20_sgd_s0 against w_osgd_s0, last stages: 4 vs 3 of 12 inputs right in one only "
+        "(exact McNemar p = 1)"
+    )
 
 
 def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

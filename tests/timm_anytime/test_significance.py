@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from timm_anytime.significance import student_t_cdf, student_t_quantile, welch_test
+from timm_anytime.significance import mcnemar_test, student_t_cdf, student_t_quantile, welch_test
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,34 @@ def test_welch_is_symmetric_and_names_bad_input() -> None:
         welch_test([1.0], b)
     with pytest.raises(ValueError, match="zero variance"):
         welch_test([1.0, 1.0], [2.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("only_a", "only_b", "p"),
+    [(3, 0, 2 / 8), (5, 1, 2 * 7 / 64), (2, 12, 2 * 106 / 2**14), (0, 0, 1.0), (10, 10, 1.0)],
+)
+def test_mcnemar_matches_the_binomial_closed_form(only_a: int, only_b: int, p: float) -> None:
+    """p = 2 * P(X <= min) for X ~ Binomial(discordant, 1/2), counted by hand above; the inputs both
+    get right or both wrong must not matter."""
+    a = [True] * only_a + [False] * only_b + [True] * 7 + [False] * 4
+    b = [False] * only_a + [True] * only_b + [True] * 7 + [False] * 4
+    result = mcnemar_test(a, b)
+    assert (result.only_a, result.only_b, result.n) == (only_a, only_b, len(a))
+    assert result.p == pytest.approx(p, rel=1e-12)
+    assert mcnemar_test(b, a).p == result.p
+
+
+def test_mcnemar_at_test_split_size_matches_the_incomplete_beta_function() -> None:
+    """163 against 117 discordant inputs (the early-exit comparison of docs/evaluation.md): the binomial
+    CDF as the regularized incomplete beta function, P(X <= k) = I_{1/2}(n - k, k + 1)."""
+    import mpmath
+
+    result = mcnemar_test([True] * 163 + [False] * 117, [False] * 163 + [True] * 117)
+    expected = 2 * float(mpmath.betainc(280 - 117, 117 + 1, 0, 0.5, regularized=True))
+    assert result.p == pytest.approx(expected, rel=1e-9)
+    assert 0.005 < result.p < 0.01  # near the continuity-corrected chi-square's 0.007
+
+
+def test_mcnemar_names_inputs_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="same inputs: got 3 and 2"):
+        mcnemar_test([True, False, True], [True, False])
