@@ -127,7 +127,7 @@ def control_comparisons(done: list[Path]) -> str:
 
     from timm_anytime.significance import mcnemar_test
 
-    def last_stage(run: Path):
+    def last_stage(run: Path) -> list[bool]:
         return load_file(str(run / "eval_outputs.safetensors"))["correct"][-1].bool().tolist()
 
     have = [run for run in done if (run / "eval_outputs.safetensors").is_file()]
