@@ -63,9 +63,10 @@ def revision() -> str:
 def load_run(run: Path, data_dir: str | None) -> tuple[nn.Module, str, TrainConfig, str]:
     """The model of an ``anytime-train`` run folder with its weights (the final ones, else the last
     epoch's), a label naming them, its config and the dataset folder to read."""
-    if not (run / "config.yaml").is_file():
-        raise SystemExit(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
-    cfg = TrainConfig.load(run / "config.yaml")
+    try:
+        cfg = TrainConfig.from_run(run)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from error
     if cfg.dataset not in ("cifar10", "cifar100"):
         raise SystemExit(f"{run} trained on {cfg.dataset!r}; this measures CIFAR-10/100 runs only")
     weights = run_weights(run)
