@@ -14,7 +14,6 @@ split; one trained on all 50,000 (both shipped ``osgd_cifar10_e100`` checkpoints
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import timm
@@ -33,6 +32,7 @@ from timm_anytime.inference import (
 from timm_anytime.inference.early_exit import default_budgets, stage_scores
 from timm_anytime.inference.realtime import measure_stage_seconds
 from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
+from timm_anytime.significance import mcnemar_test
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,15 +81,14 @@ def main() -> None:
         print(f"{p['budget']:>7.3f} {p['test_cost']:>9.3f} {p['test_top1_err']:>11.2f}   {', '.join(same)}")
 
     # Paired on the same test images: early exit at stage 2's cost against stage 2 for every input
-    # (McNemar's test on the images where exactly one of the two is right).
+    # (exact McNemar test on the images where exactly one of the two is right).
     at_stage2 = next(p for p in points if abs(p["budget"] - costs[1]) < 1e-9)
     index = torch.arange(test_correct.shape[1])
     early = test_correct[exit_stages(test_scores.double(), at_stage2["thresholds"]) - 1, index]
-    only_early, only_fixed = int((early & ~test_correct[1]).sum()), int((~early & test_correct[1]).sum())
-    chi2 = (abs(only_early - only_fixed) - 1) ** 2 / max(1, only_early + only_fixed)
+    paired = mcnemar_test(early.tolist(), test_correct[1].tolist())
     print(
-        f"\nat stage 2's cost, n = {len(index)} test images: early exit right where stage 2 is wrong on {only_early}, "
-        f"the reverse on {only_fixed}; McNemar p = {math.erfc(math.sqrt(chi2 / 2)):.2g}"
+        f"\nat stage 2's cost, n = {paired.n} test images: early exit right where stage 2 is wrong on {paired.only_a}, "
+        f"the reverse on {paired.only_b}; exact McNemar p = {paired.p:.2g}"
     )
 
     # 3. A deadline: the best answer for one image within 1.5x stage 1's measured latency.
