@@ -18,6 +18,11 @@ with its weights cut block lower-triangular (11/16 of the dense MACs, SPEC secti
 control's test error is what this recipe reaches on this copy of CIFAR-10 (JPEG, docs/hub.md)
 without nesting, the triangular cut or OSGD: a shipped checkpoint's distance from the target
 splits into what the recipe and data cost and what the anytime network costs.
+
+Candidates come next: runs that would replace a shipped checkpoint if they reached the target.
+Both shipped runs and the control fit their training images to 1-4% error and test at 12-14%
+(docs/hub.md), so the first candidate keeps the recipe and adds Cutout (16x16, DeVries & Taylor
+2017), which attacks that gap: ``d_osgd_cutout16_s0`` against ``d_osgd_s0`` measures what it does.
 """
 
 from __future__ import annotations
@@ -65,22 +70,30 @@ CONTROLS = {
 }
 
 
+def _paper(tag: str) -> tuple[str, list[float]]:
+    return f"the paper's {PAPER_OSGD[tag][0]} (OSGD, 200 epochs)", PAPER_OSGD[tag][1]
+
+
 #: The shipped runs: run name -> (flags, reference), the reference as for the controls.
 SHIPPED_RUNS = {
-    f"{tag}_osgd_s0": (
-        [f"--model={model}", "--method=osgd"],
-        (f"the paper's {PAPER_OSGD[tag][0]} (OSGD, 200 epochs)", PAPER_OSGD[tag][1]),
-    )
+    f"{tag}_osgd_s0": ([f"--model={model}", "--method=osgd"], _paper(tag))
     for tag, model in (("w", WIDTH), ("d", DEPTH))
 }
 
-#: Every run of this protocol, in queue order: the shipped runs, then the controls.
-RUNS = {**SHIPPED_RUNS, **CONTROLS}
+#: Candidates (shipped nothing yet): run name -> (flags, reference). Each is the shipped run of its
+#: design (``CANDIDATE_OF``) with one change, so the pair on the test images measures that change.
+CANDIDATES = {
+    "d_osgd_cutout16_s0": ([*SHIPPED_RUNS["d_osgd_s0"][0], "--cutout=16"], _paper("d")),
+}
+CANDIDATE_OF = {"d_osgd_cutout16_s0": "d_osgd_s0"}
+
+#: Every run of this protocol, in queue order: the shipped runs, the controls, then the candidates.
+RUNS = {**SHIPPED_RUNS, **CONTROLS, **CANDIDATES}
 
 
 def plan(results: Path | None = None) -> dict[str, list[str]]:
     """Run name -> ``anytime-train`` flags: ResNet-20 w124 first (half the cost of the other), then
-    Sparse ResNet-26 d124, then the controls."""
+    Sparse ResNet-26 d124, then the controls, then the candidates."""
     return {name: flags for name, (flags, _) in RUNS.items()}
 
 
@@ -91,13 +104,13 @@ def _reference(name: str) -> tuple[str, list[float]] | None:
 
 
 def checkpoints_summary(results: Path) -> str:
-    """Markdown: per finished run of this protocol (the controls last, marked), its test error per
+    """Markdown: per finished run of this protocol (then the controls and candidates, marked), its test error per
     stage against the target and the published reference, then the convergence rule per run
     (``timm_anytime.learning_curves``)."""
     from timm_anytime.learning_curves import convergence_table, read_learning_curve
 
     done = [run for run in finished_runs(results) if _reference(run.name) is not None]
-    done.sort(key=lambda run: run.name in CONTROLS)  # stable: the shipped runs first, by name
+    done.sort(key=lambda run: (run.name in CONTROLS) + 2 * (run.name in CANDIDATES))  # stable: by name within
     curves = {run.name: read_learning_curve(run) for run in done}  # each metrics.jsonl read once
     lines = [
         "| run | model | epochs | test err % per stage | last stage <= "
@@ -108,7 +121,8 @@ def checkpoints_summary(results: Path) -> str:
         cfg, errors, epoch = final_errors(run)
         train = curves[run.name].train_err[-1]
         reference, reference_errors = _reference(run.name)  # type: ignore[misc]
-        name = f"{run.name} (control, not shipped)" if run.name in CONTROLS else run.name
+        kind = "control" if run.name in CONTROLS else "candidate" if run.name in CANDIDATES else None
+        name = f"{run.name} ({kind}, not shipped)" if kind else run.name
         lines.append(
             f"| {name} | {cfg['model']} | {epoch} | {' / '.join(f'{e:.2f}' for e in errors)} "
             f"| {'yes' if errors[-1] <= TARGET_LAST_STAGE_ERR else '**no**'} | "
@@ -120,9 +134,10 @@ def checkpoints_summary(results: Path) -> str:
 
 
 def control_comparisons(done: list[Path]) -> str:
-    """Each control against each shipped run's last stage, paired on the same test images (exact
-    McNemar, from ``eval_outputs.safetensors``); empty when no pair has its outputs. One run per
-    side: the test covers the sampling of the test images, not the variation between seeds."""
+    """Each control against each shipped run's last stage, and each candidate against the shipped
+    run it would replace, paired on the same test images (exact McNemar, from
+    ``eval_outputs.safetensors``); empty when no pair has its outputs. One run per side: the test
+    covers the sampling of the test images, not the variation between seeds."""
     from safetensors.torch import load_file
 
     from timm_anytime.significance import mcnemar_test
@@ -132,11 +147,11 @@ def control_comparisons(done: list[Path]) -> str:
 
     have = [run for run in done if (run / "eval_outputs.safetensors").is_file()]
     controls = [run for run in have if run.name in CONTROLS]
-    shipped = [run for run in have if run.name in SHIPPED_RUNS]
+    shipped = {run.name: run for run in have if run.name in SHIPPED_RUNS}
+    pairs = [(control, run) for control in controls for run in shipped.values()]
+    pairs += [(run, shipped[CANDIDATE_OF[run.name]]) for run in have if CANDIDATE_OF.get(run.name) in shipped]
     lines = [
-        f"- {control.name} against {run.name}, last stages: {mcnemar_test(last_stage(control), last_stage(run))}"
-        for control in controls
-        for run in shipped
+        f"- {a.name} against {b.name}, last stages: {mcnemar_test(last_stage(a), last_stage(b))}" for a, b in pairs
     ]
     if not lines:
         return ""

@@ -9,7 +9,14 @@ import torch
 import torchvision
 from PIL import Image
 
-from timm_anytime.data import InMemoryDataset, InMemoryLoader, load_image_folder, normalize, random_crop_flip
+from timm_anytime.data import (
+    InMemoryDataset,
+    InMemoryLoader,
+    cutout_mask,
+    load_image_folder,
+    normalize,
+    random_crop_flip,
+)
 
 CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -51,6 +58,34 @@ def test_normalize_matches_the_per_channel_formula() -> None:
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     expected = torch.stack([(images[:, c].double() / 255 - mean[c]) / std[c] for c in range(3)], dim=1)
     torch.testing.assert_close(normalize(images, mean, std, torch.float64), expected)
+
+
+def cutout_squares(height: int, width: int, size: int) -> dict[bytes, tuple[int, int]]:
+    """Every mask Cutout may draw, keyed by its bytes, with its centre (written independently: the
+    square of ``size`` rows and columns starting ``size // 2`` before the centre, clipped)."""
+    out = {}
+    for cy in range(height):
+        for cx in range(width):
+            mask = torch.ones(1, height, width, dtype=torch.bool)
+            for row in range(height):
+                for col in range(width):
+                    if cy - size // 2 <= row < cy - size // 2 + size and cx - size // 2 <= col < cx - size // 2 + size:
+                        mask[0, row, col] = False
+            out[mask.numpy().tobytes()] = (cy, cx)
+    return out
+
+
+@pytest.mark.parametrize("size", [4, 3])
+def test_every_cutout_mask_is_one_clipped_square_with_a_uniform_centre(size: int) -> None:
+    masks = cutout_mask(3000, 6, 5, size, torch.Generator().manual_seed(0))
+    assert masks.shape == (3000, 1, 6, 5)
+    assert masks.dtype == torch.bool
+    squares = cutout_squares(6, 5, size)
+    centres = [squares[mask.numpy().tobytes()] for mask in masks]  # KeyError: not a clipped square
+    counts = torch.bincount(torch.tensor([cy * 5 + cx for cy, cx in centres]), minlength=30)
+    assert counts.min() > 50  # every centre occurs, about 100 times each
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        cutout_mask(2, 6, 5, 0)
 
 
 def make_dataset(n: int = 50) -> InMemoryDataset:
@@ -141,6 +176,25 @@ def test_process_shards_together_are_the_whole_batch(train: bool) -> None:
         assert torch.equal(torch.cat([shards[r][b][1] for r in range(3)]), labels)
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         InMemoryLoader(data, 10, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, num_shards=3, shard_index=0)
+
+
+def test_cutout_sets_one_square_per_training_image_to_the_mean_and_shards_split_it() -> None:
+    data = make_dataset(48)
+    kwargs = dict(train=True, mean=(0.5,) * 3, std=(0.25,) * 3, seed=3, padding=0, flip=False)
+    plain = next(iter(InMemoryLoader(data, 16, **kwargs)))
+    cut = next(iter(InMemoryLoader(data, 16, cutout=4, **kwargs)))
+    assert torch.equal(plain[1], cut[1])  # the same shuffle: cutout draws after it
+    squares = cutout_squares(8, 8, 4)
+    for before, after in zip(plain[0], cut[0], strict=True):
+        erased = after.eq(0).all(dim=0, keepdim=True) & before.ne(0).any(dim=0, keepdim=True)
+        assert (~erased).numpy().tobytes() in squares  # zero (the mean) on exactly one clipped square
+        assert torch.equal(after[:, ~erased[0]], before[:, ~erased[0]])  # untouched elsewhere
+    shards = [next(iter(InMemoryLoader(data, 16, cutout=4, num_shards=2, shard_index=r, **kwargs))) for r in range(2)]
+    assert torch.equal(torch.cat([shard[0] for shard in shards]), cut[0])
+    evaluation = next(iter(InMemoryLoader(data, 16, **{**kwargs, "train": False}, cutout=4)))
+    assert not evaluation[0].eq(0).all(dim=1).any()  # evaluation batches are never cut
+    with pytest.raises(ValueError, match="square side in pixels"):
+        InMemoryLoader(data, 16, cutout=-1, **kwargs)
 
 
 def test_digits_are_bundled_and_split_once() -> None:

@@ -169,12 +169,12 @@ def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_p
 
 def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape(tmp_path: Path) -> None:
     plan = checkpoints.plan()
-    assert list(plan) == ["w_osgd_s0", "d_osgd_s0", "control_resnet20_sgd_s0"]
-    models = {}
+    assert list(plan) == ["w_osgd_s0", "d_osgd_s0", "control_resnet20_sgd_s0", "d_osgd_cutout16_s0"]
+    models, cutouts = {}, {}
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
         cfg = config_from_args(steps[0][1:])
-        models[name] = cfg.model
+        models[name], cutouts[name] = cfg.model, cfg.cutout
         method = "sgd" if name.startswith("control") else "osgd"
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
         assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (method, 0.1, 128, 0.9, 5e-4)
@@ -185,7 +185,13 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
             [30, 60, 80],
         )
         assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
-    assert models == {"w_osgd_s0": runs.WIDTH, "d_osgd_s0": runs.DEPTH, "control_resnet20_sgd_s0": "cifar_resnet20"}
+    assert models == {
+        "w_osgd_s0": runs.WIDTH,
+        "d_osgd_s0": runs.DEPTH,
+        "control_resnet20_sgd_s0": "cifar_resnet20",
+        "d_osgd_cutout16_s0": runs.DEPTH,
+    }
+    assert cutouts == {"w_osgd_s0": 0, "d_osgd_s0": 0, "control_resnet20_sgd_s0": 0, "d_osgd_cutout16_s0": 16}
 
 
 def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
@@ -402,6 +408,7 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
     _converged_run(tmp_path, "w_osgd_s0", [20.0, 15.0, 9.5], final_train_err=1.0)
     _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
     _converged_run(tmp_path, "control_resnet20_sgd_s0", [9.0], final_train_err=0.5)
+    _converged_run(tmp_path, "d_osgd_cutout16_s0", [13.0, 11.0, 9.8], final_train_err=4.0)
     _converged_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 45.0, 40.0], final_train_err=1.0)  # not this protocol's
     summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")  # no eval outputs: no paired test
     rows = {line.split(" | ")[0]: line for line in summary.splitlines()}
@@ -409,7 +416,9 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
         "| d_osgd_s0",
         "| w_osgd_s0",
         "| control_resnet20_sgd_s0 (control, not shipped)",
+        "| d_osgd_cutout16_s0 (candidate, not shipped)",
     ]
+    assert "| 13.00 / 11.00 / 9.80 | yes |" in rows["| d_osgd_cutout16_s0 (candidate, not shipped)"]
     assert (
         "| 9.00 | yes | 0.50 | ResNet-20, He et al. 2016 (164 epochs): 8.75 |"
         in rows["| control_resnet20_sgd_s0 (control, not shipped)"]
@@ -428,10 +437,16 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
 
 
 def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test_images(tmp_path: Path) -> None:
-    """Counted by hand: the control gets images 0-5 right, w 0-1 and 6-8, d all of 0-9."""
+    """Counted by hand: the control gets images 0-5 right, w 0-1 and 6-8, d all of 0-9, the d
+    candidate 0-2 and 10-11 (against d: 2 vs 7)."""
     from safetensors.torch import save_file
 
-    right = {"control_resnet20_sgd_s0": range(6), "w_osgd_s0": [0, 1, 6, 7, 8], "d_osgd_s0": range(10)}
+    right = {
+        "control_resnet20_sgd_s0": range(6),
+        "w_osgd_s0": [0, 1, 6, 7, 8],
+        "d_osgd_s0": range(10),
+        "d_osgd_cutout16_s0": [0, 1, 2, 10, 11],
+    }
     for name, correct in right.items():
         _converged_run(
             tmp_path, name, [10.0] if name.startswith("control") else [20.0, 15.0, 10.0], final_train_err=1.0
@@ -452,6 +467,11 @@ def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test
         "- control_resnet20_sgd_s0 against w_osgd_s0, last stages: 4 vs 3 of 12 inputs right in one only "
         "(exact McNemar p = 1)"
     )
+    assert paired[3] == (
+        "- d_osgd_cutout16_s0 against d_osgd_s0, last stages: 2 vs 7 of 12 inputs right in one only "
+        "(exact McNemar p = 0.18)"  # 2 * (1 + 9 + 36) / 2^9
+    )
+    assert len(paired) == 4
 
 
 def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -247,3 +247,36 @@ def test_the_priority_reaches_the_combination_one_based(tmp_path: Path, monkeypa
         assert removed[top] == 0.0
         # nested stages share parameters, so every lower-priority gradient loses part of its norm
         assert all(r > 0.0 for i, r in enumerate(removed) if i != top)
+
+
+def test_label_smoothing_reaches_every_stage_loss_and_cutout_the_training_batches(tmp_path: Path) -> None:
+    """The logged training loss of an epoch whose step barely moves the weights (lr 1e-9) equals
+    the smoothed cross-entropy written out in float64, (1 - e) * -log p_y + e * mean_c(-log p_c),
+    of the initial network on the same batches; osgd's separate stage passes and sgd's single pass."""
+    eps = 0.2
+    for method in ("osgd", "sgd"):
+        cfg = tiny_config(tmp_path / method, method=method, epochs=1, lr=1e-9, smoothing=eps, cutout=3)
+        trainer = Trainer(cfg)
+        initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        run = trainer.fit()
+        assert trainer.loaders.train.cutout == 3
+        reference = timm.create_model(MODEL, num_classes=10, in_chans=1, width=0.5).double().train()
+        reference.load_state_dict(initial)
+        loader = trainer.loaders.train
+        loader.set_epoch(0)
+        total, count = torch.zeros(3, dtype=torch.float64), 0
+        with torch.no_grad():
+            for images, labels in loader:
+                for stage, logits in enumerate(reference.forward_stages(images.double())):
+                    log_p = torch.log_softmax(logits, dim=-1)
+                    picked = -log_p[torch.arange(len(labels)), labels]
+                    total[stage] += ((1 - eps) * picked + eps * -log_p.mean(dim=-1)).sum()
+                count += len(labels)
+        logged = _metrics(run)[0]["train_loss"]
+        assert logged == pytest.approx((total / count).tolist(), rel=1e-4), method
+    with pytest.raises(ValueError, match=r"smoothing must lie in \[0, 1\)"):
+        tiny_config(tmp_path / "bad", smoothing=1.0)
+    with pytest.raises(ValueError, match="cutout must be a square side"):
+        tiny_config(tmp_path / "bad", cutout=-2)
+    with pytest.raises(ValueError, match="cutout applies to the in-memory datasets"):
+        tiny_config(tmp_path / "bad", dataset="imagefolder", data_dir=str(tmp_path), cutout=16)

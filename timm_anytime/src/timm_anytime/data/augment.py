@@ -40,3 +40,27 @@ def normalize(
     mean_t = torch.tensor(mean, device=images.device, dtype=dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device, dtype=dtype).view(1, -1, 1, 1)
     return (images.to(dtype) / 255.0 - mean_t) / std_t
+
+
+def cutout_mask(
+    batch: int,
+    height: int,
+    width: int,
+    size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Cutout (DeVries & Taylor, 2017): a bool mask ``[B, 1, H, W]``, False on one ``size`` x
+    ``size`` square per image whose centre is uniform over the image (the square is clipped at the
+    borders, so near them it is smaller). Multiply normalized images by it: the square then holds
+    the dataset mean."""
+    if size < 1:
+        raise ValueError(f"cutout size must be at least 1 pixel, got {size}")
+    centre_y = torch.randint(0, height, (batch,), generator=generator, device=device)
+    centre_x = torch.randint(0, width, (batch,), generator=generator, device=device)
+    top, left = centre_y - size // 2, centre_x - size // 2
+    rows = torch.arange(height, device=device)[None, :]  # [1, H]
+    cols = torch.arange(width, device=device)[None, :]
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # [B, H]
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # [B, W]
+    return ~(inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]

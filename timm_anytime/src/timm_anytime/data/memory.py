@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from tqdm import tqdm
 
-from .augment import normalize, random_crop_flip
+from .augment import cutout_mask, normalize, random_crop_flip
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -104,8 +104,9 @@ def load_image_folder(
 
 
 class InMemoryLoader:
-    """Batches of an :class:`InMemoryDataset` on ``device``: shuffled, cropped and flipped for
-    training, in order for evaluation; normalized to ``dtype`` (default: torch's default float
+    """Batches of an :class:`InMemoryDataset` on ``device``: shuffled, cropped and flipped (and
+    with ``cutout``, one ``cutout`` x ``cutout`` square per image set to the mean, :func:`cutout_mask`)
+    for training, in order for evaluation; normalized to ``dtype`` (default: torch's default float
     dtype, that of the parameters timm creates). Yields ``(images, labels)``.
 
     The dataset is moved to ``device`` once. ``set_epoch(e)`` makes the shuffle and augmentation
@@ -127,6 +128,7 @@ class InMemoryLoader:
         device: torch.device | str = "cpu",
         padding: int = 4,
         flip: bool = True,
+        cutout: int = 0,
         drop_last: bool = False,
         seed: int = 0,
         dtype: torch.dtype | None = None,
@@ -137,6 +139,8 @@ class InMemoryLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index}")
+        if cutout < 0:
+            raise ValueError(f"cutout must be a square side in pixels (0: off), got {cutout}")
         if train and batch_size % num_shards:
             raise ValueError(
                 f"the global batch size {batch_size} must be a multiple of the number of processes {num_shards}"
@@ -145,7 +149,7 @@ class InMemoryLoader:
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
         self.batch_size, self.train, self.mean, self.std = batch_size, train, tuple(mean), tuple(std)
-        self.padding, self.flip, self.drop_last, self.seed = padding, flip, drop_last, seed
+        self.padding, self.flip, self.cutout, self.drop_last, self.seed = padding, flip, cutout, drop_last, seed
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         self.num_shards, self.shard_index = num_shards, shard_index
         self.epoch = 0
@@ -169,12 +173,17 @@ class InMemoryLoader:
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             images = self.images[index]
             labels = self.labels[index]
+            keep = None
             if self.train:
                 images = random_crop_flip(images, self.padding, self.flip, generator)
+                if self.cutout:  # drawn for the global batch, so shards see their part of it
+                    keep = cutout_mask(len(index), *images.shape[-2:], self.cutout, generator, self.device)
             if self.num_shards > 1:
                 shard = self._shard(len(index))
                 images, labels = images[shard], labels[shard]
-            yield normalize(images, self.mean, self.std, self.dtype), labels
+                keep = keep[shard] if keep is not None else None
+            images = normalize(images, self.mean, self.std, self.dtype)
+            yield (images if keep is None else images * keep), labels
 
     def _shard(self, size: int) -> slice:
         bounds = [size * i // self.num_shards for i in range(self.num_shards + 1)]

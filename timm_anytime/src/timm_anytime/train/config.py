@@ -43,6 +43,9 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 500
     workers: int = 4
+    # regularization (off by default: the paper uses neither)
+    smoothing: float = 0.0  # label smoothing of every stage's training loss (timm's --smoothing)
+    cutout: int = 0  # side in pixels of the Cutout square per training image (in-memory datasets); 0: off
     # method
     method: str = "osgd"
     priority: list[int] | None = None
@@ -117,6 +120,15 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum}): "
                 "batch_size is the global batch of one optimizer step"
+            )
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"smoothing must lie in [0, 1) (e.g. 0.1), got {self.smoothing!r}")
+        if not isinstance(self.cutout, int) or self.cutout < 0:
+            raise ValueError(f"cutout must be a square side in pixels (0: off; 16 for CIFAR), got {self.cutout!r}")
+        if self.cutout and self.dataset == "imagefolder":
+            raise ValueError(
+                "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
+                "is augmented by timm's create_transform: drop --cutout"
             )
         if self.val_per_class is not None:
             if not isinstance(self.val_per_class, int) or self.val_per_class < 1:
@@ -228,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--workers", type=int, help="DataLoader workers (streamed datasets only)")
+    g = p.add_argument_group("regularization (off by default, as in the paper)")
+    g.add_argument("--smoothing", type=float, help="label smoothing of every stage's training loss, e.g. 0.1")
+    g.add_argument(
+        "--cutout",
+        type=int,
+        help="Cutout: one square of this side (pixels) per training image set to the mean, e.g. 16 for CIFAR "
+        "(in-memory datasets)",
+    )
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=tuple(TABLE))
     g.add_argument("--priority", nargs="+", type=int, help="stage order for OSGD, highest first, e.g. 3 2 1")

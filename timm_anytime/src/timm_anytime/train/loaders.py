@@ -168,6 +168,7 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
             train=True,
             padding=spec.padding,
             flip=spec.flip,
+            cutout=cfg.cutout,
             drop_last=True,
             seed=cfg.seed,
             **common,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -172,6 +173,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output)
+        self._loss = functools.partial(F.cross_entropy, label_smoothing=cfg.smoothing)  # each stage's training loss
         ddp = DistributedDataParallelKwargs(find_unused_parameters=TABLE[cfg.method].staged)
         self.accelerator = Accelerator(
             cpu=cfg.cpu or _cpu_processes(),
@@ -373,7 +375,7 @@ class Trainer:
                     else:
                         with accelerator.autocast():
                             logits = self.wrapper(x, only_active=only_active)
-                        losses = [F.cross_entropy(z.float(), y) for z in logits]
+                        losses = [self._loss(z.float(), y) for z in logits]
                         self.rule.backward([loss / len(micro) for loss in losses], last)
                 with torch.no_grad():
                     loss_sum += torch.stack(losses).double() * len(y)
@@ -423,7 +425,7 @@ class Trainer:
                 return self.wrapper(x, only_active=True)[0]
 
         def loss_of(stage: int, z: Tensor) -> Tensor:
-            loss = F.cross_entropy(z.float(), y)
+            loss = self._loss(z.float(), y)
             logits[stage - 1], losses[stage - 1] = z.detach(), loss.detach()
             return loss / micro_batches
 
