@@ -366,3 +366,29 @@ def test_train_step_floor_batched_is_one_vectorized_pass_and_never_steps(monkeyp
     assert all(torch.equal(p, r) for p, r in zip(params, reference, strict=True))
     with pytest.raises(SystemExit, match="eager only"):
         bench.build_step(bench.FLOOR_BATCHED, args, Accelerator(cpu=True), channels_last=False, compiled=True)
+
+
+CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="needs the CIFAR-10 ImageFolder tree in ../shared/datasets")
+def test_early_exit_example_prints_what_docs_early_exit_records(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/evaluation.md quotes docs/early_exit/early_exit.txt: the example must still print it for
+    the width-nested checkpoint (thresholds, budget curve, paired counts and p), apart from the
+    machine-dependent latencies."""
+    machine_dependent = ("stage latencies", "predict_within", "plot:")
+    block = (ROOT / "docs" / "early_exit" / "early_exit.txt").read_text().split("\n$ ")[1]  # after the header
+    assert block.startswith("python examples/early_exit.py --model anytime_cifar_resnet20_w124.osgd_cifar10_e100")
+    recorded = block.splitlines()[1:]
+    example = load_script("examples/early_exit.py")
+    monkeypatch.setattr(sys, "argv", ["early_exit.py", "--model", "anytime_cifar_resnet20_w124.osgd_cifar10_e100"])
+    example.main()
+    printed = capsys.readouterr().out.splitlines()
+
+    def kept(lines: list[str]) -> list[str]:
+        return [line.rstrip() for line in lines if line.strip() and not line.startswith(machine_dependent)]
+
+    assert kept(printed) == kept(recorded)
+    assert "exact McNemar p = 3.1e-08" in "\n".join(printed)
