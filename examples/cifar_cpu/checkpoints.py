@@ -80,12 +80,14 @@ SHIPPED_RUNS = {
     for tag, model in (("w", WIDTH), ("d", DEPTH))
 }
 
-#: Candidates (shipped nothing yet): run name -> (flags, reference). Each is the shipped run of its
-#: design (``CANDIDATE_OF``) with one change, so the pair on the test images measures that change.
+#: Candidates (shipped nothing yet): run name -> (the shipped run it would replace, the one flag it
+#: adds to that run's), so the pair on the test images measures that change.
+CANDIDATE_CHANGES = {"d_osgd_cutout16_s0": ("d_osgd_s0", "--cutout=16")}
+CANDIDATE_OF = {name: base for name, (base, _) in CANDIDATE_CHANGES.items()}
+#: Run name -> (flags, reference), as for the shipped runs: the base run's flags plus the change.
 CANDIDATES = {
-    "d_osgd_cutout16_s0": ([*SHIPPED_RUNS["d_osgd_s0"][0], "--cutout=16"], _paper("d")),
+    name: ([*SHIPPED_RUNS[base][0], flag], SHIPPED_RUNS[base][1]) for name, (base, flag) in CANDIDATE_CHANGES.items()
 }
-CANDIDATE_OF = {"d_osgd_cutout16_s0": "d_osgd_s0"}
 
 #: Every run of this protocol, in queue order: the shipped runs, the controls, then the candidates.
 RUNS = {**SHIPPED_RUNS, **CONTROLS, **CANDIDATES}
