@@ -17,6 +17,7 @@ import pytest
 import timm
 
 from tests.scripts import load_script
+from tests.shared_data import needs_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "examples").glob("*.py")])
@@ -368,10 +369,7 @@ def test_train_step_floor_batched_is_one_vectorized_pass_and_never_steps(monkeyp
         bench.build_step(bench.FLOOR_BATCHED, args, Accelerator(cpu=True), channels_last=False, compiled=True)
 
 
-CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
-
-
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="needs the CIFAR-10 ImageFolder tree in ../shared/datasets")
+@needs_cifar10
 def test_early_exit_example_prints_what_docs_early_exit_records(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from tests.shared_data import CIFAR10, needs_cifar10
 from timm_anytime.data import (
     InMemoryDataset,
     InMemoryLoader,
@@ -18,7 +19,6 @@ from timm_anytime.data import (
     random_crop_flip,
 )
 
-CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -134,14 +134,14 @@ def test_batches_follow_torchs_default_dtype_unless_told() -> None:
     torch.testing.assert_close(wide, exact, rtol=0, atol=1e-12)
 
 
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
+@needs_cifar10
 def test_loading_the_cifar10_folder_matches_pil() -> None:
-    data = load_image_folder(CIFAR / "test", max_per_class=5, progress=False)
+    data = load_image_folder(CIFAR10 / "test", max_per_class=5, progress=False)
     assert data.classes == CIFAR_CLASSES  # sorted folders give the standard label order
     assert data.images.shape == (50, 3, 32, 32)
     assert data.images.dtype == torch.uint8
     assert data.labels.tolist() == [c for c in range(10) for _ in range(5)]
-    first = sorted((CIFAR / "test" / "airplane").iterdir())[0]
+    first = sorted((CIFAR10 / "test" / "airplane").iterdir())[0]
     with pytest.warns(DeprecationWarning, match="deprecated"):  # torchvision's own decoder: an independent reference
         reference = torchvision.io.decode_image(torchvision.io.read_file(str(first)))
     assert torch.equal(data.images[0], reference)
@@ -212,11 +212,11 @@ def test_digits_are_bundled_and_split_once() -> None:
     assert overlap < 5  # a few digits are exact duplicates in the source data; the split itself is disjoint
 
 
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
+@needs_cifar10
 def test_cifar_folder_evaluation_split_only() -> None:
     from timm_anytime.data import load_cifar
 
-    train, test, spec = load_cifar("cifar10", CIFAR, eval_per_class=3, train=False, progress=False)
+    train, test, spec = load_cifar("cifar10", CIFAR10, eval_per_class=3, train=False, progress=False)
     assert train is None
     assert len(test) == 30
     assert test.classes == CIFAR_CLASSES

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import timm_anytime  # noqa: F401
+from tests.shared_data import CIFAR10, needs_cifar10
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.cli.push import main as push_main
 from timm_anytime.hub import export_run, push_run
@@ -25,7 +26,6 @@ from timm_anytime.train import train
 from timm_anytime.train.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
-CIFAR = REPO.parent / "shared" / "datasets" / "cifar10"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_shipped_weights_adapt_to_new_classes_and_channels() -> None:
     torch.testing.assert_close(model.conv1.weight[:, 0], weights["conv1.weight"].sum(1))
 
 
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="needs the CIFAR-10 ImageFolder tree in ../shared/datasets")
+@needs_cifar10
 def test_shipped_checkpoints_are_as_accurate_as_their_cards() -> None:
     """Independent of the code that wrote the cards: 500 CIFAR-10 test images, torchvision + timm's
     data config; every stage must be far better than chance and near the card's error."""
@@ -169,7 +169,7 @@ def test_shipped_checkpoints_are_as_accurate_as_their_cards() -> None:
         transform = v2.Compose(
             [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg["mean"], cfg["std"])]
         )
-        data = datasets.ImageFolder(str(CIFAR / "test"), transform=transform)
+        data = datasets.ImageFolder(str(CIFAR10 / "test"), transform=transform)
         picks = [i for c in range(10) for i in [j for j, t in enumerate(data.targets) if t == c][:50]]
         images = torch.stack([data[i][0] for i in picks])
         labels = torch.tensor([data.targets[i] for i in picks])

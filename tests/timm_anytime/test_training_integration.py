@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
@@ -11,17 +9,16 @@ from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from osgd import OSGD
+from tests.shared_data import CIFAR10, needs_cifar10
 from timm_anytime.data import InMemoryLoader, load_image_folder
-
-CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is not present")
+@needs_cifar10
 @pytest.mark.parametrize("method", ["osgd", "norm"])
 def test_every_stage_learns_with_osgd_on_real_images(method: str) -> None:
     torch.manual_seed(0)
-    data = load_image_folder(CIFAR / "train", max_per_class=20, progress=False)  # 200 images
+    data = load_image_folder(CIFAR10 / "train", max_per_class=20, progress=False)  # 200 images
     model = timm.create_model("anytime_cifar_resnet20_w124")
     cfg = model.pretrained_cfg
     loader = InMemoryLoader(data, 50, train=True, mean=cfg["mean"], std=cfg["std"], seed=0)
