@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import timm
 
-from tests.scripts import load_script
+from tests.scripts import ROOT, load_script
 from tests.shared_data import needs_cifar10
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "examples").glob("*.py")])
 
 
