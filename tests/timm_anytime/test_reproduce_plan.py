@@ -169,7 +169,13 @@ def test_converged_protocol_runs_are_valid_commands_that_validate_and_test(tmp_p
 
 def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape(tmp_path: Path) -> None:
     plan = checkpoints.plan()
-    assert list(plan) == ["w_osgd_s0", "d_osgd_s0", "control_resnet20_sgd_s0", "d_osgd_cutout16_s0"]
+    assert list(plan) == [
+        "w_osgd_s0",
+        "d_osgd_s0",
+        "control_resnet20_sgd_s0",
+        "d_osgd_cutout16_s0",
+        "d_osgd_e200_cutout16_s0",
+    ]
     models, cutouts = {}, {}
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
@@ -178,20 +184,29 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         method = "sgd" if name.startswith("control") else "osgd"
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
         assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (method, 0.1, 128, 0.9, 5e-4)
+        # the paper's 200 epochs for the e200 candidate, with the same shape (x0.2 after 30/60/80%)
+        epochs, milestones = (200, [60, 120, 160]) if "_e200_" in name else (100, [30, 60, 80])
         assert (cfg.epochs, cfg.sched, cfg.decay_rate, cfg.milestones(cfg.epochs)) == (
-            100,
+            epochs,
             "multistep",
             0.2,
-            [30, 60, 80],
-        )
+            milestones,
+        ), name
         assert steps[1][:2] == ["anytime-eval", str(tmp_path / "runs" / name)]
     assert models == {
         "w_osgd_s0": runs.WIDTH,
         "d_osgd_s0": runs.DEPTH,
         "control_resnet20_sgd_s0": "cifar_resnet20",
         "d_osgd_cutout16_s0": runs.DEPTH,
+        "d_osgd_e200_cutout16_s0": runs.DEPTH,
     }
-    assert cutouts == {"w_osgd_s0": 0, "d_osgd_s0": 0, "control_resnet20_sgd_s0": 0, "d_osgd_cutout16_s0": 16}
+    assert cutouts == {
+        "w_osgd_s0": 0,
+        "d_osgd_s0": 0,
+        "control_resnet20_sgd_s0": 0,
+        "d_osgd_cutout16_s0": 16,
+        "d_osgd_e200_cutout16_s0": 16,
+    }
 
 
 def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
