@@ -18,6 +18,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from timm_anytime.train.environment import describe_commit, is_clean_commit
+
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
@@ -229,9 +231,9 @@ def provenance(results: Path) -> str:
         if not starts:
             unrecorded.append(run.name)
             continue
-        for commit in dict.fromkeys(str(start.get("git_commit")) for start in starts):
-            commits[commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")] += 1
-            if commit.endswith("-dirty") or commit == "None":
+        for commit in dict.fromkeys(start.get("git_commit") for start in starts):
+            commits[describe_commit(commit)] += 1
+            if not is_clean_commit(commit):
                 dirty.append(run.name)
         cpus.update({str(start.get("cpu")) for start in starts})  # each CPU once per run
         if len(starts) > 1:

@@ -359,7 +359,7 @@ def test_converged_provenance_names_commits_dirty_and_resumed_runs_and_cpus(tmp_
     _started(tmp_path / "w_sgd_lr0.05_s1", (clean, "Xeon"), (clean, "EPYC"))  # resumed on another machine
     _started(tmp_path / "w_osgd_lr0.05_s0", (later + "-dirty", "EPYC"))
     text = converged.provenance(tmp_path)  # d_sgd_lr0.05_s0 has no environment.jsonl
-    assert "Trained at: aaaaaaa (2 runs), bbbbbbb-dirty (1 runs)." in text
+    assert "Trained at: aaaaaaa (2 runs), bbbbbbb with uncommitted changes (1 runs)." in text
     assert "Uncommitted changes or no commit recorded: w_osgd_lr0.05_s0." in text
     assert "Resumed from an epoch checkpoint: w_sgd_lr0.05_s1 (2 starts)." in text
     assert "CPUs: EPYC (2 runs), Xeon (2 runs)." in text

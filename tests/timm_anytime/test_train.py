@@ -204,6 +204,19 @@ def test_environment_records_the_data_and_a_resume_under_another_commit(tmp_path
     assert resumed["resumed_across_commits"] == {"from": "0" * 40, "to": resumed["git_commit"]}
 
 
+def test_a_recorded_commit_reads_back_as_clean_dirty_or_not_recorded() -> None:
+    """The reports that read environment.jsonl (model cards, the converged provenance) decode what
+    the trainer writes: a hash, the hash plus DIRTY_SUFFIX, or None (the string "None" after str())."""
+    from timm_anytime.train.environment import DIRTY_SUFFIX, describe_commit, is_clean_commit
+
+    commit = "0123456789abcdef" * 2 + "01234567"
+    assert (describe_commit(commit), is_clean_commit(commit)) == ("0123456", True)
+    dirty = commit + DIRTY_SUFFIX
+    assert (describe_commit(dirty), is_clean_commit(dirty)) == ("0123456 with uncommitted changes", False)
+    for missing in (None, "", "None"):
+        assert (describe_commit(missing), is_clean_commit(missing)) == ("not recorded", False)
+
+
 def test_a_method_added_to_the_table_trains_from_the_command_line(tmp_path: Path, monkeypatch) -> None:
     """Adding a method is one entry in train/methods.py's TABLE: the CLI, validation and trainer
     read it. A made-up method training the last stage only must give exactly what sgd with

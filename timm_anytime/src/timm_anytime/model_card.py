@@ -43,15 +43,9 @@ def _commits(commits: list[str | None]) -> str:
     """The commits a run trained under, as a card says them: short hashes, in order, each marked
     where the tree had uncommitted changes (``environment.jsonl``'s ``-dirty`` suffix) or where
     no commit was recorded (not a git checkout)."""
+    from .train.environment import describe_commit  # where the suffix is written; in here, as hub.py does
 
-    def one(commit: str | None) -> str:
-        if not commit:
-            return "not recorded"
-        if commit.endswith("-dirty"):
-            return f"{commit[:7]} with uncommitted changes"
-        return commit[:7]
-
-    said = [one(commit) for commit in commits]
+    said = [describe_commit(commit) for commit in commits]
     if len(said) == 1:
         return f"commit {said[0]}"
     return f"commits {', then '.join(said)} (resumed under a different commit)"

@@ -40,7 +40,26 @@ def _git_commit() -> str | None:
         return None
     if result.returncode != 0:
         return None
-    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return result.stdout.strip() + (DIRTY_SUFFIX if dirty.stdout.strip() else "")
+
+
+#: Marks a recorded ``git_commit`` whose tree had uncommitted changes to tracked files.
+DIRTY_SUFFIX = "-dirty"
+
+
+def describe_commit(commit: str | None) -> str:
+    """A recorded ``git_commit`` as people read it: the short hash, "with uncommitted changes" where
+    the tree was dirty, "not recorded" where the run was not in a git checkout."""
+    if not commit or commit == "None":
+        return "not recorded"
+    if commit.endswith(DIRTY_SUFFIX):
+        return f"{commit[:7]} with uncommitted changes"
+    return commit[:7]
+
+
+def is_clean_commit(commit: str | None) -> bool:
+    """Whether a recorded ``git_commit`` names a committed revision (recorded, tree not dirty)."""
+    return bool(commit) and commit != "None" and not commit.endswith(DIRTY_SUFFIX)
 
 
 def cpu_name() -> str:
