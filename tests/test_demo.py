@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import ROOT
 
 
 def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import ROOT
+
 PAGES = sorted(
     p
     for p in ROOT.rglob("*.md")

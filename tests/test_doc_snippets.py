@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from tests.osgd.multihead import MultiHead, batch
+from tests.scripts import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import ROOT
+
 PACKAGES = {"osgd": ROOT / "osgd" / "src" / "osgd", "timm_anytime": ROOT / "timm_anytime" / "src" / "timm_anytime"}
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import ROOT
 from timm_anytime.models.pretrained import SHIPPED
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

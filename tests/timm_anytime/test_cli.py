@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.scripts import ROOT
 from tests.timm_anytime.runs import tiny_args, weights
 from timm_anytime.cli.evaluate import main as evaluate_main
 from timm_anytime.cli.report import main as report_main
 from timm_anytime.cli.train import main as train_main
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _fails(main, argv: list[str], capsys: pytest.CaptureFixture, *needles: str, status: int = 2) -> str:
@@ -69,7 +68,7 @@ def test_every_example_config_is_valid() -> None:
     import timm_anytime  # noqa: F401
     from timm_anytime.train.config import TrainConfig
 
-    configs = sorted((REPO / "examples" / "configs").glob("*.yaml"))
+    configs = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
     assert len(configs) >= 5
     for path in configs:
         cfg = TrainConfig.load(path)

@@ -25,8 +25,6 @@ from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import train
 from timm_anytime.train.checkpoint import CheckpointError
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:

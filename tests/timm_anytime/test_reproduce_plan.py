@@ -14,10 +14,10 @@ import torch
 import yaml
 
 import timm_anytime  # noqa: F401
-from tests.scripts import load_script
+from tests.scripts import ROOT, load_script
 from timm_anytime.train.config import config_from_args
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the script imports its plans from examples/cifar_cpu/, as when run
 from cifar_cpu import checkpoints, converged, runs, underfit  # noqa: E402
 
