@@ -175,6 +175,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "control_resnet20_sgd_s0",
         "d_osgd_cutout16_s0",
         "d_osgd_e200_cutout16_s0",
+        "w_osgd_e200_cutout16_s0",
     ]
     models, cutouts = {}, {}
     for name, flags in plan.items():
@@ -184,7 +185,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         method = "sgd" if name.startswith("control") else "osgd"
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
         assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (method, 0.1, 128, 0.9, 5e-4)
-        # the paper's 200 epochs for the e200 candidate, with the same shape (x0.2 after 30/60/80%)
+        # the paper's 200 epochs for the e200 candidates, with the same shape (x0.2 after 30/60/80%)
         epochs, milestones = (200, [60, 120, 160]) if "_e200_" in name else (100, [30, 60, 80])
         assert (cfg.epochs, cfg.sched, cfg.decay_rate, cfg.milestones(cfg.epochs)) == (
             epochs,
@@ -199,6 +200,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "control_resnet20_sgd_s0": "cifar_resnet20",
         "d_osgd_cutout16_s0": runs.DEPTH,
         "d_osgd_e200_cutout16_s0": runs.DEPTH,
+        "w_osgd_e200_cutout16_s0": runs.WIDTH,
     }
     assert cutouts == {
         "w_osgd_s0": 0,
@@ -206,6 +208,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "control_resnet20_sgd_s0": 0,
         "d_osgd_cutout16_s0": 16,
         "d_osgd_e200_cutout16_s0": 16,
+        "w_osgd_e200_cutout16_s0": 16,
     }
 
 
