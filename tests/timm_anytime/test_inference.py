@@ -19,6 +19,7 @@ import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.cli.evaluate import main as evaluate_main
 from timm_anytime.cost import stage_costs
+from timm_anytime.cpu_allocator import apply_cpu_allocator
 from timm_anytime.inference import EarlyExit, budget_curve, calibrate_thresholds, exit_stages, predict_within
 from timm_anytime.inference.early_exit import SCORES, expected_cost, stage_scores
 from timm_anytime.inference.realtime import measure_stage_seconds
@@ -257,6 +258,11 @@ def test_anytime_eval_early_exit_writes_the_curve_and_the_report_plots_it(tmp_pa
     )
     info = json.loads((run / "eval.json").read_text())["early_exit"]
     assert info == json.loads(json.dumps(result["early_exit"]))
+    # the latencies were timed under anytime-train's allocator setting (process-wide, so this reads it back)
+    assert result["cpu_allocator"] == apply_cpu_allocator("tuned")
+    with pytest.raises(ValueError, match="cpu_allocator must be one of tuned, system"):
+        evaluate_run(run, device="cpu", progress=False, cpu_allocator="jemalloc", output=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
     assert info["calibration"] == {"split": "train", "after_first_per_class": 30, "images_per_class": 20, "inputs": 200}
     budgets = [p["budget"] for p in info["points"]]
     assert budgets == sorted(budgets)

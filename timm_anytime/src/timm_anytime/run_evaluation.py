@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .cost import model_costs
+from .cpu_allocator import apply_cpu_allocator
 from .data import load_held_out
 from .data.stream import attach_transforms
 from .evaluate import stage_finish_times, stage_outcomes
@@ -51,6 +52,7 @@ def evaluate_run(
     calibration_per_class: int = CALIBRATION_PER_CLASS,
     budgets: Sequence[float] | None = None,
     score: str = "max_softmax",
+    cpu_allocator: str = "tuned",
 ) -> dict[str, Any]:
     """Evaluate a trained run as an anytime predictor and write ``eval.json`` (per-stage top-1/top-5
     error, parameters, FLOPs, median latency) and ``eval_outputs.safetensors`` (per-input
@@ -60,7 +62,11 @@ def evaluate_run(
     ``early_exit``: also the budgeted curve of :class:`~timm_anytime.inference.EarlyExit` (error
     against average cost at each of ``budgets``, default: a grid from stage 1's cost to 1 and every
     stage's cost), thresholds calibrated on ``calibration_per_class`` training images per class that
-    the run never trained on (never on the test split), under ``eval.json["early_exit"]``."""
+    the run never trained on (never on the test split), under ``eval.json["early_exit"]``.
+
+    ``cpu_allocator`` (on the CPU): the C allocator setting of ``anytime-train`` and the benchmarks
+    (:mod:`timm_anytime.cpu_allocator`; process-wide), so the latencies compare with theirs; the
+    setting in effect is recorded as ``eval.json["cpu_allocator"]`` (None on a GPU)."""
     run = Path(run)
     cfg = TrainConfig.from_run(run, data_dir)
     if weights is None:
@@ -72,6 +78,7 @@ def evaluate_run(
             raise ValueError(f"budgets {wrong} are not fractions of the cost of every stage in (0, 1]")
         calibration = _held_out(cfg, calibration_per_class, progress)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    allocator = apply_cpu_allocator(cpu_allocator) if target.type == "cpu" else None
     sources = load_sources(cfg, progress=progress, train=False)
     model = create_model(cfg, sources.num_classes, sources.in_chans)
     if early_exit and not is_anytime_model(model):
@@ -118,6 +125,7 @@ def evaluate_run(
         "device": str(target),
         "hardware": environment["gpus"][0] if target.type == "cuda" else environment["cpu"],
         "torch_threads": torch.get_num_threads(),
+        "cpu_allocator": allocator,
         "stages": stages,
     }
     if early_exit:

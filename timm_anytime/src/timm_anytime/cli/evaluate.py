@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cpu_allocator import add_cpu_allocator_argument
 from ..run_evaluation import CALIBRATION_PER_CLASS, evaluate_run, format_early_exit, format_stages
 from . import run
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-inputs", type=int, default=200, help="inputs timed one by one for the latency")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--output", help="folder for the results (default: the run folder)")
+    add_cpu_allocator_argument(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     g = p.add_argument_group("early exit (timm_anytime.inference.EarlyExit)")
     g.add_argument(
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration_per_class=args.calibration_per_class,
             budgets=args.budgets,
             score=args.score,
+            cpu_allocator=args.cpu_allocator,
         )
         print(format_stages(result))
         if args.early_exit:
