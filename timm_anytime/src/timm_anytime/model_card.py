@@ -43,7 +43,7 @@ def _commits(commits: list[str | None]) -> str:
     """The commits a run trained under, as a card says them: short hashes, in order, each marked
     where the tree had uncommitted changes (``environment.jsonl``'s ``-dirty`` suffix) or where
     no commit was recorded (not a git checkout)."""
-    from .train.environment import describe_commit  # where the suffix is written; in here, as hub.py does
+    from .train.environment import describe_commit  # in the function, as hub.py imports .train: a light import
 
     said = [describe_commit(commit) for commit in commits]
     if len(said) == 1:

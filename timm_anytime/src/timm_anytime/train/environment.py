@@ -23,6 +23,10 @@ def _version(package: str) -> str | None:
         return None
 
 
+#: Marks a recorded ``git_commit`` whose tree had uncommitted changes to tracked files.
+DIRTY_SUFFIX = "-dirty"
+
+
 def _git_commit() -> str | None:
     source = Path(__file__).resolve().parent
     try:
@@ -41,10 +45,6 @@ def _git_commit() -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() + (DIRTY_SUFFIX if dirty.stdout.strip() else "")
-
-
-#: Marks a recorded ``git_commit`` whose tree had uncommitted changes to tracked files.
-DIRTY_SUFFIX = "-dirty"
 
 
 def describe_commit(commit: str | None) -> str:
