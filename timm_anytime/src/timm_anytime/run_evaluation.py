@@ -71,14 +71,14 @@ def evaluate_run(
     cfg = TrainConfig.from_run(run, data_dir)
     if weights is None:
         weights = run_weights(run)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    allocator = apply_cpu_allocator(cpu_allocator) if target.type == "cpu" else None
     if early_exit:
         score_fn = score_function(score)
         wrong = [b for b in budgets or () if not 0 < b <= 1]
         if wrong:  # checked again against stage 1's cost once the model exists
             raise ValueError(f"budgets {wrong} are not fractions of the cost of every stage in (0, 1]")
         calibration = _held_out(cfg, calibration_per_class, progress)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    allocator = apply_cpu_allocator(cpu_allocator) if target.type == "cpu" else None
     sources = load_sources(cfg, progress=progress, train=False)
     model = create_model(cfg, sources.num_classes, sources.in_chans)
     if early_exit and not is_anytime_model(model):
