@@ -79,6 +79,9 @@ def test_every_example_config_is_valid() -> None:
 def test_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = [*tiny_args(tmp_path / "r"), "--model=anytime_cifar_resnet20_w12"]
     _fails(train_main, argv, capsys, "unknown model 'anytime_cifar_resnet20_w12'", "anytime_cifar_resnet20_w124")
+    # checked with the settings, before any data is read: a missing data folder does not mask it
+    argv += ["--dataset=cifar10", f"--data-dir={tmp_path / 'nowhere'}"]
+    _fails(train_main, argv, capsys, "unknown model 'anytime_cifar_resnet20_w12'")
 
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import yaml
 
@@ -19,6 +21,21 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: How the per-stage losses are computed (train/stage_passes.py): one full pass, or one pass per stage.
 STAGE_PASSES = ("auto", "single", "separate")
+
+
+def _check_model_name(name: str) -> None:
+    """A clear error for a model name timm does not know, with the closest names (checked with the
+    other settings, before any data is read)."""
+    if timm.is_model(name):
+        return
+    from .. import list_models
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown model {name!r}.{hint} This package registers: {', '.join(list_models())} "
+        "(any other timm model also works as a plain network)."
+    )
 
 
 @dataclass
@@ -108,6 +125,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
 
+        _check_model_name(self.model)
         choice("method", tuple(TABLE))
         choice("dataset", DATASETS)
         choice("precision", PRECISIONS)

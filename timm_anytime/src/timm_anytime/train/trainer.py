@@ -9,7 +9,6 @@ and optimizer, scheduler and RNG state, for ``--resume``) and, when training end
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import math
@@ -89,16 +88,7 @@ class StageOutputs(nn.Module):
 
 
 def create_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    """``timm.create_model`` with the dataset's classes and channels; a clear error for unknown names."""
-    if not timm.is_model(cfg.model):
-        from .. import list_models
-
-        close = difflib.get_close_matches(cfg.model, timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown model {cfg.model!r}.{hint} This package registers: {', '.join(list_models())} "
-            "(any other timm model also works as a plain network)."
-        )
+    """``timm.create_model`` with the dataset's classes and channels (``cfg`` has checked the name)."""
     return timm.create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
 
 
