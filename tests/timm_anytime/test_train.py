@@ -103,8 +103,16 @@ def test_greedy_step_changes_only_the_elements_its_stage_introduces() -> None:
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 3 epochs, dropout on (so the RNG state matters); greedy crosses a stage boundary at the resume.
-    settings = dict(method=method, epochs=3, model_kwargs={"width": 0.5, "drop_rate": 0.3}, decay_milestones=[1, 2])
+    # 3 epochs, dropout on (so the RNG state matters); greedy crosses a stage boundary at the resume;
+    # the weight average (--model-ema) must resume from its own saved state, not restart from the weights.
+    settings = dict(
+        method=method,
+        epochs=3,
+        model_kwargs={"width": 0.5, "drop_rate": 0.3},
+        decay_milestones=[1, 2],
+        model_ema=True,
+        model_ema_decay=0.9,
+    )
     whole = train(tiny_config(tmp_path / "whole", **settings))
 
     original = Trainer._train_epoch
@@ -121,10 +129,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())  # epoch 2 saved
     resumed = train(tiny_config(tmp_path / "split", resume=True, **settings))
 
-    expected, got = weights(whole), weights(resumed)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
+    for file in ("model.safetensors", "model_ema.safetensors"):
+        expected, got = weights(whole, file), weights(resumed, file)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            assert torch.equal(expected[name], got[name]), (file, name)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(whole)]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
     assert len((resumed / "environment.jsonl").read_text().splitlines()) == 2  # one record per start

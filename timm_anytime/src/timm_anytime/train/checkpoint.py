@@ -1,8 +1,9 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-A checkpoint folder holds ``model.safetensors`` (the weights, loadable on their own) and
+A checkpoint folder holds ``model.safetensors`` (the weights, loadable on their own),
 ``state.safetensors`` + ``state.json`` (optimizer, scheduler, RNG and loop state: any tree of
-dicts, lists, tuples, numbers, strings and tensors). Folders are written next to their final place
+dicts, lists, tuples, numbers, strings and tensors) and, for a run with ``--model-ema``,
+``model_ema.safetensors`` (the averaged weights, loadable on their own). Folders are written next to their final place
 and renamed into it, so an interrupted save never destroys the previous checkpoint.
 """
 
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 MODEL_FILE = "model.safetensors"
+EMA_FILE = "model_ema.safetensors"  # the exponential moving average of the weights (--model-ema)
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 
 
@@ -85,14 +87,22 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(folder: str | Path, model: nn.Module, state: dict[str, Any], metadata: dict[str, str]) -> Path:
-    """Write ``model``'s weights and ``state`` to ``folder``, replacing an older checkpoint there
-    only once the new one is complete."""
+def save_checkpoint(
+    folder: str | Path,
+    model: nn.Module,
+    state: dict[str, Any],
+    metadata: dict[str, str],
+    ema: nn.Module | None = None,
+) -> Path:
+    """Write ``model``'s weights (and ``ema``'s, the averaged copy, if given) and ``state`` to
+    ``folder``, replacing an older checkpoint there only once the new one is complete."""
     folder = Path(folder)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_file(model_state(model), str(staging / MODEL_FILE), metadata=metadata)
+    if ema is not None:
+        save_file(model_state(ema), str(staging / EMA_FILE), metadata={**metadata, "weights": "ema"})
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors)
     save_file(tensors, str(staging / STATE_TENSORS))

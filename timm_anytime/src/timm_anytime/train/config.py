@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from .methods import OPTIONAL_SETTINGS, TABLE
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 #: ``auto``: bf16 autocast when training on a CUDA GPU that supports it, full float32 otherwise.
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+#: timm.utils.dispatch_clip_grad's modes: the global 2-norm, each element, or adaptive (AGC)
+CLIP_MODES = ("norm", "value", "agc")
 #: How the per-stage losses are computed (train/stage_passes.py): one full pass, or one pass per stage.
 STAGE_PASSES = ("auto", "single", "separate")
 
@@ -63,6 +66,12 @@ class TrainConfig:
     # regularization (off by default: the paper uses neither)
     smoothing: float = 0.0  # label smoothing of every stage's training loss (timm's --smoothing)
     cutout: int = 0  # side in pixels of the Cutout square per training image (in-memory datasets); 0: off
+    # gradient clipping and weight averaging (off by default: the paper uses neither; timm's names)
+    clip_grad: float | None = None  # clip each step's (combined) gradient at this norm or value
+    clip_mode: str = "norm"  # norm | value | agc (timm.utils.dispatch_clip_grad)
+    model_ema: bool = False  # also keep an exponential moving average of the weights (timm's ModelEmaV3)
+    model_ema_decay: float = 0.9998
+    model_ema_warmup: bool = False  # ramp the decay up from 0 (ModelEmaV3's use_warmup)
     # method
     method: str = "osgd"
     priority: list[int] | None = None
@@ -131,6 +140,7 @@ class TrainConfig:
         choice("precision", PRECISIONS)
         choice("stage_passes", STAGE_PASSES)
         choice("cpu_allocator", CPU_ALLOCATORS)
+        choice("clip_mode", CLIP_MODES)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -147,6 +157,16 @@ class TrainConfig:
             raise ValueError(
                 "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
                 "is augmented by timm's create_transform: drop --cutout"
+            )
+        if self.clip_grad is not None and (isinstance(self.clip_grad, bool) or not 0 < self.clip_grad < math.inf):
+            raise ValueError(
+                "clip_grad must be a positive number (e.g. 1.0 with clip_mode norm; 0.01 with agc), "
+                f"got {self.clip_grad!r}"
+            )
+        if not 0 < self.model_ema_decay < 1:
+            raise ValueError(
+                f"model_ema_decay must lie strictly between 0 and 1 (e.g. 0.9998: an average over about 5,000 "
+                f"steps), got {self.model_ema_decay!r}"
             )
         if self.val_per_class is not None:
             if not isinstance(self.val_per_class, int) or self.val_per_class < 1:
@@ -266,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cutout: one square of this side (pixels) per training image set to the mean, e.g. 16 for CIFAR "
         "(in-memory datasets)",
     )
+    g = p.add_argument_group("gradient clipping and weight averaging (off by default, as in the paper)")
+    g.add_argument(
+        "--clip-grad",
+        type=float,
+        help="clip every step's gradient (after OSGD's combination) at this norm or value, e.g. 1.0",
+    )
+    g.add_argument("--clip-mode", choices=CLIP_MODES, help="what --clip-grad bounds (timm's dispatch_clip_grad)")
+    g.add_argument(
+        "--model-ema",
+        action="store_true",
+        help="also keep an exponential moving average of the weights (timm's ModelEmaV3), evaluated as ema_eval_* "
+        "and saved as model_ema.safetensors",
+    )
+    g.add_argument("--model-ema-decay", type=float, help="the EMA's decay per step (0.9998: about 5,000 steps)")
+    g.add_argument("--model-ema-warmup", action="store_true", help="ramp the EMA's decay up from 0 (use_warmup)")
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=tuple(TABLE))
     g.add_argument("--priority", nargs="+", type=int, help="stage order for OSGD, highest first, e.g. 3 2 1")

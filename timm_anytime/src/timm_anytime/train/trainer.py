@@ -3,7 +3,7 @@
 A run folder holds ``config.yaml`` (every setting), ``environment.jsonl`` (one record per start
 or resume), ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` (the latest epoch's weights
 and optimizer, scheduler and RNG state, for ``--resume``) and, when training ends,
-``model.safetensors``.
+``model.safetensors`` (plus ``model_ema.safetensors``, the averaged weights, with ``--model-ema``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -37,7 +38,7 @@ from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
 from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
-from .checkpoint import load_state, load_weights, save_checkpoint
+from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
@@ -202,6 +203,12 @@ class Trainer:
         if cfg.compile:  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
             outputs.compile(options=compile_options(cfg.method, self.stage_passes))
         self.wrapper = self.accelerator.prepare(outputs)
+        # After prepare (which moves the model to its device), of the bare model (not the DDP wrapper).
+        self.ema: ModelEmaV3 | None = None
+        if cfg.model_ema:
+            self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup)
+            if resumed is not None:
+                load_weights(self.out / "checkpoint" / EMA_FILE, self.ema.module)
         self.phase: Phase | None = None
         if resumed is not None and self.start_epoch < cfg.epochs:
             self._start_phase(self._phase_of(self.start_epoch))
@@ -326,7 +333,8 @@ class Trainer:
         if is_anytime_model(self.model):
             self.model.set_active_stage(self.num_stages)
         if self.is_main:
-            shutil.copyfile(self.out / "checkpoint" / "model.safetensors", self.out / "model.safetensors")
+            for file in (MODEL_FILE, EMA_FILE) if self.ema is not None else (MODEL_FILE,):
+                shutil.copyfile(self.out / "checkpoint" / file, self.out / file)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return self.out
@@ -371,9 +379,14 @@ class Trainer:
                     loss_sum += torch.stack(losses).double() * len(y)
                     correct += torch.stack([(z.argmax(-1) == y).sum() for z in logits]).double()
                 seen += len(y)
+            if cfg.clip_grad is not None:
+                self.accelerator.unscale_gradients(self.optimizer)  # float16's GradScaler: clip the true gradient
+                dispatch_clip_grad(self.model.parameters(), cfg.clip_grad, mode=cfg.clip_mode)
             self.optimizer.step()
             self.rule.after_step()
             self.global_step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.global_step)
             if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
                 mean_loss = (loss_sum / seen).tolist()
                 if not all(math.isfinite(v) for v in mean_loss):
@@ -427,14 +440,18 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Per-stage top-1/top-5 error (%) on the evaluation set (``eval_*``) and, with
-        ``val_per_class``, on the held-out validation images (``val_*``), over all processes."""
-        record = self._errors(self.loaders.evaluation, "eval")
-        if self.loaders.validation is not None:
-            record.update(self._errors(self.loaders.validation, "val"))
+        ``val_per_class``, on the held-out validation images (``val_*``), over all processes; with
+        ``model_ema``, the same for the averaged weights (``ema_eval_*``, ``ema_val_*``)."""
+        models = {"": self.model, **({"ema_": self.ema.module} if self.ema is not None else {})}
+        record: dict[str, Any] = {}
+        for prefix, model in models.items():
+            record.update(self._errors(model, self.loaders.evaluation, prefix + "eval"))
+            if self.loaders.validation is not None:
+                record.update(self._errors(model, self.loaders.validation, prefix + "val"))
         return record
 
-    def _errors(self, batches: Any, prefix: str) -> dict[str, Any]:
-        top1, top5 = stage_correct(self.model, batches, autocast=self.accelerator.autocast)
+    def _errors(self, model: nn.Module, batches: Any, prefix: str) -> dict[str, Any]:
+        top1, top5 = stage_correct(model, batches, autocast=self.accelerator.autocast)
         counts = torch.tensor(
             [*top1.sum(1).tolist(), *top5.sum(1).tolist(), top1.shape[1]],
             dtype=torch.float64,
@@ -480,7 +497,9 @@ class Trainer:
         }
         if self.is_main:
             metadata = {"format": "pt", "model": self.cfg.model, "timm_anytime": __version__, "epoch": str(epoch)}
-            save_checkpoint(self.out / "checkpoint", self.model, state, metadata)
+            save_checkpoint(
+                self.out / "checkpoint", self.model, state, metadata, ema=None if self.ema is None else self.ema.module
+            )
         self.accelerator.wait_for_everyone()
 
     def _truncate_metrics(self, epochs_done: int) -> None:
