@@ -313,3 +313,34 @@ def test_the_card_shows_the_run_s_settings_as_it_recorded_them(run: Path, tmp_pa
     assert block == recorded.strip()
     assert (folder / "train_config.yaml").read_text() == recorded
     assert "cpu_allocator" not in card
+
+
+def test_the_export_publishes_the_weights_eval_json_measured(tmp_path: Path) -> None:
+    """A run with --model-ema evaluated on its averaged weights (``anytime-eval RUN --weights
+    RUN/model_ema.safetensors``) publishes those weights with their numbers, never the final ones
+    under the average's numbers; and weights that eval.json names but that are gone are an error."""
+    run = train(tiny_config(tmp_path / "ema_run", method="osgd", epochs=1, model_ema=True, model_ema_decay=0.5))
+    final, averaged = load_file(str(run / "model.safetensors")), load_file(str(run / "model_ema.safetensors"))
+    assert not torch.equal(final["conv1.weight"], averaged["conv1.weight"])
+    evaluate_run(run, weights=run / "model_ema.safetensors", latency_inputs=2, device="cpu", progress=False)
+    results = json.loads((run / "eval.json").read_text())
+    assert (results["weights"], results["ema_weights"]) == ("model_ema.safetensors", True)
+    folder = export_run(run, tmp_path / "export_ema")
+    published = load_file(str(folder / "model.safetensors"))
+    for name, value in averaged.items():
+        assert torch.equal(published[name], value), name
+    assert (
+        "exponential moving average of the training weights (`--model-ema`, decay 0.5)"
+        in (folder / "README.md").read_text()
+    )
+
+    evaluate_run(run, latency_inputs=2, device="cpu", progress=False)  # the final weights again
+    results = json.loads((run / "eval.json").read_text())
+    assert (results["weights"], results["ema_weights"]) == ("model.safetensors", False)
+    published = load_file(str(export_run(run, tmp_path / "export_final") / "model.safetensors"))
+    assert torch.equal(published["conv1.weight"], final["conv1.weight"])
+    assert "moving average" not in (tmp_path / "export_final" / "README.md").read_text()
+
+    (run / "eval.json").write_text(json.dumps({**results, "weights": "gone.safetensors"}))
+    with pytest.raises(FileNotFoundError, match=r"weights gone.safetensors, which are not there: evaluate"):
+        export_run(run, tmp_path / "export_gone")

@@ -65,11 +65,33 @@ def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict[str, Any], An
         raise FileNotFoundError(f"{run} has no eval.json for the model card: run `anytime-eval {run}` first")
     cfg = TrainConfig.load(run / "config.yaml")
     results = json.loads((run / "eval.json").read_text())
+    weights = evaluated_weights(run, results)
     first_conv = timm.models.get_pretrained_cfg(cfg.model).first_conv or "conv1"
-    in_chans = weight_shape(run / MODEL_FILE, f"{first_conv}.weight")[1]
+    in_chans = weight_shape(weights, f"{first_conv}.weight")[1]
     model = timm.create_model(cfg.model, num_classes=int(results["num_classes"]), in_chans=in_chans, **cfg.model_kwargs)
-    load_weights(run / MODEL_FILE, model)
+    load_weights(weights, model)
     return model.eval(), results, cfg
+
+
+def evaluated_weights(run: str | Path, results: dict[str, Any]) -> Path:
+    """The weights file whose numbers ``results`` (a run's ``eval.json``) holds, so that a model
+    card always describes the weights published with it: the final ``model.safetensors``, or
+    another file given to ``anytime-eval --weights`` (such as ``model_ema.safetensors``)."""
+    from .train.checkpoint import MODEL_FILE
+
+    run = Path(run)
+    recorded = results.get("weights")
+    if recorded is None:  # written before eval.json recorded its weights
+        return run / MODEL_FILE
+    path = Path(recorded)
+    # relative to the run folder; an older eval.json recorded it as given, relative to where anytime-eval ran
+    for candidate in [path] if path.is_absolute() else [run / path, path]:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{run}/eval.json holds the results of the weights {recorded}, which are not there: evaluate the "
+        f"weights to publish again (`anytime-eval {run}`, or with --weights FILE)"
+    )
 
 
 def training_environment(run: str | Path) -> dict[str, Any]:

@@ -51,6 +51,13 @@ def _commits(commits: list[str | None]) -> str:
     return f"commits {', then '.join(said)} (resumed under a different commit)"
 
 
+def _averaged(cfg: Any, results: dict[str, Any]) -> str:
+    if not results.get("ema_weights"):
+        return ""
+    decay = getattr(cfg, "model_ema_decay", None)
+    return f" The weights are the exponential moving average of the training weights (`--model-ema`, decay {decay})."
+
+
 def model_card(
     name: str,
     cfg: Any,
@@ -87,7 +94,8 @@ def model_card(
             "",
             f"An anytime image classifier: `{cfg.model}` ({stages} nested stages, each a complete classifier "
             f"that reuses everything the stages before it computed), trained with `{cfg.method}` "
-            f"on {cfg.dataset}{subset}, for {cfg.epochs} epochs. Architecture and methods: Wan et al., "
+            f"on {cfg.dataset}{subset}, for {cfg.epochs} epochs.{_averaged(cfg, results)} Architecture and methods: "
+            "Wan et al., "
             '"Orthogonalized SGD and Nested Architectures for Anytime Neural Networks", ICML 2020; '
             "code: timm-anytime.",
             "",
@@ -99,9 +107,15 @@ def model_card(
             "",
             stage_table(results),
             "",
-            "This is a small-scale run, not the paper's 200-epoch schedule: compare it with the paper's "
-            "numbers for what it is.",
-            "",
+            *(
+                [
+                    "This is a small-scale run, not the paper's 200-epoch schedule on all training images: "
+                    "compare it with the paper's numbers for what it is.",
+                    "",
+                ]
+                if cfg.epochs < 200 or cfg.train_per_class
+                else []
+            ),
             "## Usage",
             "",
             "```python",

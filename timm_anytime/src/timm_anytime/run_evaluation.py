@@ -29,6 +29,13 @@ from .train.trainer import create_model
 CALIBRATION_PER_CLASS = 500
 
 
+def _where(path: Path, run: Path) -> str:
+    """``path`` relative to the run folder when inside it (the record survives moving the folder),
+    else absolute: ``anytime-push`` publishes the weights that ``eval.json`` measured."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(run.resolve())) if resolved.is_relative_to(run.resolve()) else str(resolved)
+
+
 def _first_images(batches: Iterable[tuple[Tensor, Tensor]], count: int) -> Tensor:
     taken: list[Tensor] = []
     for images, _ in batches:
@@ -69,8 +76,7 @@ def evaluate_run(
     setting in effect is recorded as ``eval.json["cpu_allocator"]`` (None on a GPU)."""
     run = Path(run)
     cfg = TrainConfig.from_run(run, data_dir)
-    if weights is None:
-        weights = run_weights(run)
+    weights = run_weights(run) if weights is None else Path(weights)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     allocator = apply_cpu_allocator(cpu_allocator) if target.type == "cpu" else None
     if early_exit:
@@ -120,7 +126,8 @@ def evaluate_run(
         "num_classes": sources.num_classes,
         "eval_inputs": int(top1.shape[1]),
         "latency_inputs": int(finish.shape[1]),
-        "weights": str(weights),
+        "weights": _where(weights, run),
+        "ema_weights": metadata.get("weights") == "ema",  # anytime-train --model-ema's model_ema.safetensors
         "epoch": metadata.get("epoch"),
         "device": str(target),
         "hardware": environment["gpus"][0] if target.type == "cuda" else environment["cpu"],
