@@ -3,7 +3,8 @@
 Each process holds half of every global batch, and BatchNorm normalizes over that half. The
 single-process run that computes the same thing splits each batch into the same two halves as
 micro-batches (``grad_accum=2``); the parameters must then agree. (BatchNorm's running statistics
-differ by design: under DDP every process uses process 0's.)
+differ by design: under DDP every process uses process 0's.) Gradient clipping and the weight
+average run on top: every process clips the same all-reduced gradient and averages the same weights.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import torch
 
 from tests.timm_anytime.runs import tiny_args, tiny_config, weights
 from timm_anytime.train import train
+
+EXTRA_SETTINGS = dict(clip_grad=0.05, model_ema=True, model_ema_decay=0.5)  # a clip this small is active
+EXTRAS = ("--clip-grad=0.05", "--model-ema", "--model-ema-decay=0.5")
 
 
 @pytest.mark.slow
@@ -34,21 +38,23 @@ def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
     launch += ["--mixed_precision=no", "--dynamo_backend=no", "-m", "timm_anytime.cli.train"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}
     result = subprocess.run(
-        [*launch, *tiny_args(tmp_path / "two", f"--method={method}")], capture_output=True, text=True, env=env
+        [*launch, *tiny_args(tmp_path / "two", f"--method={method}", *EXTRAS)], capture_output=True, text=True, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
     torch.set_num_threads(1)
-    train(tiny_config(tmp_path / "one", method=method, grad_accum=2))
+    train(tiny_config(tmp_path / "one", method=method, grad_accum=2, **EXTRA_SETTINGS))
 
-    two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
-    compared = 0
-    for name, value in one.items():
-        if "running_" in name or "num_batches" in name:
-            continue
-        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=name)
-        compared += 1
-    assert compared > 50
+    for file in ("model.safetensors", "model_ema.safetensors"):
+        two, one = weights(tmp_path / "two", file), weights(tmp_path / "one", file)
+        compared = 0
+        for name, value in one.items():
+            if "running_" in name or "num_batches" in name:
+                continue
+            torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=f"{file}: {name}")
+            compared += 1
+        assert compared > 50
+    one = weights(tmp_path / "one")
     # and it is not trivially equal: one process on whole batches trains differently
     train(tiny_config(tmp_path / "whole", method=method))
     assert not torch.allclose(weights(tmp_path / "whole")["conv1.weight"], one["conv1.weight"], atol=1e-5)
