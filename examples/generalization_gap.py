@@ -17,7 +17,6 @@ it). A run folder gives its final weights, or its last epoch's while it is still
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 import timm
@@ -30,6 +29,7 @@ from timm_anytime.evaluate import stage_correct
 from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
 from timm_anytime.train import TrainConfig
 from timm_anytime.train.checkpoint import MODEL_FILE, load_weights, run_weights
+from timm_anytime.train.environment import describe_commit, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = str(REPO.parent / "shared" / "datasets" / "cifar10")
@@ -44,20 +44,6 @@ def stage_errors(
     batches = InMemoryLoader(data, batch_size, train=False, mean=mean, std=std, dtype=dtype)
     top1, _ = stage_correct(model, batches)
     return [100.0 * (1.0 - float(correct.double().mean())) for correct in top1]
-
-
-def revision() -> str:
-    """This checkout's commit, marked when the tree has uncommitted changes (the result's provenance)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    if commit.returncode != 0:
-        return "unknown (not a git checkout)"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "osgd", "timm_anytime", "examples"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return commit.stdout.strip() + (" with uncommitted changes" if dirty else "")
 
 
 def load_run(run: Path, data_dir: str | None) -> tuple[nn.Module, str, TrainConfig, str]:
@@ -115,7 +101,7 @@ def main() -> None:
         for split, data in (("train", train), ("test", test))
     }
 
-    print(f"{label} at revision {revision()}, eval mode, images not augmented")
+    print(f"{label} at revision {describe_commit(git_commit())}, eval mode, images not augmented")
     print(
         f"trained on {len(train)} images ({'all' if trained_per_class is None else f'the first {trained_per_class}'} "
         "of each class); "

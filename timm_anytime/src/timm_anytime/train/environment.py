@@ -27,7 +27,9 @@ def _version(package: str) -> str | None:
 DIRTY_SUFFIX = "-dirty"
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of the git checkout this package runs from, with ``DIRTY_SUFFIX`` when tracked
+    files have uncommitted changes; None outside a checkout (an installed wheel)."""
     source = Path(__file__).resolve().parent
     try:
         result = subprocess.run(
@@ -84,7 +86,7 @@ def environment_report(
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "cwd": os.getcwd(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "packages": {name: _version(name) for name in PACKAGES},
         "platform": platform.platform(),
