@@ -3,8 +3,9 @@
 A checkpoint folder holds ``model.safetensors`` (the weights, loadable on their own),
 ``state.safetensors`` + ``state.json`` (optimizer, scheduler, RNG and loop state: any tree of
 dicts, lists, tuples, numbers, strings and tensors) and, for a run with ``--model-ema``,
-``model_ema.safetensors`` (the averaged weights, loadable on their own). Folders are written next to their final place
-and renamed into it, so an interrupted save never destroys the previous checkpoint.
+``model_ema.safetensors`` (the averaged weights, loadable on their own). Folders are written next
+to their final place and renamed into it, so an interrupted save never destroys the previous
+checkpoint.
 """
 
 from __future__ import annotations
