@@ -151,6 +151,21 @@ def test_greedy_is_judged_on_the_last_stages_own_phase(tmp_path: Path) -> None:
     assert not whole.converged
 
 
+def test_reads_the_weight_average_evaluations_apart_from_the_final_weights(tmp_path: Path) -> None:
+    """--model-ema logs ema_eval_* / ema_val_* beside eval_* / val_*: each goes to its own curve."""
+    records = [
+        record(1, 0.1, 1.0, 50.0, eval_top1_err=[40.0, 30.0], ema_eval_top1_err=[45.0, 35.0]),
+        record(2, 0.1, 0.5, 25.0, val_top1_err=[20.0, 10.0], ema_val_top1_err=[22.0, 12.0]),
+    ]
+    curve = read_learning_curve(write_metrics(tmp_path / "run", records))
+    assert curve.eval_err == {1: [40.0, 30.0]}
+    assert curve.ema_eval_err == {1: [45.0, 35.0]}
+    assert curve.val_err == {2: [20.0, 10.0]}
+    assert curve.ema_val_err == {2: [22.0, 12.0]}
+    assert _evaluation_lines(curve, curve.ema_eval_err) == {0: ([1], [45.0]), 1: ([1], [35.0])}
+    assert plot_learning_curves({"run": curve}, tmp_path / "ema.png").stat().st_size > 0
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     records = [record(e, 0.1, 1.0 / e, 50.0 / e, eval_top1_err=[60.0 / e, 55.0 / e]) for e in range(1, 6)]
     curve = read_learning_curve(write_metrics(tmp_path / "run", records))

@@ -2,7 +2,8 @@
 
 ``anytime-train`` appends one record per epoch to ``metrics.jsonl``: the learning rate, every
 stage's training loss and error (on the augmented batches, averaged over the epoch) and, every
-``--eval-every`` epochs, the test (``eval_*``) and validation (``val_*``) errors. (Greedy trains one
+``--eval-every`` epochs, the test (``eval_*``) and validation (``val_*``) errors, and with
+``--model-ema`` the same for the averaged weights (``ema_eval_*``, ``ema_val_*``). (Greedy trains one
 stage at a time, so its records hold the stage in training only.) This module reads
 them back, judges convergence by a stated rule, and plots them (``anytime-report`` adds both).
 
@@ -38,6 +39,9 @@ class LearningCurve:
     train_err: list[list[float]]
     eval_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> test error per stage
     val_err: dict[int, list[float]] = field(default_factory=dict)  # epoch -> validation error per stage
+    # the same for the weight average of --model-ema (empty without it)
+    ema_eval_err: dict[int, list[float]] = field(default_factory=dict)
+    ema_val_err: dict[int, list[float]] = field(default_factory=dict)
     # greedy's stage in training per epoch (1-based); None where all stages train together
     phase: list[int | None] = field(default_factory=list)
 
@@ -83,10 +87,14 @@ def read_learning_curve(path: str | Path) -> LearningCurve:
         curve.train_loss.append(_as_list(record["train_loss"]))
         curve.train_err.append(_as_list(record["train_top1_err"]))
         curve.phase.append(record.get("greedy_stage"))
-        if "eval_top1_err" in record:
-            curve.eval_err[epoch] = _as_list(record["eval_top1_err"])
-        if "val_top1_err" in record:
-            curve.val_err[epoch] = _as_list(record["val_top1_err"])
+        for key, errors in (
+            ("eval_top1_err", curve.eval_err),
+            ("val_top1_err", curve.val_err),
+            ("ema_eval_top1_err", curve.ema_eval_err),
+            ("ema_val_top1_err", curve.ema_val_err),
+        ):
+            if key in record:
+                errors[epoch] = _as_list(record[key])
     if not curve.epochs:
         raise ValueError(f"{path} has no training epochs")
     return curve
@@ -210,7 +218,8 @@ def _evaluation_lines(
 def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, max_panels: int = 12) -> Path:
     """One panel per run (the first ``max_panels``): training error per stage (lines; greedy: each
     stage during its own phase), test error (dashed, markers) and validation error (dotted) of every
-    evaluated stage (greedy: from its own phase on) against the epoch, learning rate on the right."""
+    evaluated stage (greedy: from its own phase on), and those of the ``--model-ema`` weight average
+    (dash-dot, triangles), against the epoch, learning rate on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +233,13 @@ def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, 
         curve = curves[name]
         for stage, (epochs, errors) in _training_lines(curve).items():
             ax.plot(epochs, errors, color=f"C{stage}", label=f"stage {stage + 1} train")
-        for errors, style, what in ((curve.eval_err, "o--", "test"), (curve.val_err, "s:", "val")):
+        evaluations = (
+            (curve.eval_err, "o--", "test"),
+            (curve.val_err, "s:", "val"),
+            (curve.ema_eval_err, "^-.", "test, EMA"),
+            (curve.ema_val_err, "v-.", "val, EMA"),
+        )
+        for errors, style, what in evaluations:
             for stage, (epochs, values) in _evaluation_lines(curve, errors).items():
                 ax.plot(epochs, values, style, color=f"C{stage}", ms=3, label=f"stage {stage + 1} {what}")
         ax.set(title=name, xlabel="epoch", ylabel="top-1 error (%)", ylim=(0, None))
