@@ -82,6 +82,16 @@ def test_model_ema_is_the_exponential_average_of_the_weights_after_every_step(tm
     assert (run / "checkpoint" / "model_ema.safetensors").is_file()
 
 
+def test_model_ema_does_not_change_the_trained_weights(tmp_path: Path) -> None:
+    """The average only watches: the same run with and without it ends with the same final weights,
+    bit for bit (so a run can add --model-ema and still be compared with one that did not)."""
+    plain = weights(Trainer(tiny_config(tmp_path / "plain", method="osgd")).fit())
+    watched = weights(Trainer(tiny_config(tmp_path / "watched", method="osgd", model_ema=True)).fit())
+    assert plain.keys() == watched.keys()
+    for name, value in plain.items():
+        assert torch.equal(value, watched[name]), name
+
+
 def test_flags_reach_the_config_and_bad_values_are_refused(tmp_path: Path) -> None:
     cfg = config_from_args(
         [

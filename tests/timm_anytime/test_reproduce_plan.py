@@ -177,11 +177,13 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "d_osgd_e200_cutout16_s0",
         "w_osgd_e200_cutout16_s0",
     ]
-    models, cutouts = {}, {}
+    models, cutouts, averaged = {}, {}, set()
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
         cfg = config_from_args(steps[0][1:])
         models[name], cutouts[name] = cfg.model, cfg.cutout
+        if cfg.model_ema:
+            averaged.add(name)
         method = "sgd" if name.startswith("control") else "osgd"
         assert (cfg.train_per_class, cfg.val_per_class, cfg.eval_per_class) == (None, None, None), name
         assert (cfg.method, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (method, 0.1, 128, 0.9, 5e-4)
@@ -210,6 +212,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "d_osgd_e200_cutout16_s0": 16,
         "w_osgd_e200_cutout16_s0": 16,
     }
+    assert averaged == {"w_osgd_e200_cutout16_s0"}  # watches only: the trained weights are the same without it
 
 
 def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
