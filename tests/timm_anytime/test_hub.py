@@ -134,6 +134,19 @@ def test_shipped_tags_load_offline() -> None:
         assert model.pretrained_cfg["hf_hub_id"] == f"timm-anytime/{name}"
 
 
+def test_an_architectures_default_weights_are_its_first_shipped_tag() -> None:
+    """``pretrained=True`` without a tag loads the first shipped checkpoint of the architecture (the
+    best one, listed first), read back from its file."""
+    first: dict[str, str] = {}
+    for name in SHIPPED:
+        first.setdefault(name.split(".")[0], name)
+    assert first["anytime_cifar_sparse_resnet26_d124"].endswith(".osgd_cutout_cifar10_e200")
+    for architecture, name in first.items():
+        model = timm.create_model(architecture, pretrained=True)
+        weights = load_file(str(WEIGHTS_DIR / name / "model.safetensors"))
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items()), architecture
+
+
 def test_shipped_train_configs_name_their_checkpoint_and_refuse_other_names() -> None:
     for name in SHIPPED:
         cfg = shipped_train_config(name)

@@ -430,6 +430,7 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
     _converged_run(tmp_path, "d_osgd_s0", [14.0, 12.0, 10.5], final_train_err=3.0)
     _converged_run(tmp_path, "control_resnet20_sgd_s0", [9.0], final_train_err=0.5)
     _converged_run(tmp_path, "d_osgd_cutout16_s0", [13.0, 11.0, 9.8], final_train_err=4.0)
+    _converged_run(tmp_path, "d_osgd_e200_cutout16_s0", [13.0, 11.0, 9.7], final_train_err=2.0)
     _converged_run(tmp_path, "w_sgd_lr0.05_s0", [50.0, 45.0, 40.0], final_train_err=1.0)  # not this protocol's
     summary, convergence = checkpoints.checkpoints_summary(tmp_path).split("\n\n")  # no eval outputs: no paired test
     rows = {line.split(" | ")[0]: line for line in summary.splitlines()}
@@ -438,7 +439,14 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
         "| w_osgd_s0",
         "| control_resnet20_sgd_s0 (control, not shipped)",
         "| d_osgd_cutout16_s0 (candidate, not shipped)",
+        "| d_osgd_e200_cutout16_s0 (candidate, shipped as osgd_cutout_cifar10_e200)",
     ]
+    # every candidate said to ship is a shipped tag of its model
+    from timm_anytime.models.pretrained import SHIPPED
+
+    for run, tag in checkpoints.SHIPPED_CANDIDATES.items():
+        assert tag in SHIPPED
+        assert tag.split(".")[0] == next(f for f in checkpoints.RUNS[run][0] if f.startswith("--model=")).split("=")[1]
     assert "| 13.00 / 11.00 / 9.80 | yes |" in rows["| d_osgd_cutout16_s0 (candidate, not shipped)"]
     assert (
         "| 9.00 | yes | 0.50 | ResNet-20, He et al. 2016 (164 epochs): 8.75 |"
