@@ -27,7 +27,7 @@ It tested at 12.09% (shipped: 12.31%) and ended underfit, so the second, ``d_osg
 trains it for the paper's 200 epochs (about 8 hours on the 2-core VM, resumed across sessions): 11.38%,
 better than the shipped 12.31% on the paired test images and still above the target; it ships as
 ``anytime_cifar_sparse_resnet26_d124.osgd_cutout_cifar10_e200``.
-``w_osgd_e200_cutout16_s0`` does the same for the width-nested run (about twice as long), and
+``w_osgd_e200_cutout16_s0`` does the same for the width-nested run (about 87 s an epoch on 2 threads: 5 hours), and
 keeps timm's weight average beside it (``--model-ema``, decay 0.9998), which does not change what it trains.
 """
 
