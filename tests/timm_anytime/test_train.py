@@ -104,7 +104,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 3 epochs, dropout on (so the RNG state matters); greedy crosses a stage boundary at the resume;
-    # the weight average (--model-ema) must resume from its own saved state, not restart from the weights.
+    # the weight average (--model-ema) must resume from its own saved state, not restart from the weights;
+    # mixup and cutmix draw from numpy's global RNG, which the checkpoint must restore too.
     settings = dict(
         method=method,
         epochs=3,
@@ -112,6 +113,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
         decay_milestones=[1, 2],
         model_ema=True,
         model_ema_decay=0.9,
+        mixup=0.4,
+        cutmix=1.0,
     )
     whole = train(tiny_config(tmp_path / "whole", **settings))
 
@@ -140,7 +143,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
 
 
 def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
-    """Any ImageFolder tree (images of different sizes) streams through timm's dataset and transforms."""
+    """Any ImageFolder tree (images of different sizes) streams through timm's dataset and transforms,
+    and CutMix (timm's Mixup) mixes the streamed batches."""
     import numpy as np
     from PIL import Image
 
@@ -163,6 +167,7 @@ def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
         workers=0,
         epochs=1,
         model_kwargs={"width": 0.25},
+        cutmix=1.0,  # mixing works on streamed batches too (it follows either data pipeline)
     )
     run = train(cfg)
     record = _metrics(run)[-1]

@@ -22,6 +22,8 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: timm.utils.dispatch_clip_grad's modes: the global 2-norm, each element, or adaptive (AGC)
 CLIP_MODES = ("norm", "value", "agc")
+#: timm's Mixup modes: one mixing factor per batch, per pair of images, or per image (train/mixing.py).
+MIXUP_MODES = ("batch", "pair", "elem")
 #: How the per-stage losses are computed (train/stage_passes.py): one full pass, or one pass per stage.
 STAGE_PASSES = ("auto", "single", "separate")
 
@@ -66,6 +68,12 @@ class TrainConfig:
     # regularization (off by default: the paper uses neither)
     smoothing: float = 0.0  # label smoothing of every stage's training loss (timm's --smoothing)
     cutout: int = 0  # side in pixels of the Cutout square per training image (in-memory datasets); 0: off
+    mixup: float = 0.0  # Beta(a, a) parameter of Mixup (timm's --mixup); 0: off
+    cutmix: float = 0.0  # Beta(a, a) parameter of CutMix (timm's --cutmix); 0: off
+    mixup_prob: float = 1.0  # probability that a batch (or pair, or image) is mixed at all
+    mixup_switch_prob: float = 0.5  # with both mixup and cutmix on: probability of CutMix instead of Mixup
+    mixup_mode: str = "batch"  # one mixing factor per batch, pair or image (timm's Mixup modes)
+    mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never; timm's --mixup-off-epoch)
     # gradient clipping and weight averaging (off by default: the paper uses neither; timm's names)
     clip_grad: float | None = None  # clip each step's (combined) gradient at this norm or value
     clip_mode: str = "norm"  # norm | value | agc (timm.utils.dispatch_clip_grad)
@@ -141,6 +149,7 @@ class TrainConfig:
         choice("stage_passes", STAGE_PASSES)
         choice("cpu_allocator", CPU_ALLOCATORS)
         choice("clip_mode", CLIP_MODES)
+        choice("mixup_mode", MIXUP_MODES)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -157,6 +166,24 @@ class TrainConfig:
             raise ValueError(
                 "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
                 "is augmented by timm's create_transform: drop --cutout"
+            )
+        for name in ("mixup", "cutmix"):
+            if isinstance(getattr(self, name), bool) or not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(
+                    f"{name} is the alpha of a Beta(alpha, alpha) distribution: 0 (off) or positive, e.g. 0.2 "
+                    f"for mixup, 1.0 for cutmix; got {getattr(self, name)!r}"
+                )
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}")
+        if not isinstance(self.mixup_off_epoch, int) or self.mixup_off_epoch < 0:
+            raise ValueError(
+                f"mixup_off_epoch must be an epoch number (0: mix in every epoch), got {self.mixup_off_epoch!r}"
+            )
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise ValueError(
+                f"mixup/cutmix pair every image with another of its batch: batch_size must be even, got "
+                f"{self.batch_size} (e.g. --batch-size {self.batch_size + 1})"
             )
         if self.clip_grad is not None and (isinstance(self.clip_grad, bool) or not 0 < self.clip_grad < math.inf):
             raise ValueError(
@@ -286,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cutout: one square of this side (pixels) per training image set to the mean, e.g. 16 for CIFAR "
         "(in-memory datasets)",
     )
+    g.add_argument("--mixup", type=float, help="Mixup's alpha (Beta(alpha, alpha) mixing of image pairs), e.g. 0.2")
+    g.add_argument("--cutmix", type=float, help="CutMix's alpha (a pasted box from another image), e.g. 1.0")
+    g.add_argument("--mixup-prob", type=float, help="probability of mixing a batch (or pair, or image)")
+    g.add_argument("--mixup-switch-prob", type=float, help="with both on: probability of CutMix instead of Mixup")
+    g.add_argument("--mixup-mode", choices=MIXUP_MODES, help="one mixing factor per batch, pair or image")
+    g.add_argument("--mixup-off-epoch", type=int, help="stop mixing from this epoch on (0: never)")
     g = p.add_argument_group("gradient clipping and weight averaging (off by default, as in the paper)")
     g.add_argument(
         "--clip-grad",

@@ -43,6 +43,7 @@ from .config import TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
+from .mixing import build_mixup, dominant_labels, mixup_active
 from .stage_passes import (
     compile_options,
     compiled_backward_settings,
@@ -164,7 +165,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output)
-        self._loss = functools.partial(F.cross_entropy, label_smoothing=cfg.smoothing)  # each stage's training loss
+        # Each stage's training loss; with mixup/cutmix, timm's Mixup smooths the (soft) targets instead.
+        mixing = cfg.mixup > 0 or cfg.cutmix > 0
+        self._loss = functools.partial(F.cross_entropy, label_smoothing=0.0 if mixing else cfg.smoothing)
         ddp = DistributedDataParallelKwargs(find_unused_parameters=TABLE[cfg.method].staged)
         self.accelerator = Accelerator(
             cpu=cfg.cpu or _cpu_processes(),
@@ -192,6 +195,12 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
+        self.mixup = build_mixup(cfg, sources.num_classes)
+        if self.mixup is not None and (cfg.batch_size // self.accelerator.num_processes) % 2:
+            raise ValueError(
+                f"mixup/cutmix pair the images of each process's batch: batch_size / processes = "
+                f"{cfg.batch_size} / {self.accelerator.num_processes} must be even"
+            )
         self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
         self._write_folder(sources)  # only once every setting has been checked
         self.start_epoch, self.global_step, resumed = 0, 0, None
@@ -353,6 +362,8 @@ class Trainer:
         correct = torch.zeros(outputs, device=device, dtype=torch.float64)
         seen = 0
         stage_note = f" stage {phase.stage}" if only_active else ""
+        if self.mixup is not None:
+            self.mixup.mixup_enabled = mixup_active(cfg, epoch)
         bar = tqdm(
             total=len(loader),
             desc=f"epoch {epoch + 1}/{cfg.epochs}{stage_note}",
@@ -362,6 +373,8 @@ class Trainer:
         )
         for index, (images, labels) in enumerate(loader):
             self.optimizer.zero_grad()
+            if self.mixup is not None:  # soft targets [B, classes] from here on
+                images, labels = self.mixup(images, labels)
             micro = list(zip(images.chunk(cfg.grad_accum), labels.chunk(cfg.grad_accum), strict=True))
             for j, (x, y) in enumerate(micro):
                 last = j == len(micro) - 1
@@ -377,7 +390,8 @@ class Trainer:
                         self.rule.backward([loss / len(micro) for loss in losses], last)
                 with torch.no_grad():
                     loss_sum += torch.stack(losses).double() * len(y)
-                    correct += torch.stack([(z.argmax(-1) == y).sum() for z in logits]).double()
+                    named = dominant_labels(y)
+                    correct += torch.stack([(z.argmax(-1) == named).sum() for z in logits]).double()
                 seen += len(y)
             if cfg.clip_grad is not None:
                 self.accelerator.unscale_gradients(self.optimizer)  # float16's GradScaler: clip the true gradient
