@@ -29,6 +29,9 @@ better than the shipped 12.31% on the paired test images and still above the tar
 ``anytime_cifar_sparse_resnet26_d124.osgd_cutout_cifar10_e200``.
 ``w_osgd_e200_cutout16_s0`` does the same for the width-nested run (about 87 s an epoch on 2 threads: 5 hours), and
 keeps timm's weight average beside it (``--model-ema``, decay 0.9998), which does not change what it trains.
+The 200-epoch Cutout run fit its training images to 2.02% and its gap widened again (9.36 points), so
+``d_osgd_e200_cutout16_mixup1_s0`` adds Mixup (alpha 1.0, the Mixup paper's CIFAR-10 value) to it:
+paired with it on the test images, it measures what Mixup adds on top of Cutout at 200 epochs.
 """
 
 from __future__ import annotations
@@ -86,11 +89,11 @@ SHIPPED_RUNS = {
     for tag, model in (("w", WIDTH), ("d", DEPTH))
 }
 
-#: Candidates (shipped nothing yet): run name -> (the shipped run it would replace, the flags it
-#: adds to that run's; a later flag overrides the protocol's, e.g. ``--epochs``), so the pair on the
-#: test images measures that change. The first (Cutout, 100 epochs) tested 12.09% against the
-#: shipped 12.31% and ended underfit (docs/hub.md), so the second gives Cutout the paper's 200 epochs
-#: (milestones 60/120/160).
+#: Candidates (shipped nothing yet): run name -> (the run it builds on: a shipped run or an earlier
+#: candidate; the flags it adds to that run's; a later flag overrides an earlier one, e.g.
+#: ``--epochs``), so the pair on the test images measures that change. The first (Cutout, 100
+#: epochs) tested 12.09% against the shipped 12.31% and ended underfit (docs/hub.md), so the second
+#: gives Cutout the paper's 200 epochs (milestones 60/120/160).
 CANDIDATE_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "d_osgd_cutout16_s0": ("d_osgd_s0", ("--cutout=16",)),
     "d_osgd_e200_cutout16_s0": ("d_osgd_s0", ("--epochs=200", "--cutout=16")),
@@ -98,6 +101,9 @@ CANDIDATE_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
     # test_clip_and_ema.py): the run also measures timm's weight average at this scale. The final
     # weights are the result; the average is reported beside them, never chosen on the test images.
     "w_osgd_e200_cutout16_s0": ("w_osgd_s0", ("--epochs=200", "--cutout=16", "--model-ema")),
+    # Registered before it ran, with the change chosen from the depth-nested e200 run's widened gap
+    # (docs/hub.md), not from any test error of a Mixup run.
+    "d_osgd_e200_cutout16_mixup1_s0": ("d_osgd_e200_cutout16_s0", ("--mixup=1.0", "--model-ema")),
 }
 CANDIDATE_OF = {name: base for name, (base, _) in CANDIDATE_CHANGES.items()}
 #: Candidates that beat the run they were to replace and ship beside it: run name -> shipped tag
@@ -106,9 +112,10 @@ SHIPPED_CANDIDATES = {
     "d_osgd_e200_cutout16_s0": "anytime_cifar_sparse_resnet26_d124.osgd_cutout_cifar10_e200",
 }
 #: Run name -> (flags, reference), as for the shipped runs: the base run's flags plus the change.
-CANDIDATES = {
-    name: ([*SHIPPED_RUNS[base][0], *flags], SHIPPED_RUNS[base][1]) for name, (base, flags) in CANDIDATE_CHANGES.items()
-}
+CANDIDATES: dict[str, tuple[list[str], tuple[str, list[float]]]] = {}
+for _name, (_base, _change) in CANDIDATE_CHANGES.items():
+    _flags, _published = {**SHIPPED_RUNS, **CANDIDATES}[_base]  # a base is listed before what builds on it
+    CANDIDATES[_name] = ([*_flags, *_change], _published)
 
 #: Every run of this protocol, in queue order: the shipped runs, the controls, then the candidates.
 RUNS = {**SHIPPED_RUNS, **CONTROLS, **CANDIDATES}
@@ -159,8 +166,8 @@ def checkpoints_summary(results: Path) -> str:
 
 
 def control_comparisons(done: list[Path]) -> str:
-    """Each control against each shipped run's last stage, and each candidate against the shipped
-    run it would replace, paired on the same test images (exact McNemar, from
+    """Each control against each shipped run's last stage, and each candidate against the run it
+    builds on (a shipped run or an earlier candidate), paired on the same test images (exact McNemar, from
     ``eval_outputs.safetensors``); empty when no pair has its outputs. One run per side: the test
     covers the sampling of the test images, not the variation between seeds."""
     from safetensors.torch import load_file
@@ -174,7 +181,8 @@ def control_comparisons(done: list[Path]) -> str:
     controls = [run for run in have if run.name in CONTROLS]
     shipped = {run.name: run for run in have if run.name in SHIPPED_RUNS}
     pairs = [(control, run) for control in controls for run in shipped.values()]
-    pairs += [(run, shipped[CANDIDATE_OF[run.name]]) for run in have if CANDIDATE_OF.get(run.name) in shipped]
+    bases = {**shipped, **{run.name: run for run in have if run.name in CANDIDATES}}
+    pairs += [(run, bases[CANDIDATE_OF[run.name]]) for run in have if CANDIDATE_OF.get(run.name) in bases]
     lines = [
         f"- {a.name} against {b.name}, last stages: {mcnemar_test(last_stage(a), last_stage(b))}" for a, b in pairs
     ]

@@ -176,12 +176,13 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "d_osgd_cutout16_s0",
         "d_osgd_e200_cutout16_s0",
         "w_osgd_e200_cutout16_s0",
+        "d_osgd_e200_cutout16_mixup1_s0",
     ]
-    models, cutouts, averaged = {}, {}, set()
+    models, cutouts, mixups, averaged = {}, {}, {}, set()
     for name, flags in plan.items():
         steps = reproduce.commands(name, flags, "D", tmp_path / "runs", checkpoints.CHECKPOINTS)
         cfg = config_from_args(steps[0][1:])
-        models[name], cutouts[name] = cfg.model, cfg.cutout
+        models[name], cutouts[name], mixups[name] = cfg.model, cfg.cutout, cfg.mixup
         if cfg.model_ema:
             averaged.add(name)
         method = "sgd" if name.startswith("control") else "osgd"
@@ -203,6 +204,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "d_osgd_cutout16_s0": runs.DEPTH,
         "d_osgd_e200_cutout16_s0": runs.DEPTH,
         "w_osgd_e200_cutout16_s0": runs.WIDTH,
+        "d_osgd_e200_cutout16_mixup1_s0": runs.DEPTH,
     }
     assert cutouts == {
         "w_osgd_s0": 0,
@@ -211,8 +213,13 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "d_osgd_cutout16_s0": 16,
         "d_osgd_e200_cutout16_s0": 16,
         "w_osgd_e200_cutout16_s0": 16,
+        "d_osgd_e200_cutout16_mixup1_s0": 16,
     }
-    assert averaged == {"w_osgd_e200_cutout16_s0"}  # watches only: the trained weights are the same without it
+    # the Mixup run changes only --mixup against the run it builds on (--model-ema only watches)
+    assert {name: alpha for name, alpha in mixups.items() if alpha} == {"d_osgd_e200_cutout16_mixup1_s0": 1.0}
+    assert checkpoints.CANDIDATE_OF["d_osgd_e200_cutout16_mixup1_s0"] == "d_osgd_e200_cutout16_s0"
+    # --model-ema watches only: the trained weights are the same without it
+    assert averaged == {"w_osgd_e200_cutout16_s0", "d_osgd_e200_cutout16_mixup1_s0"}
 
 
 def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
@@ -467,7 +474,8 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
 
 def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test_images(tmp_path: Path) -> None:
     """Counted by hand: the control gets images 0-5 right, w 0-1 and 6-8, d all of 0-9, the d
-    candidate 0-2 and 10-11 (against d: 2 vs 7)."""
+    candidate 0-2 and 10-11 (against d: 2 vs 7), the e200 candidate 0-8 (against d: 0 vs 1), and
+    the Mixup candidate, which builds on the e200 one and is paired with it, 0-8 and 10-11 (2 vs 0)."""
     from safetensors.torch import save_file
 
     right = {
@@ -475,6 +483,8 @@ def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test
         "w_osgd_s0": [0, 1, 6, 7, 8],
         "d_osgd_s0": range(10),
         "d_osgd_cutout16_s0": [0, 1, 2, 10, 11],
+        "d_osgd_e200_cutout16_s0": range(9),
+        "d_osgd_e200_cutout16_mixup1_s0": [*range(9), 10, 11],
     }
     for name, correct in right.items():
         _converged_run(
@@ -500,7 +510,15 @@ def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test
         "- d_osgd_cutout16_s0 against d_osgd_s0, last stages: 2 vs 7 of 12 inputs right in one only "
         "(exact McNemar p = 0.18)"  # 2 * (1 + 9 + 36) / 2^9
     )
-    assert len(paired) == 4
+    assert paired[4] == (
+        "- d_osgd_e200_cutout16_mixup1_s0 against d_osgd_e200_cutout16_s0, last stages: 2 vs 0 of 12 inputs right "
+        "in one only (exact McNemar p = 0.5)"  # 2 * (1/2)^2
+    )
+    assert paired[5] == (
+        "- d_osgd_e200_cutout16_s0 against d_osgd_s0, last stages: 0 vs 1 of 12 inputs right in one only "
+        "(exact McNemar p = 1)"
+    )
+    assert len(paired) == 6
 
 
 def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
