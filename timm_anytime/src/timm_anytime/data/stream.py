@@ -33,11 +33,14 @@ def num_classes_of(dataset: Dataset) -> int:
     return len(dataset.reader.class_to_idx)
 
 
-def attach_transforms(train: Dataset | None, evaluation: Dataset, model: nn.Module) -> dict:
-    """timm's standard training and evaluation transforms for ``model``'s data config."""
+def attach_transforms(
+    train: Dataset | None, evaluation: Dataset, model: nn.Module, auto_augment: str | None = None
+) -> dict:
+    """timm's standard training and evaluation transforms for ``model``'s data config; the training
+    transform with timm's ``auto_augment`` policy if given (e.g. ``rand-m9-mstd0.5-inc1``)."""
     config = resolve_data_config({}, model=model)
     if train is not None:
-        train.transform = create_transform(**config, is_training=True)
+        train.transform = create_transform(**config, is_training=True, auto_augment=auto_augment)
     evaluation.transform = create_transform(**config, is_training=False)
     return config
 

@@ -22,8 +22,10 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: timm.utils.dispatch_clip_grad's modes: the global 2-norm, each element, or adaptive (AGC)
 CLIP_MODES = ("norm", "value", "agc")
-#: timm's Mixup modes: one mixing factor per batch, per pair of images, or per image (train/mixing.py).
+#: timm's Mixup modes: one mixing factor per batch, per pair of images, or per image (train/batch_augment.py).
 MIXUP_MODES = ("batch", "pair", "elem")
+#: timm's RandomErasing fills: zeros (the mean, after normalization), one random colour per box, random pixels.
+ERASE_MODES = ("const", "rand", "pixel")
 #: How the per-stage losses are computed (train/stage_passes.py): one full pass, or one pass per stage.
 STAGE_PASSES = ("auto", "single", "separate")
 
@@ -41,6 +43,24 @@ def _check_model_name(name: str) -> None:
         f"unknown model {name!r}.{hint} This package registers: {', '.join(list_models())} "
         "(any other timm model also works as a plain network)."
     )
+
+
+def _check_auto_augment(policy: str, dataset: str) -> None:
+    """A clear error for ``aa`` on an in-memory dataset, or a policy string timm cannot parse."""
+    if dataset != "imagefolder":
+        raise ValueError(
+            f"aa (timm's auto-augment, PIL images) applies to a streamed ImageFolder tree, not to {dataset!r}, whose "
+            "batches are augmented on the device: use --cutout, --reprob, --mixup or --cutmix there"
+        )
+    from timm.data import create_transform
+
+    try:
+        create_transform(32, is_training=True, auto_augment=policy)
+    except (AssertionError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"aa {policy!r} is not a timm auto-augment policy ({error}): e.g. rand-m9-mstd0.5-inc1 (RandAugment), "
+            "augmix-m5-w4-d2 (AugMix) or original (AutoAugment)"
+        ) from error
 
 
 @dataclass
@@ -68,6 +88,10 @@ class TrainConfig:
     # regularization (off by default: the paper uses neither)
     smoothing: float = 0.0  # label smoothing of every stage's training loss (timm's --smoothing)
     cutout: int = 0  # side in pixels of the Cutout square per training image (in-memory datasets); 0: off
+    aa: str | None = None  # timm's auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (streamed ImageFolder only)
+    reprob: float = 0.0  # probability of random erasing per training image (timm's --reprob); 0: off
+    remode: str = "pixel"  # what fills an erased box: const | rand | pixel (timm's --remode)
+    recount: int = 1  # at most this many erased boxes per image (timm's --recount)
     mixup: float = 0.0  # Beta(a, a) parameter of Mixup (timm's --mixup); 0: off
     cutmix: float = 0.0  # Beta(a, a) parameter of CutMix (timm's --cutmix); 0: off
     mixup_prob: float = 1.0  # probability that a batch (or pair, or image) is mixed at all
@@ -150,6 +174,7 @@ class TrainConfig:
         choice("cpu_allocator", CPU_ALLOCATORS)
         choice("clip_mode", CLIP_MODES)
         choice("mixup_mode", MIXUP_MODES)
+        choice("remode", ERASE_MODES)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "epochs", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -167,6 +192,12 @@ class TrainConfig:
                 "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
                 "is augmented by timm's create_transform: drop --cutout"
             )
+        if self.aa is not None:
+            _check_auto_augment(self.aa, self.dataset)
+        if not 0 <= self.reprob <= 1:
+            raise ValueError(f"reprob is a probability in [0, 1] (e.g. 0.25), got {self.reprob!r}")
+        if not isinstance(self.recount, int) or self.recount < 1:
+            raise ValueError(f"recount must be a positive integer (boxes per image), got {self.recount!r}")
         for name in ("mixup", "cutmix"):
             if isinstance(getattr(self, name), bool) or not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(
@@ -313,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cutout: one square of this side (pixels) per training image set to the mean, e.g. 16 for CIFAR "
         "(in-memory datasets)",
     )
+    g.add_argument("--aa", help="timm's auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (streamed ImageFolder only)")
+    g.add_argument("--reprob", type=float, help="random erasing probability per training image, e.g. 0.25")
+    g.add_argument("--remode", choices=ERASE_MODES, help="what fills an erased box (timm's RandomErasing)")
+    g.add_argument("--recount", type=int, help="at most this many erased boxes per image")
     g.add_argument("--mixup", type=float, help="Mixup's alpha (Beta(alpha, alpha) mixing of image pairs), e.g. 0.2")
     g.add_argument("--cutmix", type=float, help="CutMix's alpha (a pasted box from another image), e.g. 1.0")
     g.add_argument("--mixup-prob", type=float, help="probability of mixing a batch (or pair, or image)")

@@ -179,7 +179,7 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
         if sources.validation is not None:
             validation = evaluation_loader(sources.validation, cfg.eval_batch_size, accelerator.device, **shards)
         return Loaders(train, evaluation, spec, validation)
-    data_config = attach_transforms(sources.train, sources.evaluation, model)
+    data_config = attach_transforms(sources.train, sources.evaluation, model, auto_augment=cfg.aa)
     spec = DataSpec(
         "imagefolder",
         sources.num_classes,

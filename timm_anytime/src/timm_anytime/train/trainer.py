@@ -38,12 +38,12 @@ from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
 from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
+from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .environment import environment_report
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
-from .mixing import build_mixup, dominant_labels, mixup_active
 from .stage_passes import (
     compile_options,
     compiled_backward_settings,
@@ -195,6 +195,7 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
+        self.random_erasing = build_random_erasing(cfg, self.accelerator.device)
         self.mixup = build_mixup(cfg, sources.num_classes)
         if self.mixup is not None and (cfg.batch_size // self.accelerator.num_processes) % 2:
             raise ValueError(
@@ -373,6 +374,8 @@ class Trainer:
         )
         for index, (images, labels) in enumerate(loader):
             self.optimizer.zero_grad()
+            if self.random_erasing is not None:  # in place, on the normalized images (timm's order: then mixup)
+                images = self.random_erasing(images)
             if self.mixup is not None:  # soft targets [B, classes] from here on
                 images, labels = self.mixup(images, labels)
             micro = list(zip(images.chunk(cfg.grad_accum), labels.chunk(cfg.grad_accum), strict=True))

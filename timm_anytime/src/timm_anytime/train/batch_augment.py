@@ -1,16 +1,28 @@
-"""Mixup and CutMix of the training batches (timm's ``Mixup``), and the class each mixed target names.
+"""Augmentation of whole training batches in the trainer: timm's ``RandomErasing`` and ``Mixup``
+(Mixup and CutMix), and the class each mixed target names.
 
-Mixing happens in the trainer, on each process's batch after the data pipeline (in-memory or
-streamed) and before the per-stage losses: every stage of an anytime network sees the same mixed
-images and is trained on the same soft targets, with cross-entropy against class probabilities.
+Both act on each process's batch after the data pipeline (in-memory or streamed: normalized
+images on the training device) and before the per-stage losses, in timm's ``train.py`` order
+(erasing, then mixing). Every stage of an anytime network sees the same augmented images and,
+with mixing, trains on the same soft targets by cross-entropy against class probabilities.
 """
 
 from __future__ import annotations
 
+import torch
 from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
 from torch import Tensor
 
 from .config import TrainConfig
+
+
+def build_random_erasing(cfg: TrainConfig, device: torch.device | str) -> RandomErasing | None:
+    """timm's ``RandomErasing`` for ``cfg`` (``None`` when ``reprob`` is 0): with probability
+    ``reprob`` per image, up to ``recount`` boxes filled per ``remode``."""
+    if cfg.reprob <= 0:
+        return None
+    return RandomErasing(cfg.reprob, mode=cfg.remode, max_count=cfg.recount, device=str(device))
 
 
 def build_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:

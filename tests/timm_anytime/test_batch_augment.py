@@ -1,6 +1,8 @@
-"""Mixup and CutMix in the trainer (``--mixup``, ``--cutmix``), checked against closed forms: the
-mixed images and targets written out in float64, and the logged per-stage loss of a step that
-barely moves the weights, recomputed with a float64 copy of the initial network."""
+"""Batch augmentation in the trainer: Mixup and CutMix (``--mixup``, ``--cutmix``), random erasing
+(``--reprob``) and, for streamed ImageFolder trees, timm's auto-augment (``--aa``). Checked against
+closed forms: the mixed images and targets written out in float64, the erased boxes, and the logged
+per-stage loss of a step that barely moves the weights, recomputed with a float64 copy of the
+initial network on the augmented batches."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ import pytest
 import timm
 import torch
 from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
 
 from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config
 from timm_anytime.train import Trainer, config_from_args
-from timm_anytime.train.mixing import dominant_labels
+from timm_anytime.train.batch_augment import dominant_labels
 
 CLASSES = 10
 
@@ -150,6 +153,89 @@ def test_mixup_settings_from_flags_and_their_errors(tmp_path: Path) -> None:
         (dict(mixup=0.2, mixup_mode="pairs"), "mixup_mode must be one of batch, pair, elem"),
         (dict(mixup=0.2, mixup_off_epoch=-1), "mixup_off_epoch must be an epoch number"),
         (dict(mixup=0.2, batch_size=39), "batch_size must be even, got 39"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tiny_config(tmp_path / "bad", **bad)
+
+
+class RecordingErasing(RandomErasing):
+    """timm's RandomErasing, keeping every batch before and after."""
+
+    calls: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def __call__(self, input):
+        before = input.clone()
+        after = super().__call__(input)
+        self.calls.append((before, after.clone()))
+        return after
+
+
+def test_random_erasing_zeroes_one_box_per_image_and_the_stages_train_on_it(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "erase", method="osgd", epochs=1, lr=1e-9, reprob=1.0, remode="const")
+    trainer = Trainer(cfg)
+    assert trainer.random_erasing is not None
+    trainer.random_erasing.__class__ = RecordingErasing
+    trainer.random_erasing.calls = []
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    run = trainer.fit()
+    reference = timm.create_model(MODEL, num_classes=CLASSES, in_chans=1, width=0.5).double().train()
+    reference.load_state_dict(initial)
+    loaded = trainer.loaders.train
+    loaded.set_epoch(0)
+    total, count = torch.zeros(3, dtype=torch.float64), 0
+    with torch.no_grad():
+        for (before, after), (images, labels) in zip(trainer.random_erasing.calls, loaded, strict=True):
+            assert torch.equal(before, images)  # erasing saw the pipeline's batch, before any mixing
+            _, _, height, width = after.shape
+            for image_before, image_after in zip(before, after, strict=True):
+                changed = (image_before != image_after).any(0)  # [H, W]
+                rows, cols = torch.nonzero(changed, as_tuple=True)
+                box = torch.zeros_like(changed)
+                box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+                assert torch.equal(changed, box)  # one rectangle (probability 1, one box)
+                assert (image_after[:, box] == 0).all()  # "const": the normalized mean
+                assert 0.02 * height * width / 2 <= int(box.sum()) <= height * width / 3 * 1.5  # rounded sides
+            for stage, logits in enumerate(reference.forward_stages(after.double())):
+                total[stage] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+            count += len(labels)
+    assert _metrics(run)[0]["train_loss"] == pytest.approx((total / count).tolist(), rel=1e-4)
+
+
+def test_auto_augment_applies_timms_policy_to_a_streamed_image_folder(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = dict(dataset="imagefolder", data_dir=str(tmp_path / "data"), train_per_class=None, eval_per_class=None)
+    settings = dict(folder, batch_size=4, eval_batch_size=4, workers=0, epochs=1, model_kwargs={"width": 0.25})
+    trainer = Trainer(tiny_config(tmp_path / "run", aa="rand-m9-mstd0.5-inc1", **settings))
+    steps = [type(t).__name__ for t in trainer.loaders.train.dataset.transform.transforms]
+    assert "RandAugment" in steps
+    plain = Trainer(tiny_config(tmp_path / "plain", **settings))
+    assert "RandAugment" not in [type(t).__name__ for t in plain.loaders.train.dataset.transform.transforms]
+    trainer.fit()
+    with pytest.raises(ValueError, match="aa 'rand-zz3' is not a timm auto-augment policy"):
+        tiny_config(tmp_path / "bad", aa="rand-zz3", **folder)
+    with pytest.raises(ValueError, match="applies to a streamed ImageFolder tree, not to 'digits'"):
+        tiny_config(tmp_path / "bad", aa="rand-m9-mstd0.5")
+
+
+def test_random_erasing_settings_and_their_errors(tmp_path: Path) -> None:
+    cfg = config_from_args(tiny_args(tmp_path / "flags", "--reprob=0.25", "--remode=rand", "--recount=2"))
+    assert (cfg.reprob, cfg.remode, cfg.recount) == (0.25, "rand", 2)
+    erasing = Trainer(cfg).random_erasing
+    assert (erasing.probability, erasing.mode, erasing.max_count) == (0.25, "rand", 2)
+    assert Trainer(tiny_config(tmp_path / "none")).random_erasing is None  # off by default
+    for bad, message in [
+        (dict(reprob=1.5), r"reprob is a probability in \[0, 1\]"),
+        (dict(reprob=0.5, remode="noise"), "remode must be one of const, rand, pixel"),
+        (dict(reprob=0.5, recount=0), "recount must be a positive integer"),
     ]:
         with pytest.raises(ValueError, match=message):
             tiny_config(tmp_path / "bad", **bad)
