@@ -13,6 +13,7 @@ from timm.models import checkpoint_seq, register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..layers.stochastic_depth import block_drop_paths
 from .cfgs import cifar_cfg
 from .heads import SingleHeadMixin
 from .intermediates import FeatureIntermediatesMixin
@@ -22,7 +23,15 @@ CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
 
 
 class CifarBasicBlock(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        drop_path: nn.Module | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False, **dd)
@@ -33,6 +42,7 @@ class CifarBasicBlock(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.stride = stride
         self.pad = planes - inplanes  # option A: the shortcut pads the missing channels with zeros
+        self.drop_path = drop_path  # stochastic depth of the residual branch (timm's DropPath), or None
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -40,11 +50,14 @@ class CifarBasicBlock(nn.Module):
             shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.bn2(self.conv2(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
         return self.act2(x + shortcut)
 
 
 class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
-    """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``."""
+    """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``. ``drop_path_rate``: stochastic depth
+    of the residual branches, rising linearly over the blocks to this rate (timm's ResNet rule)."""
 
     def __init__(
         self,
@@ -55,6 +68,7 @@ class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
         channels: tuple = (16, 32, 64),
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         device=None,
         dtype=None,
     ) -> None:
@@ -66,7 +80,9 @@ class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.drop_path_rate = drop_path_rate
         self.grad_checkpointing = False
+        drop_paths = iter(block_drop_paths(drop_path_rate, blocks_per_stage * len(widths)))
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(widths[0], **dd)
         self.act1 = nn.ReLU(inplace=True)
@@ -75,7 +91,7 @@ class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
         for index, planes in enumerate(widths):
             stride = 1 if index == 0 else 2
             layer = [
-                CifarBasicBlock(inplanes if b == 0 else planes, planes, stride if b == 0 else 1, **dd)
+                CifarBasicBlock(inplanes if b == 0 else planes, planes, stride if b == 0 else 1, next(drop_paths), **dd)
                 for b in range(blocks_per_stage)
             ]
             self.add_module(f"layer{index + 1}", nn.Sequential(*layer))

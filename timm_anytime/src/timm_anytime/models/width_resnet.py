@@ -26,6 +26,7 @@ from ..layers.nested import (
     prefix_of,
     zero_pad_stripe,
 )
+from ..layers.stochastic_depth import block_drop_paths
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
@@ -87,9 +88,19 @@ class NestedBasicBlock(_NestedResidualBlock):
     expansion = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        *,
+        spec: StripeSpec,
+        shortcut: str,
+        drop_path: nn.Module | None = None,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
+        self.drop_path = drop_path
         dd = {"spec": spec, "device": device, "dtype": dtype}
         out = planes * self.expansion
         self.conv1 = NestedConv2d(inplanes, planes, 3, stride, 1, **dd)
@@ -107,6 +118,8 @@ class NestedBasicBlock(_NestedResidualBlock):
         shortcut = self._shortcut(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.bn2(self.conv2(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
         return self.act2(x + shortcut)
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
@@ -120,9 +133,19 @@ class NestedBottleneck(_NestedResidualBlock):
     expansion = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int, *, spec: StripeSpec, shortcut: str, device=None, dtype=None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        *,
+        spec: StripeSpec,
+        shortcut: str,
+        drop_path: nn.Module | None = None,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
+        self.drop_path = drop_path
         dd = {"spec": spec, "device": device, "dtype": dtype}
         out = planes * self.expansion
         self.conv1 = NestedConv2d(inplanes, planes, 1, **dd)
@@ -144,6 +167,8 @@ class NestedBottleneck(_NestedResidualBlock):
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
         x = self.bn3(self.conv3(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
         return self.act3(x + shortcut)
 
     def forward_stripe(self, x: Tensor, k: int, cache: dict[str, tuple[Tensor, int]], key: str) -> Tensor:
@@ -170,6 +195,9 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         shortcut: ``"projection"`` (1x1 conv + BN, timm's ResNet) or ``"zero_pad"`` (CIFAR option A).
         global_pool: ``"avg"``, ``"max"`` or ``""`` (no pooling, no head).
         drop_rate: Dropout before the heads.
+        drop_path_rate: Stochastic depth of the residual branches, rising linearly over the blocks to
+            this rate (timm's ResNet rule). Training only: ``forward_anytime`` refuses it in
+            training mode (its stripes, computed in separate calls, would draw different masks).
         zero_init_last: Zero the last BN of every residual branch, as timm does.
     """
 
@@ -190,6 +218,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         shortcut: str = "projection",
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         zero_init_last: bool = True,
         device=None,
         dtype=None,
@@ -211,6 +240,8 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.drop_path_rate = drop_path_rate
+        drop_paths = iter(block_drop_paths(drop_path_rate, sum(layers)))
         self.grad_checkpointing = False
         self.block_type, self.layer_sizes, self.stem_type, self.shortcut_type = block, tuple(layers), stem, shortcut
 
@@ -233,7 +264,17 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
             stride = 1 if index == 0 else 2
             modules = []
             for b in range(blocks):
-                modules.append(block_cls(inplanes, planes, stride if b == 0 else 1, spec=spec, shortcut=shortcut, **dd))
+                modules.append(
+                    block_cls(
+                        inplanes,
+                        planes,
+                        stride if b == 0 else 1,
+                        spec=spec,
+                        shortcut=shortcut,
+                        drop_path=next(drop_paths),
+                        **dd,
+                    )
+                )
                 inplanes = planes * block_cls.expansion
             reduction *= stride
             self.add_module(f"layer{index + 1}", nn.Sequential(*modules))
@@ -307,6 +348,12 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         every activation of stages < k. Stop iterating whenever time is up; ``send(rows)`` after a
         stage continues with those inputs only."""
         self._check_pooled("forward_anytime")
+        if self.training and self.drop_path_rate > 0.0:
+            raise RuntimeError(
+                "forward_anytime computes each stripe in its own call, so in training mode stochastic depth would "
+                "draw a different mask per stripe: call model.eval() first (or train with forward_stages / "
+                "set_active_stage, which drop whole branches consistently)"
+            )
         cache: dict[str, tuple[Tensor, int]] = {}
         for k in range(1, self.num_stages + 1):
             h = self.act1(self.bn1.forward_stripe(self.conv1.forward_stripe(x, k), k))
@@ -347,6 +394,7 @@ def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
             channels=planes,
             global_pool=pool,
             drop_rate=model.drop_rate,
+            drop_path_rate=model.drop_path_rate,
             **dd,
         )
         _narrow_stem(plain, stem, dd)
@@ -361,6 +409,7 @@ def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
             channels=planes,
             global_pool=pool,
             drop_rate=model.drop_rate,
+            drop_path_rate=model.drop_path_rate,
             **dd,
         )
         perm = _cifar_permutations(model, stage)
