@@ -11,7 +11,10 @@ training error is low but whose test error is high overfits; one with both high 
 
 The training images are those the checkpoint's ``train_config.yaml`` (a run's ``config.yaml``)
 records (``train_per_class``: the first N of each class, or all; ``--train-per-class`` overrides
-it). A run folder gives its final weights, or its last epoch's while it is still training.
+it). A run folder gives its final weights, or its last epoch's while it is still training;
+``--weights`` names another file of the run's model, e.g. the weight average of ``--model-ema``:
+
+    python examples/generalization_gap.py --run runs/my_run --weights runs/my_run/model_ema.safetensors
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from timm_anytime.data import InMemoryDataset, InMemoryLoader, load_cifar
 from timm_anytime.evaluate import stage_correct
 from timm_anytime.models.pretrained import SHIPPED, shipped_train_config
 from timm_anytime.train import TrainConfig
-from timm_anytime.train.checkpoint import MODEL_FILE, load_weights, run_weights
+from timm_anytime.train.checkpoint import MODEL_FILE, CheckpointError, load_weights, run_weights
 from timm_anytime.train.environment import describe_commit, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,22 +49,28 @@ def stage_errors(
     return [100.0 * (1.0 - float(correct.double().mean())) for correct in top1]
 
 
-def load_run(run: Path, data_dir: str | None) -> tuple[nn.Module, str, TrainConfig, str]:
-    """The model of an ``anytime-train`` run folder with its weights (the final ones, else the last
-    epoch's), a label naming them, its config and the dataset folder to read."""
+def load_run(run: Path, data_dir: str | None, weights: Path | None = None) -> tuple[nn.Module, str, TrainConfig, str]:
+    """The model of an ``anytime-train`` run folder with its weights (``weights``, else the final
+    ones, else the last epoch's), a label naming them, its config and the dataset folder to read."""
     try:
         cfg = TrainConfig.from_run(run)
     except FileNotFoundError as error:
         raise SystemExit(str(error)) from error
     if cfg.dataset not in ("cifar10", "cifar100"):
         raise SystemExit(f"{run} trained on {cfg.dataset!r}; this measures CIFAR-10/100 runs only")
-    weights = run_weights(run)
-    if not weights.is_file():
-        raise SystemExit(f"{run} has no weights yet (no {MODEL_FILE}, no checkpoint): train it first")
+    if weights is None:
+        weights = run_weights(run)
+        if not weights.is_file():
+            raise SystemExit(f"{run} has no weights yet (no {MODEL_FILE}, no checkpoint): train it first")
+        label = f"run {run} ({'final weights' if weights.parent == run else 'last epoch checkpoint'})"
+    else:
+        label = f"run {run} (weights {weights})"
     num_classes = 10 if cfg.dataset == "cifar10" else 100
     model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
-    load_weights(weights, model)
-    label = f"run {run} ({'final weights' if weights.parent == run else 'last epoch checkpoint'})"
+    try:
+        load_weights(weights, model)
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from error
     return model.eval(), label, cfg, data_dir or cfg.data_dir or DEFAULT_DATA_DIR
 
 
@@ -70,6 +79,9 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", default=SHIPPED[0], choices=SHIPPED, help="a shipped checkpoint")
     source.add_argument("--run", type=Path, help="a run folder of anytime-train instead (CIFAR-10/100)")
+    parser.add_argument(
+        "--weights", type=Path, help="with --run: this weights file instead, e.g. RUN/model_ema.safetensors"
+    )
     parser.add_argument("--data-dir", help=f"the CIFAR ImageFolder tree (default: the run's, else {DEFAULT_DATA_DIR})")
     parser.add_argument(
         "--train-per-class",
@@ -81,8 +93,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.train_per_class is not None and args.train_per_class < 1:
         parser.error(f"--train-per-class must be at least 1, got {args.train_per_class}")
+    if args.weights is not None and args.run is None:
+        parser.error("--weights names a file of a run's model: give the run with --run")
     if args.run is not None:
-        model, label, cfg, data_dir = load_run(args.run, args.data_dir)
+        model, label, cfg, data_dir = load_run(args.run, args.data_dir, args.weights)
         dataset, recorded_per_class = cfg.dataset, cfg.train_per_class
     else:
         model = timm.create_model(args.model, pretrained=True).eval()  # the shipped copy: no network needed

@@ -114,8 +114,32 @@ def test_a_run_folder_is_measured_on_its_own_training_images(
     assert measured == {split: pytest.approx(errors, abs=0.006) for split, errors in expected.items()}  # 2 decimals
     assert all(fit < held for fit, held in zip(expected["train"], expected["test"], strict=True))  # a swap would show
 
+    # --weights: another file of the run's model (here the untrained network) is what gets measured
+    untrained = timm.create_model(model, num_classes=10, **kwargs)
+    save_file(untrained.state_dict(), str(run / "other.safetensors"))
+    monkeypatch.setattr(
+        sys, "argv", ["generalization_gap.py", "--run", str(run), "--weights", str(run / "other.safetensors")]
+    )
+    _example().main()
+    out = capsys.readouterr().out
+    assert f"weights {run / 'other.safetensors'}" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
+    reference.load_state_dict(
+        {k: v.double() if v.is_floating_point() else v for k, v in untrained.state_dict().items()}
+    )
+    assert [float(row[1]) for row in rows] == pytest.approx(_stage_errors_by_hand(reference, *train), abs=0.006)
+    save_file({"fc.0.weight": torch.zeros(1)}, str(run / "wrong.safetensors"))
+    monkeypatch.setattr(
+        sys, "argv", ["generalization_gap.py", "--run", str(run), "--weights", str(run / "wrong.safetensors")]
+    )
+    with pytest.raises(SystemExit, match="do not fit this NestedResNet"):
+        _example().main()
+
 
 def test_a_folder_that_is_not_a_run_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["generalization_gap.py", "--run", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"not a run folder.*--output of anytime-train"):
+        _example().main()
+    monkeypatch.setattr(sys, "argv", ["generalization_gap.py", "--weights", str(tmp_path / "model.safetensors")])
+    with pytest.raises(SystemExit):  # argparse: "--weights names a file of a run's model: give the run with --run"
         _example().main()
