@@ -100,7 +100,6 @@ class NestedBasicBlock(_NestedResidualBlock):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.drop_path = drop_path
         dd = {"spec": spec, "device": device, "dtype": dtype}
         out = planes * self.expansion
         self.conv1 = NestedConv2d(inplanes, planes, 3, stride, 1, **dd)
@@ -109,6 +108,7 @@ class NestedBasicBlock(_NestedResidualBlock):
         self.conv2 = NestedConv2d(planes, out, 3, 1, 1, **dd)
         self.bn2 = NestedBatchNorm2d(out, **dd)
         self.act2 = nn.ReLU(inplace=True)
+        self.drop_path = drop_path  # stochastic depth of the residual branch (timm's DropPath), or None
         self._init_shortcut(inplanes, out, stride, shortcut, dd)
 
     def zero_init_last(self) -> None:
@@ -145,7 +145,6 @@ class NestedBottleneck(_NestedResidualBlock):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.drop_path = drop_path
         dd = {"spec": spec, "device": device, "dtype": dtype}
         out = planes * self.expansion
         self.conv1 = NestedConv2d(inplanes, planes, 1, **dd)
@@ -157,6 +156,7 @@ class NestedBottleneck(_NestedResidualBlock):
         self.conv3 = NestedConv2d(planes, out, 1, **dd)
         self.bn3 = NestedBatchNorm2d(out, **dd)
         self.act3 = nn.ReLU(inplace=True)
+        self.drop_path = drop_path  # stochastic depth of the residual branch (timm's DropPath), or None
         self._init_shortcut(inplanes, out, stride, shortcut, dd)
 
     def zero_init_last(self) -> None:
