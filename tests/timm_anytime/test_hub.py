@@ -305,6 +305,13 @@ def test_the_card_names_every_commit_the_run_trained_under(run: Path, tmp_path: 
         (copy / "environment.jsonl").write_text("".join(json.dumps(start) + "\n" for start in starts))
         card = (export_run(copy, tmp_path / f"export{index}") / "README.md").read_text()
         assert expected in card, (commits, card)
+    assert "Fine-tuned" not in card  # these started from a random initialization
+    copy = tmp_path / "fine_tuned"
+    shutil.copytree(run, copy)
+    start = {**records[0], "initial_weights": {"pretrained": "arch.tag", "sha256": "f" * 64}}
+    (copy / "environment.jsonl").write_text(json.dumps(start) + "\n" + json.dumps(records[0]) + "\n")
+    card = (export_run(copy, tmp_path / "export_ft") / "README.md").read_text()
+    assert f"Fine-tuned: it started from the pretrained weights `arch.tag` (SHA-256 {'f' * 64})" in card
 
 
 def test_the_card_shows_the_run_s_settings_as_it_recorded_them(run: Path, tmp_path: Path) -> None:

@@ -112,6 +112,8 @@ def training_environment(run: str | Path) -> dict[str, Any]:
         "git_commits": list(dict.fromkeys(record.get("git_commit") for record in records)),
         "torch": (last.get("packages") or {}).get("torch"),
         "timm": (last.get("packages") or {}).get("timm"),
+        # what the first start loaded (--pretrained, --initial-checkpoint); None: a random initialization
+        "initial_weights": records[0].get("initial_weights"),
     }
 
 

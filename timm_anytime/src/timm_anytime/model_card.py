@@ -58,6 +58,16 @@ def _averaged(cfg: Any, results: dict[str, Any]) -> str:
     return f" The weights are the exponential moving average of the training weights (`--model-ema`, decay {decay})."
 
 
+def _started_from(initial: dict[str, Any] | None) -> str:
+    """The card's words for what the run's weights started from (environment.jsonl's record)."""
+    if not initial:
+        return ""
+    source = initial.get("pretrained") or initial.get("initial_checkpoint")
+    digest = f" (SHA-256 {initial['sha256']})" if initial.get("sha256") else ""
+    kind = "the pretrained weights" if initial.get("pretrained") else "the weights file"
+    return f" Fine-tuned: it started from {kind} `{source}`{digest}, not from a random initialization."
+
+
 def model_card(
     name: str,
     cfg: Any,
@@ -84,7 +94,7 @@ def model_card(
         commits = env.get("git_commits") or [env.get("git_commit")]
         trained = [
             f"Trained on {env['hardware']}{resumed}, timm-anytime {_commits(commits)}, "
-            f"torch {env.get('torch')}, timm {env.get('timm')}.",
+            f"torch {env.get('torch')}, timm {env.get('timm')}.{_started_from(env.get('initial_weights'))}",
             "",
         ]
     return "\n".join(

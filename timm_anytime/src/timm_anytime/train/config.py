@@ -74,6 +74,8 @@ class TrainConfig:
     # model
     model: str = "anytime_cifar_resnet20_w124"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False  # start from the model's pretrained weights (e.g. a shipped tag: <arch>.<tag>)
+    initial_checkpoint: str | None = None  # start from this .safetensors file (or run folder) of the same model
     # data
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -191,6 +193,10 @@ class TrainConfig:
             raise ValueError(
                 "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
                 "is augmented by timm's create_transform: drop --cutout"
+            )
+        if self.pretrained and self.initial_checkpoint is not None:
+            raise ValueError(
+                "pretrained loads the model's published weights and initial_checkpoint a file of yours: choose one"
             )
         if self.aa is not None:
             _check_auto_augment(self.aa, self.dataset)
@@ -320,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="a registered timm model, e.g. anytime_cifar_resnet42_w124 or cifar_resnet42")
     g.add_argument("--model-kwargs", nargs="+", type=_key_value, metavar="KEY=VALUE", help="e.g. width=0.5")
+    g.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the model's pretrained weights, e.g. --model anytime_cifar_resnet20_w124.osgd_cifar10_e100 "
+        "(new classes or input channels: timm adapts the heads and the first convolution)",
+    )
+    g.add_argument(
+        "--initial-checkpoint",
+        help="start from this .safetensors file (or a run folder's final weights) of the same model and classes",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS)
     g.add_argument("--data-dir", help="ImageFolder tree with train/ and test/ (or val/), or a torchvision CIFAR folder")

@@ -38,10 +38,12 @@ from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
 from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
+from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .environment import environment_report
+from .initial_weights import load_initial_checkpoint, pretrained_record
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
 from .stage_passes import (
@@ -89,9 +91,17 @@ class StageOutputs(nn.Module):
         return [self.model(x)] if only_active else stage_logits(self.model, x)
 
 
-def create_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    """``timm.create_model`` with the dataset's classes and channels (``cfg`` has checked the name)."""
-    return timm.create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
+def create_model(cfg: TrainConfig, num_classes: int, in_chans: int, pretrained: bool = False) -> nn.Module:
+    """``timm.create_model`` with the dataset's classes and channels (``cfg`` has checked the name),
+    with the model's pretrained weights if ``pretrained``."""
+    try:
+        return timm.create_model(
+            cfg.model, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs
+        )
+    except RuntimeError as error:
+        if pretrained and "pretrained" in str(error):
+            raise ValueError(f"--pretrained: {error} This package ships: {', '.join(SHIPPED)}") from error
+        raise
 
 
 def _cpu_processes() -> bool:
@@ -188,7 +198,10 @@ class Trainer:
         self._check_folder()
         set_seed(cfg.seed)
         sources: Sources = load_sources(cfg, progress=cfg.progress and self.is_main)
-        self.model = create_model(cfg, sources.num_classes, sources.in_chans)
+        # A resume continues from its own checkpoint: it needs neither the pretrained weights nor the initial file.
+        starting = not (cfg.resume and (self.out / "checkpoint").is_dir())
+        self.model = create_model(cfg, sources.num_classes, sources.in_chans, pretrained=cfg.pretrained and starting)
+        self.initial_weights = self._load_initial_weights() if starting else None  # before the folder is written
         self.num_stages = num_stages_of(self.model)
         self._check_stage_settings()
         self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model)
@@ -262,6 +275,8 @@ class Trainer:
                 self.accelerator.num_processes, str(self.accelerator.device), self.accelerator.mixed_precision
             )
             report["data"] = _data_record(cfg, sources)
+            if self.initial_weights is not None:
+                report["initial_weights"] = self.initial_weights
             report["stage_passes"] = self.stage_passes
             report["cpu_allocator"] = self.cpu_allocator
             previous = _last_commit(out / "environment.jsonl") if cfg.resume else None
@@ -274,6 +289,16 @@ class Trainer:
             with (out / "environment.jsonl").open("a") as handle:
                 handle.write(json.dumps(report) + "\n")
         self.accelerator.wait_for_everyone()
+
+    def _load_initial_weights(self) -> dict[str, Any] | None:
+        """Load ``initial_checkpoint`` into the new model; returns what the run starts from (that file,
+        or the pretrained weights ``create_model`` loaded), for environment.jsonl."""
+        cfg = self.cfg
+        if cfg.initial_checkpoint is not None:
+            return load_initial_checkpoint(cfg.initial_checkpoint, self.model)
+        if cfg.pretrained:
+            return pretrained_record(self.model)
+        return None
 
     def _check_stage_settings(self) -> None:
         cfg, n = self.cfg, self.num_stages
