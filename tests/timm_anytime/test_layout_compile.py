@@ -1,4 +1,5 @@
-"""channels_last and torch.compile change speed, not results: same outputs as the default layout."""
+"""channels_last, torch.compile and gradient checkpointing change speed or memory, not results: the same
+outputs and weights as the default."""
 
 from __future__ import annotations
 
@@ -171,3 +172,39 @@ def test_a_compiled_model_follows_set_active_stage() -> None:
         for stage in (3, 1, 2, 1):
             model.set_active_stage(stage)
             torch.testing.assert_close(compiled(x), reference[stage - 1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["osgd", "sgd"])
+def test_trainer_grad_checkpointing_recomputes_and_ends_with_the_same_weights(
+    tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--grad-checkpointing: the blocks' forward runs again in the backward pass (counted through
+    torch's checkpoint), and two epochs end with the state of the run that stored every activation:
+    the parameters (the recomputation repeats the same float operations, dropout's mask included)
+    and BatchNorm's running statistics and batch counts, which the reruns (one per backward pass:
+    three a step for osgd's single pass) leave alone. Plain torch checkpointing, as timm's
+    checkpoint_seq does it, would count every batch 2 or 4 times."""
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    # the single pass on both sides: --grad-checkpointing picks it (the separate passes cannot be recomputed)
+    settings = dict(method=method, model_kwargs={"width": 0.5, "drop_rate": 0.3}, stage_passes="single")
+    stored = train(tiny_config(tmp_path / "stored", **settings))
+    assert not calls
+    recomputed = train(tiny_config(tmp_path / "recomputed", grad_checkpointing=True, **settings))
+    assert calls  # the checkpointed path ran
+    expected, got = _weights(stored), _weights(recomputed)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))

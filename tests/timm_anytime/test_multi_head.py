@@ -32,10 +32,13 @@ def test_grad_checkpointing_recomputes_units_with_equal_gradients(name: str, mon
     model = timm.create_model(name, width=0.5).train()
     x = torch.randn(4, 3, 32, 32)
 
+    after: list[dict[str, torch.Tensor]] = []
+
     def gradients() -> dict[str, torch.Tensor]:
         model.zero_grad()
         state = {k: v.clone() for k, v in model.state_dict().items()}  # BN statistics move: restore them
         sum(y.square().mean() for y in model.forward_stages(x)).backward()
+        after.append({k: v.clone() for k, v in model.state_dict().items()})
         model.load_state_dict(state)
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -53,3 +56,6 @@ def test_grad_checkpointing_recomputes_units_with_equal_gradients(name: str, mon
     assert len(calls) >= sum(1 for n, _ in model.named_modules() if n.count(".units.") == 1 and n.count(".") == 2)
     for n, grad in plain.items():
         torch.testing.assert_close(checkpointed[n], grad, rtol=1e-5, atol=1e-6)
+    # the recomputation left BatchNorm's running statistics and batch counts as one forward set them
+    for key, value in after[0].items():
+        torch.testing.assert_close(after[1][key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -84,6 +84,9 @@ def test_auto_picks_separate_only_where_it_is_exact_and_cheaper() -> None:
     assert resolve_stage_passes("auto", "sgd", width) == "single"  # one summed backward
     assert resolve_stage_passes("auto", "osgd", depth) == "single"  # already restricted per stage
     assert resolve_stage_passes("single", "osgd", width) == "single"
+    assert resolve_stage_passes("auto", "osgd", width, grad_checkpointing=True) == "single"
+    with pytest.raises(ValueError, match="use --stage-passes single"):
+        resolve_stage_passes("separate", "osgd", width, grad_checkpointing=True)
     with pytest.raises(ValueError, match="does not declare separate_stage_passes"):
         resolve_stage_passes("separate", "osgd", depth)
     with pytest.raises(ValueError, match="not 'sgd'"):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..sparse import interlaced_wiring, sparse_inputs, stage_output_units
 from ..stripes import StripeSpec
+from .checkpointing import checkpointed
 from .nested import NestedBatchNorm2d, NestedConv2d, grow
 
 
@@ -131,7 +132,7 @@ class SparseStage(nn.Module):
             if index < units:
                 aggregate = self._aggregate(outputs, index)
                 if self.grad_checkpointing and not torch.jit.is_scripting():
-                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                    outputs.append(checkpointed(unit, aggregate))
                 else:
                     outputs.append(unit(aggregate))
         return self._aggregate(outputs, units)
@@ -199,7 +200,7 @@ class InterlacedStage(nn.Module):
             if level <= active:
                 aggregate = self._aggregate(outputs, inputs[level - 1], self.reads[index], self.reads_input[index])
                 if self.grad_checkpointing and not torch.jit.is_scripting():
-                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                    outputs.append(checkpointed(unit, aggregate))
                 else:
                     outputs.append(unit(aggregate))
             else:

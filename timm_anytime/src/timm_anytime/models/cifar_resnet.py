@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import checkpoint_seq, register_model
+from timm.models import register_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..layers.checkpointing import checkpoint_blocks
 from ..layers.stochastic_depth import block_drop_paths
 from .cfgs import cifar_cfg
 from .heads import SingleHeadMixin
@@ -115,7 +116,7 @@ class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
+            return checkpoint_blocks([self.layer1, self.layer2, self.layer3], x)
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 from timm.models import register_model
 from torch import Tensor, nn
 
+from ..layers.checkpointing import checkpointed
 from ..layers.sparse_blocks import SparseStage, Transition
 from ..layers.sparse_body import SparseBodyMixin, scaled_widths
 from .anytime import AnytimeMixin, keep_rows
@@ -151,7 +152,7 @@ class EANNSparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, NormedHeadsMi
             for index, unit in enumerate(stage.units):
                 aggregate = stage._aggregate(outputs, index)
                 if stage.grad_checkpointing:
-                    outputs.append(torch.utils.checkpoint.checkpoint(unit, aggregate, use_reentrant=False))
+                    outputs.append(checkpointed(unit, aggregate))
                 else:
                     outputs.append(unit(aggregate))
                 while pending and pending[0][1] == r * n + index + 1:

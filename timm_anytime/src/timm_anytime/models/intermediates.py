@@ -25,7 +25,7 @@ class _IntermediatesDone(Exception):
 
 def _called_module(module: nn.Module) -> nn.Module:
     """The module whose call produces ``module``'s output: a Sequential's output is its last
-    child's, and gradient checkpointing (timm's ``checkpoint_seq(..., flatten=True)``) calls the
+    child's, and gradient checkpointing (``layers.checkpointing.checkpoint_blocks``) calls the
     children, never the Sequential itself."""
     while isinstance(module, nn.Sequential) and len(module) > 0:
         module = module[-1]

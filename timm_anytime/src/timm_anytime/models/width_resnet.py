@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import checkpoint_seq, register_model
+from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..layers.checkpointing import checkpoint_blocks
 from ..layers.nested import (
     NestedBatchNorm2d,
     NestedConv2d,
@@ -317,7 +318,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self._layers(), x, flatten=True)
+            return checkpoint_blocks(self._layers(), x)
         x = self.layer3(self.layer2(self.layer1(x)))
         if hasattr(self, "layer4"):  # the ImageNet family has four stages, the CIFAR family three
             x = self.layer4(x)

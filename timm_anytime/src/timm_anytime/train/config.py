@@ -131,6 +131,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
     cpu_allocator: str = "tuned"
     cpu: bool = False
     log_with: list[str] = field(default_factory=list)
@@ -425,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions)")
     g.add_argument("--compile", action="store_true", help="torch.compile the forward (compiles once per stage)")
+    g.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in the backward pass instead of storing them (less memory)",
+    )
     add_cpu_allocator_argument(g, default=None)
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     g.add_argument("--log-with", nargs="+", help="Accelerate trackers, e.g. tensorboard")

@@ -35,11 +35,20 @@ from .config import STAGE_PASSES
 from .methods import OSGD_METHODS
 
 
-def resolve_stage_passes(setting: str, method: str, model: nn.Module) -> str:
-    """``single`` or ``separate`` for this method and model (see the module docstring)."""
+def resolve_stage_passes(setting: str, method: str, model: nn.Module, grad_checkpointing: bool = False) -> str:
+    """``single`` or ``separate`` for this method and model (see the module docstring). Gradient
+    checkpointing needs ``single``: it recomputes each block in the backward pass, when the separate
+    passes have already switched the active stage and BatchNorm's statistics mode back."""
     if setting not in STAGE_PASSES:
         raise ValueError(f"stage_passes must be one of {', '.join(STAGE_PASSES)}; got {setting!r}")
     supported = bool(getattr(model, "separate_stage_passes", False))
+    if grad_checkpointing:
+        if setting == "separate":
+            raise ValueError(
+                "grad_checkpointing recomputes each block in the backward pass, after the separate stage passes have "
+                "switched the active stage back: use --stage-passes single (auto picks it with --grad-checkpointing)"
+            )
+        return "single"
     if setting == "separate":
         if not supported:
             raise ValueError(

@@ -54,8 +54,8 @@ from .stage_passes import (
 )
 
 #: Settings that may change when a run is resumed (they do not change what is computed).
-#: Speed settings (stage_passes, channels_last, compile) change float rounding only; cpu_allocator
-#: changes nothing computed.
+#: Speed and memory settings (stage_passes, channels_last, compile, grad_checkpointing) change float
+#: rounding at most; cpu_allocator changes nothing computed.
 RESUMABLE = frozenset(
     {
         "resume",
@@ -70,6 +70,7 @@ RESUMABLE = frozenset(
         "stage_passes",
         "channels_last",
         "compile",
+        "grad_checkpointing",
         "cpu_allocator",
     }
 )
@@ -204,7 +205,9 @@ class Trainer:
         self.initial_weights = self._load_initial_weights() if starting else None  # before the folder is written
         self.num_stages = num_stages_of(self.model)
         self._check_stage_settings()
-        self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model)
+        self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model, cfg.grad_checkpointing)
+        if cfg.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
