@@ -17,10 +17,13 @@ near ``floor`` spends nothing measurable on combining. ``floor_batched`` gets th
 gradients from one forward pass of the full network and a single vectorized backward pass
 (``torch.autograd.grad(..., is_grads_batched=True)``: one pass carrying all stages' cotangents,
 each over the whole graph), the alternative to one backward pass per stage (eager only).
+``METHOD+ckpt`` is that method with gradient checkpointing (``--grad-checkpointing``: the single
+stage pass, each block recomputed in the backward pass), for its time and ``--memory`` beside it.
 
     python benchmarks/train_step.py --batch-size 128                        # CPU, ResNet-20 w124
     python benchmarks/train_step.py --batch-size 128 --channels-last --compile
     python benchmarks/train_step.py --device cuda --precision bf16 --batch-size 512 --channels-last --compile
+    python benchmarks/train_step.py --methods sgd sgd+ckpt osgd osgd+ckpt --memory   # checkpointing's cost
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from timm_anytime.train.trainer import StageOutputs
 METHODS = ("sgd", "adaloss", "normsgd", "osgd", "osgd_norm", "greedy")
 FLOOR = "floor"  # per-stage gradients only: the least a per-stage method spends (see the module docstring)
 FLOOR_BATCHED = "floor_batched"  # the same gradients from one vectorized backward pass
+CHECKPOINTED = "+ckpt"  # suffix: the method with gradient checkpointing
 
 
 def batched_stage_gradients(losses: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
@@ -75,12 +79,20 @@ def synchronize(device: torch.device) -> None:
 
 
 def build_step(
-    method: str, args: argparse.Namespace, accelerator: Accelerator, *, channels_last: bool, compiled: bool
+    method: str,
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    *,
+    channels_last: bool,
+    compiled: bool,
+    grad_checkpointing: bool = False,
 ) -> tuple[Callable[[], None], str]:
     """One training step of ``method`` as the trainer runs it; returns it and the stage passes used."""
     torch.manual_seed(0)
     device = accelerator.device
     model = timm.create_model(args.model, num_classes=10).to(device).train()
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     inner = create_optimizer_v2(model, opt="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9)
@@ -94,7 +106,11 @@ def build_step(
     if method in OSGD_METHODS:
         optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks())
     rule = build_update_rule(cfg.method, phase, RuleInputs(accelerator, model, optimizer, cfg.stage_weights))
-    passes = "single" if method == "greedy" or batched else resolve_stage_passes(args.stage_passes, method, model)
+    passes = (
+        "single"
+        if method == "greedy" or batched
+        else resolve_stage_passes(args.stage_passes, method, model, grad_checkpointing)
+    )
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -154,8 +170,10 @@ def rss_bytes() -> int:
 
 def peak_memory_mib(variant: str, args: argparse.Namespace, accelerator: Accelerator) -> float:
     """Peak memory of a few steps of one variant: CUDA allocator peak, or resident-set growth (CPU)."""
-    method, channels_last, compiled = parse_variant(variant, args)
-    step, _ = build_step(method, args, accelerator, channels_last=channels_last, compiled=compiled)
+    method, channels_last, compiled, checkpointed = parse_variant(variant, args)
+    step, _ = build_step(
+        method, args, accelerator, channels_last=channels_last, compiled=compiled, grad_checkpointing=checkpointed
+    )
     device = accelerator.device
     if device.type == "cuda":
         step()
@@ -172,10 +190,12 @@ def peak_memory_mib(variant: str, args: argparse.Namespace, accelerator: Acceler
     return (peak - before) / 2**20
 
 
-def parse_variant(variant: str, args: argparse.Namespace) -> tuple[str, bool, bool]:
+def parse_variant(variant: str, args: argparse.Namespace) -> tuple[str, bool, bool, bool]:
+    """(method, channels_last, compiled, grad_checkpointing) of a variant name."""
     if variant == "sgd (plain)":
-        return "sgd", False, False
-    return variant, args.channels_last, args.compile
+        return "sgd", False, False, False
+    checkpointed = variant.endswith(CHECKPOINTED)
+    return variant.removesuffix(CHECKPOINTED), args.channels_last, args.compile, checkpointed
 
 
 def cpu_memory_in_subprocess(variant: str) -> float:
@@ -227,9 +247,9 @@ def main() -> None:
         variants.insert(0, "sgd (plain)")
     steps, passes = {}, {}
     for variant in variants:
-        method, channels_last, compiled = parse_variant(variant, args)
+        method, channels_last, compiled, checkpointed = parse_variant(variant, args)
         steps[variant], passes[variant] = build_step(
-            method, args, accelerator, channels_last=channels_last, compiled=compiled
+            method, args, accelerator, channels_last=channels_last, compiled=compiled, grad_checkpointing=checkpointed
         )
     times: dict[str, list[float]] = {v: [] for v in variants}
     for round_index in range(args.warmup + args.rounds):
