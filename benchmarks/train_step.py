@@ -6,8 +6,10 @@ Every method runs the trainer's own update rule (timm_anytime.train.methods) and
 that drift of a noisy machine hits them alike; medians are compared. Prints each method's median
 step time and its ratio to the summed-loss SGD step in the same layout, and ``sgd (plain)``: SGD
 in the default layout without compile, the reference for the layout and compile gains. Peak
-memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, the growth of the resident set
-over a few steps, each method in a fresh process with glibc returning large blocks on free
+memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, each method in a fresh process
+with glibc returning every block over 64 KiB on free, the peak resident set of three steps above
+the resident set before them, counted after one warm-up step (which pages in torch's kernels and
+fills its caches) with the kernel's peak counter reset (``/proc/self/clear_refs``, Linux)
 (``--memory``).
 
 ``--methods ... floor`` adds what any per-stage method must spend at least: the forward pass(es)
@@ -32,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,23 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss() -> None:
+    """Restart the kernel's peak resident-set counter (VmHWM) from the current resident set."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError as error:
+        message = f"--memory on the CPU needs Linux's /proc/self/clear_refs to reset the peak: {error}"
+        raise SystemExit(message) from error
+
+
+def peak_rss_bytes() -> int:
+    """The peak resident set since the last :func:`reset_peak_rss` (VmHWM)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def peak_memory_mib(variant: str, args: argparse.Namespace, accelerator: Accelerator) -> float:
     """Peak memory of a few steps of one variant: CUDA allocator peak, or resident-set growth (CPU)."""
     method, channels_last, compiled, checkpointed = parse_variant(variant, args)
@@ -183,11 +201,14 @@ def peak_memory_mib(variant: str, args: argparse.Namespace, accelerator: Acceler
             step()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
-    before = rss_bytes()  # model, optimizer and batch already allocated
+    # One step first: it pages in torch's kernels (hundreds of MiB of code, the same for every variant,
+    # which the peak of the first step would otherwise count) and creates the optimizer's state.
+    step()
+    reset_peak_rss()
+    before = rss_bytes()
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return (peak - before) / 2**20
+    return (peak_rss_bytes() - before) / 2**20
 
 
 def parse_variant(variant: str, args: argparse.Namespace) -> tuple[str, bool, bool, bool]:
