@@ -208,3 +208,20 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(run / "model.safetensors"))
+
+
+def test_a_compiled_model_with_grad_checkpointing_gives_the_eager_gradients() -> None:
+    """Under torch.compile (which takes no checkpoint context_fn in torch 2.14) the blocks fall back
+    to plain checkpointing; the gradients are still the eager ones. The trainer refuses the pair."""
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20", width=0.25).train()
+    x = torch.randn(4, 3, 16, 16)
+    model(x).sum().backward()
+    eager = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    torch.compile(model)(x).sum().backward()
+    for name, grad in eager.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=1e-3, atol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="grad_checkpointing and compile"):
+        tiny_config(Path("unused"), grad_checkpointing=True, compile=True)

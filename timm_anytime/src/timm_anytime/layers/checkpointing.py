@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
+import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -43,7 +44,11 @@ class RunningStatisticsKept:
 
 def checkpointed(module: nn.Module, x: Tensor) -> Tensor:
     """``module(x)`` under torch's non-reentrant checkpoint, its recomputation inside
-    :class:`RunningStatisticsKept`."""
+    :class:`RunningStatisticsKept`. Under ``torch.compile``, which does not take a ``context_fn``
+    (torch 2.14), plain checkpointing: there the recomputation updates the statistics again, as for
+    timm's own models (``anytime-train`` refuses ``--grad-checkpointing`` with ``--compile``)."""
+    if torch.compiler.is_compiling():
+        return torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
     return torch.utils.checkpoint.checkpoint(  # looked up at call time (tests count the calls)
         module, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), RunningStatisticsKept(module))
     )

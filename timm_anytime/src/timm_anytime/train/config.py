@@ -195,6 +195,12 @@ class TrainConfig:
                 "cutout applies to the in-memory datasets (digits, cifar10, cifar100); a streamed ImageFolder tree "
                 "is augmented by timm's create_transform: drop --cutout"
             )
+        if self.grad_checkpointing and self.compile:
+            raise ValueError(
+                "grad_checkpointing and compile: torch.compile cannot run the recomputation that leaves BatchNorm's "
+                "running statistics alone (layers/checkpointing.py), so checkpointing would change the trained "
+                "state there: choose one"
+            )
         if self.pretrained and self.initial_checkpoint is not None:
             raise ValueError(
                 "pretrained loads the model's published weights and initial_checkpoint a file of yours: choose one"
