@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from timm_anytime.train import TrainConfig
+from timm_anytime.train import TrainConfig, Trainer, train
 
 MODEL = "anytime_cifar_resnet20_w124"
 TINY: dict[str, Any] = dict(
@@ -67,3 +67,21 @@ def toy_cifar(root: Path, per_class: int) -> Path:
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / c / f"img_{(7 * i) % per_class:03d}_{i}.jpg")
     return root
+
+
+def interrupt_in_epoch(cfg: TrainConfig, epoch: int, monkeypatch: Any) -> None:
+    """Train ``cfg`` until epoch ``epoch`` (0-based) starts, then stop it as a Ctrl-C would: the
+    checkpoint of the epochs before stays in its folder, ready for ``resume=True``."""
+    import pytest
+
+    original = Trainer._train_epoch
+
+    def stop(self: Trainer, index: int, phase: Any) -> dict[str, Any]:
+        if index == epoch:
+            raise KeyboardInterrupt
+        return original(self, index, phase)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)

@@ -15,7 +15,7 @@ import torch
 from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 
-from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config
+from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config, toy_cifar
 from timm_anytime.train import Trainer, config_from_args
 from timm_anytime.train.batch_augment import dominant_labels
 
@@ -202,17 +202,8 @@ def test_random_erasing_zeroes_one_box_per_image_and_the_stages_train_on_it(tmp_
 
 
 def test_auto_augment_applies_timms_policy_to_a_streamed_image_folder(tmp_path: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2)):
-        for label in ("cat", "dog"):
-            folder = tmp_path / "data" / split / label
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    folder = dict(dataset="imagefolder", data_dir=str(tmp_path / "data"), train_per_class=None, eval_per_class=None)
+    data = toy_cifar(tmp_path / "data", per_class=1)
+    folder = dict(dataset="imagefolder", data_dir=str(data), train_per_class=None, eval_per_class=None)
     settings = dict(folder, batch_size=4, eval_batch_size=4, workers=0, epochs=1, model_kwargs={"width": 0.25})
     trainer = Trainer(tiny_config(tmp_path / "run", aa="rand-m9-mstd0.5-inc1", **settings))
     steps = [type(t).__name__ for t in trainer.loaders.train.dataset.transform.transforms]

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tests.timm_anytime.runs import tiny_args, tiny_config, weights
+from tests.timm_anytime.runs import interrupt_in_epoch, tiny_args, tiny_config, weights
 from timm_anytime.models.pretrained import WEIGHTS_DIR, PretrainedWeightsError
 from timm_anytime.train import Trainer, config_from_args, train
 from timm_anytime.train.checkpoint import CheckpointError
@@ -100,17 +100,7 @@ def test_a_resume_does_not_need_the_initial_file(tmp_path: Path, monkeypatch: py
     start = tmp_path / "start.safetensors"
     start.write_bytes((first / "model.safetensors").read_bytes())
     settings = dict(initial_checkpoint=str(start), epochs=2)
-    original = Trainer._train_epoch
-
-    def stop_in_second_epoch(self, epoch, phase):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, phase)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path / "run", **settings))
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    interrupt_in_epoch(tiny_config(tmp_path / "run", **settings), 1, monkeypatch)  # in the second epoch
     start.unlink()  # gone: the run's own checkpoint is what a resume needs
     run = train(tiny_config(tmp_path / "run", resume=True, **settings))
     assert (run / "model.safetensors").is_file()

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 import timm_anytime  # noqa: F401
 from osgd import OSGD
-from tests.timm_anytime.runs import MODEL, tiny_args, tiny_config, weights
+from tests.timm_anytime.runs import MODEL, interrupt_in_epoch, tiny_args, tiny_config, weights
 from timm_anytime.cpu_allocator import environment_choice
 from timm_anytime.train import METHODS, TrainConfig, Trainer, plan_phases, train
 from timm_anytime.train.methods import Greedy
@@ -117,18 +117,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
         cutmix=1.0,
     )
     whole = train(tiny_config(tmp_path / "whole", **settings))
-
-    original = Trainer._train_epoch
-
-    def crash_in_third_epoch(self, epoch, phase):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, phase)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path / "split", **settings))
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    interrupt_in_epoch(tiny_config(tmp_path / "split", **settings), 2, monkeypatch)  # in the third epoch
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())  # epoch 2 saved
     resumed = train(tiny_config(tmp_path / "split", resume=True, **settings))
 
