@@ -26,7 +26,7 @@ gpu = load_script("examples/reproduce_cifar_gpu.py")
 
 def test_pack_unpack_keeps_every_image_and_the_order(tmp_path: Path) -> None:
     source = toy_cifar(tmp_path / "cifar", per_class=5)
-    packed = gpu.pack(source, test_per_class=3, output=tmp_path / "pack.safetensors")
+    packed = gpu.pack(source, test_per_class=3, output=tmp_path / "pack.safetensors.xz")
     tree = gpu.unpack(packed, tmp_path / "unpacked")
     for split, per_class in (("train", None), ("test", 3)):
         original = load_image_folder(source / split, max_per_class=per_class, progress=False)
@@ -121,7 +121,7 @@ def test_a_stopped_run_resumes_on_a_fresh_machine(tmp_path: Path, monkeypatch) -
     stop leaves: a checkpoint and no final weights), carried in the campaign folder, is resumed on
     the next call's fresh machine, finished, bundled and evaluated by collect."""
     monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
-    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors")
+    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors.xz")
 
     def device_call(index: int, epochs: int) -> tuple[Path, Path]:
         out, machine = tmp_path / f"out{index}", tmp_path / f"machine{index}"  # a fresh machine each call
@@ -178,7 +178,7 @@ def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> 
     benchmarks/gpu_check.sh it runs is valid (they would otherwise fail on the GPU, where a call
     costs minutes of a rare device), the campaign runs in the rest of the budget, at most 8 files
     come back, and collect puts the measurements under results and the run under runs."""
-    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors")
+    packed = gpu.pack(toy_cifar(tmp_path / "cifar", 4), 2, tmp_path / "pack.safetensors.xz")
     out = tmp_path / "out"
     env = {
         **os.environ,
