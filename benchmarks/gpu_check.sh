@@ -29,8 +29,10 @@ PRECISION=${PRECISION:-bf16}
 BATCH=${BATCH:-512}
 mkdir -p "$OUT"
 PY=${PYTHON:-$(command -v python3 || command -v python)}
-# On a machine without this project installed (the lent GPU machine), import it from the checkout.
-"$PY" -c "import timm_anytime" 2>/dev/null || export PYTHONPATH="$PWD/osgd/src:$PWD/timm_anytime/src${PYTHONPATH:+:$PYTHONPATH}"
+# Always the checked-out code, installed or not (the lent GPU machine has no install). No probe:
+# `python -c "import timm_anytime"` succeeds in the repository root without any install (the folder
+# timm_anytime/ imports as an empty namespace package) while the scripts then fail.
+export PYTHONPATH="$PWD/osgd/src:$PWD/timm_anytime/src${PYTHONPATH:+:$PYTHONPATH}"
 {
     git rev-parse HEAD
     git status --short

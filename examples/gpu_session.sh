@@ -21,7 +21,10 @@ OUT=${OUT:-runs/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-$(command -v python3 || command -v python)}
-"$PY" -c "import timm_anytime" 2>/dev/null || export PYTHONPATH="$PWD/osgd/src:$PWD/timm_anytime/src${PYTHONPATH:+:$PYTHONPATH}"
+# Always the checked-out code, installed or not (the lent GPU machine has no install). No probe:
+# `python -c "import timm_anytime"` succeeds in the repository root without any install (the folder
+# timm_anytime/ imports as an empty namespace package) while the scripts then fail.
+export PYTHONPATH="$PWD/osgd/src:$PWD/timm_anytime/src${PYTHONPATH:+:$PYTHONPATH}"
 if [[ ${SKIP_CHECK:-0} != 1 ]]; then
     check=$(mktemp -d)/gpu_check
     ITEMS=${ITEMS:-train_step_bf16 concurrent_runs} ROUNDS=${ROUNDS:-20} WINDOW_S=${WINDOW_S:-8} OUT=$check \

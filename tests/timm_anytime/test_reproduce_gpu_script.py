@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> 
     out = tmp_path / "out"
     env = {
         **os.environ,
-        "PYTHON": sys.executable,
+        **python_without_this_project(tmp_path),
         "OUT": str(out),
         "BUDGET_S": "500",
         # every item but the compiled step (a C++ build on the CPU); the tiny settings of a smoke test
@@ -221,6 +222,32 @@ def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> 
     counts = [line.split()[0] for line in files["concurrent_runs.txt"].splitlines() if line.strip()[:1].isdigit()]
     assert counts == ["1", "2"]
     assert (tmp_path / "here" / "w_sgd_s0" / "model.safetensors").exists()
+
+
+def python_without_this_project(tmp_path: Path) -> dict[str, str]:
+    """Environment for a ``PYTHON`` that sees torch, timm and the rest but not this project's
+    install, as on the lent GPU machine: ``-S`` skips site-packages' .pth files (the editable
+    installs), PYTHONPATH gives the packages back."""
+    wrapper = tmp_path / "python_without_this_project"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    wrapper.chmod(0o755)
+    packages = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    return {"PYTHON": str(wrapper), "PYTHONPATH": os.pathsep.join(sorted(packages))}
+
+
+def test_the_gpu_scripts_import_the_checkout_where_the_project_is_not_installed(tmp_path: Path) -> None:
+    """Both scripts probed `python -c "import timm_anytime"`, which passes in the repository root
+    without an install (timm_anytime/ imports as a namespace package), so on the GPU machine every
+    measurement and the campaign died on ModuleNotFoundError. The probe must not decide."""
+    env = {**os.environ, **python_without_this_project(tmp_path), "OUT": str(tmp_path / "out")}
+    env |= {"ITEMS": "train_step_bf16", "DEVICE": "cpu", "PRECISION": "no", "BATCH": "2", "ROUNDS": "1"}
+    probe = subprocess.run([env["PYTHON"], "-c", "import timm_anytime.models"], env=env, capture_output=True)
+    assert probe.returncode != 0, "the wrapper must hide the project's install for this test to mean anything"
+    result = subprocess.run(
+        ["bash", str(gpu.REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ModuleNotFoundError" not in result.stdout + result.stderr
 
 
 def test_a_failed_measurement_fails_gpu_check_but_the_rest_still_run(tmp_path: Path) -> None:
