@@ -171,6 +171,16 @@ def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path:
     monkeypatch.setattr(gpu, "CARRY_LIMIT", repository + 2**19)
     gpu.warn_if_too_big_to_carry()
     assert "w_osgd_s0 (1.0 MiB)" in capsys.readouterr().err
+    # counted in 4 KiB blocks as du does (no tracked files here): 1 MiB fits 3 MiB; 600 more one-byte
+    # files are 2.3 MiB on disk, not 600 bytes, and no longer fit
+    monkeypatch.setattr(gpu, "_git", lambda *args: "")
+    monkeypatch.setattr(gpu, "CARRY_LIMIT", 3 * 2**20)
+    gpu.warn_if_too_big_to_carry()
+    assert capsys.readouterr().err == ""
+    for index in range(600):
+        (tmp_path / "data" / "campaign" / "w_osgd_s0" / f"{index}.json").write_bytes(b"x")
+    gpu.warn_if_too_big_to_carry()
+    assert "warning" in capsys.readouterr().err
 
 
 @pytest.mark.slow
