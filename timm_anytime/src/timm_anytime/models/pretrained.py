@@ -117,5 +117,8 @@ def build_anytime_model(model_cls: type, variant: str, pretrained: bool, **kwarg
 
 def hook_feature_cfg(resolution_stages: int) -> dict[str, Any]:
     """timm's ``feature_cfg`` for a depth-interlaced body: feature maps come from forward hooks
-    (a stage's output exists only inside the level-wise forward), the stem and every stage."""
-    return dict(feature_cls="hook", no_rewrite=True, out_indices=tuple(range(resolution_stages + 1)))
+    (a stage's output exists only inside the level-wise forward), the stem and every stage. The hooks
+    go on the model as built: timm's FeatureHookNet does not rewrite it unless ``flatten_sequential``
+    is asked for. No ``no_rewrite`` key: timm before 1.0.31 passes it to any ``feature_cls`` a user
+    chooses instead, and its FeatureGetterNet raised TypeError on it."""
+    return dict(feature_cls="hook", out_indices=tuple(range(resolution_stages + 1)))
