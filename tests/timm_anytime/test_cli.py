@@ -82,6 +82,9 @@ def test_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # checked with the settings, before any data is read: a missing data folder does not mask it
     argv += ["--dataset=cifar10", f"--data-dir={tmp_path / 'nowhere'}"]
     _fails(train_main, argv, capsys, "unknown model 'anytime_cifar_resnet20_w12'")
+    # a part left out: the model holding every given part comes first, before similar spellings
+    argv = [*tiny_args(tmp_path / "r3"), "--model=anytime_resnet20_w124"]
+    _fails(train_main, argv, capsys, "Did you mean anytime_cifar_resnet20_w124,")
 
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
