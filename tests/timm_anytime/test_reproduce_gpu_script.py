@@ -185,7 +185,8 @@ def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path:
 
 @pytest.mark.slow
 def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> None:
-    """examples/gpu_session.sh at toy size on the CPU: every measurement command of
+    """examples/gpu_session.sh at toy size on the CPU, from a copy of the tracked files without .git
+    and with a python that cannot see this project's install (as on the device): every measurement command of
     benchmarks/gpu_check.sh it runs is valid (they would otherwise fail on the GPU, where a call
     costs minutes of a rare device), the campaign runs in the rest of the budget, at most 8 files
     come back, and collect puts the measurements under results and the run under runs."""
@@ -209,7 +210,7 @@ def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> 
     args = ["--pack", str(packed), "--unpack-to", str(tmp_path / "tree"), "--runs-dir", str(tmp_path / "machine")]
     args += ["--only", "w_sgd_s0", "--jobs", "1", "--epochs", "1", "--batch-size", "16", "--margin-s", "0"]
     result = subprocess.run(
-        ["bash", str(gpu.REPO / "examples" / "gpu_session.sh"), *args],
+        ["bash", str(device_copy(tmp_path / "device_copy") / "examples" / "gpu_session.sh"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -232,6 +233,17 @@ def test_the_gpu_session_runs_end_to_end_on_cpu(tmp_path: Path, monkeypatch) -> 
     counts = [line.split()[0] for line in files["concurrent_runs.txt"].splitlines() if line.strip()[:1].isdigit()]
     assert counts == ["1", "2"]
     assert (tmp_path / "here" / "w_sgd_s0" / "model.safetensors").exists()
+
+
+def device_copy(dest: Path) -> Path:
+    """The repository as a device call receives it: the tracked files as they are here, no .git."""
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=gpu.REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listing.decode().split("\0")):
+        source = gpu.REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
 
 
 def python_without_this_project(tmp_path: Path) -> dict[str, str]:
