@@ -134,7 +134,13 @@ def unpack(source: Path, dest: Path) -> Path:
     the original sorted order kept by the zero-padded index)."""
     if (dest / "complete").exists():
         return dest
-    raw = lzma.decompress(source.read_bytes())
+    fix = f"run `python examples/reproduce_cifar_gpu.py pack` here and carry {DEVICE_DATA.name}/"
+    if not source.is_file():
+        raise SystemExit(f"no CIFAR-10 pack at {source}: {fix}")
+    try:
+        raw = lzma.decompress(source.read_bytes())
+    except lzma.LZMAError as error:  # an uncompressed pack of before 459d01d, or a truncated copy
+        raise SystemExit(f"{source} is not an xz-compressed pack ({error}): {fix}") from error
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])  # the safetensors header
     meta, tensors = header["__metadata__"], load(raw)
     jobs = []

@@ -35,6 +35,13 @@ def test_pack_unpack_keeps_every_image_and_the_order(tmp_path: Path) -> None:
         assert restored.classes == original.classes
         assert (restored.labels == original.labels).all()
         assert (restored.images == original.images).all()  # the same JPEG bytes decode the same
+    with pytest.raises(SystemExit, match=r"no CIFAR-10 pack at .*: run `python examples/reproduce_cifar_gpu\.py pack`"):
+        gpu.unpack(tmp_path / "missing.safetensors.xz", tmp_path / "elsewhere")
+    truncated = tmp_path / "truncated.safetensors.xz"
+    truncated.write_bytes(packed.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="is not an xz-compressed pack"):
+        gpu.unpack(truncated, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_every_planned_run_is_a_valid_command(tmp_path: Path) -> None:
