@@ -14,7 +14,7 @@ $(STAMP): requirements/dev.txt osgd/pyproject.toml timm_anytime/pyproject.toml
 	touch $(STAMP)
 
 ## The main job, offline: OSGD vs SGD vs the Oracle on a width-nested anytime ResNet, scikit-learn's
-## digits; trains, evaluates, writes runs/digits/report (about 5 minutes on 2 CPU cores).
+## digits; trains, evaluates, writes runs/digits/report (about 1 minute on 2 CPU cores).
 demo: install
 	$(BIN)/python examples/anytime_compare.py --output runs/digits
 

@@ -2,7 +2,7 @@
 (an independent plain network of each stage's width), evaluate everything as anytime predictors
 and write the paper's views (error per stage, error against FLOPs, deadlines).
 
-Offline on scikit-learn's bundled 8x8 digits (the default: 2 seeds, about 5 minutes on 2 CPU cores):
+Offline on scikit-learn's bundled 8x8 digits (the default: 2 seeds, about 1 minute on 2 CPU cores):
 
     python examples/anytime_compare.py
 
