@@ -125,7 +125,10 @@ def pack(data_dir: Path, test_per_class: int, output: Path = PACK) -> Path:
         f"({output.stat().st_size / 1e6:.1f} MB)"
     )
     if output.parent == DEVICE_DATA:
-        warn_if_too_big_to_carry()
+        total = warn_if_too_big_to_carry()
+        print(
+            f"a device call carrying {DEVICE_DATA.name}/ carries {total / 2**20:.1f} of {CARRY_LIMIT / 2**20:.0f} MiB"
+        )
     return output
 
 
@@ -330,8 +333,9 @@ def _on_disk(files: list[Path]) -> int:
     return sum(-(-f.stat().st_size // 4096) * 4096 for f in files if f.is_file())
 
 
-def warn_if_too_big_to_carry() -> None:
-    """The next device call carries the repository and .device_data: say so if that will not fit."""
+def warn_if_too_big_to_carry() -> int:
+    """The next device call carries the repository and .device_data: say so if that will not fit.
+    Returns what it would carry, in bytes on disk."""
     tracked = [REPO / f for f in _git("ls-files", "-z").split("\0") if f]
     total = _on_disk(tracked) + _on_disk(list(DEVICE_DATA.rglob("*")) if DEVICE_DATA.exists() else [])
     if total > 0.9 * CARRY_LIMIT:
@@ -343,6 +347,7 @@ def warn_if_too_big_to_carry() -> None:
             f"start again from scratch): {listing}",
             file=sys.stderr,
         )
+    return total
 
 
 def _git(*args: str) -> str:
