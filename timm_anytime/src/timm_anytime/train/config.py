@@ -39,13 +39,14 @@ def _check_model_name(name: str) -> None:
 
     # first the names holding every part of the given one ("anytime_resnet20_w124" is the CIFAR
     # model, not the similar-looking "anytime_resnet50_w124"), then timm's closest spellings
+    ours = list_models()
     parts = set(name.split("_"))
-    containing = [model for model in list_models() if parts <= set(model.split("_"))]
+    containing = [model for model in ours if parts <= set(model.split("_"))]
     similar = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     close = list(dict.fromkeys(containing + similar))[:3]
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(
-        f"unknown model {name!r}.{hint} This package registers: {', '.join(list_models())} "
+        f"unknown model {name!r}.{hint} This package registers: {', '.join(ours)} "
         "(any other timm model also works as a plain network)."
     )
 
