@@ -314,6 +314,30 @@ def test_the_card_names_every_commit_the_run_trained_under(run: Path, tmp_path: 
     assert f"Fine-tuned: it started from the pretrained weights `arch.tag` (SHA-256 {'f' * 64})" in card
 
 
+def test_the_card_names_every_machine_the_run_trained_on(run: Path, tmp_path: Path) -> None:
+    """A run resumed on another machine (a session that starts on a fresh VM) names both, in order,
+    not only the last start's."""
+    first = json.loads((run / "environment.jsonl").read_text().splitlines()[0])
+    amd = {**first, "cpu": "AMD EPYC", "device": "cpu", "gpus": [], "num_processes": 1}
+    intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
+    gpu = {**amd, "device": "cuda", "gpus": ["NVIDIA H200"], "num_processes": 2}
+    cases = [
+        ((amd, amd), "Trained on AMD EPYC x 1 process(es), resumed 1 time(s),"),
+        (
+            (amd, amd, intel, amd),
+            "Trained on AMD EPYC x 1 process(es), then Intel(R) Xeon(R) Processor x 1 process(es), then AMD EPYC "
+            "x 1 process(es), resumed 3 time(s),",
+        ),
+        ((gpu,), "Trained on NVIDIA H200 x 2 process(es), timm-anytime"),
+    ]
+    for index, (starts, expected) in enumerate(cases):
+        copy = tmp_path / f"run{index}"
+        shutil.copytree(run, copy)
+        (copy / "environment.jsonl").write_text("".join(json.dumps(start) + "\n" for start in starts))
+        card = (export_run(copy, tmp_path / f"export{index}") / "README.md").read_text()
+        assert expected in card, (index, card)
+
+
 def test_the_card_shows_the_run_s_settings_as_it_recorded_them(run: Path, tmp_path: Path) -> None:
     """A run trained before a setting existed (here: ``cpu_allocator``) must not be shown with
     today's default for it: the card's YAML block is the run's ``config.yaml``, as shipped in

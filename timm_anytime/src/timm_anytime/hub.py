@@ -94,8 +94,16 @@ def evaluated_weights(run: str | Path, results: dict[str, Any]) -> Path:
     )
 
 
+def _machine(record: dict[str, Any]) -> str:
+    """One start's hardware, as the card names it: its GPUs (or CPU) and processes."""
+    gpus = record.get("gpus") or []
+    hardware = ", ".join(gpus) if record.get("device", "").startswith("cuda") else record.get("cpu")
+    return f"{hardware} x {record.get('num_processes', 1)} process(es)"
+
+
 def training_environment(run: str | Path) -> dict[str, Any]:
     """What ``environment.jsonl`` says about where a run trained: hardware, starts, versions."""
+    import itertools
     import json
 
     path = Path(run) / "environment.jsonl"
@@ -103,9 +111,11 @@ def training_environment(run: str | Path) -> dict[str, Any]:
     if not records:
         return {}
     last = records[-1]
-    hardware = ", ".join(last.get("gpus") or []) if last.get("device", "").startswith("cuda") else last.get("cpu")
+    # every machine the run trained on, in order (consecutive starts on one machine named once): a
+    # resume may have landed on another one
+    machines = [machine for machine, _ in itertools.groupby(_machine(record) for record in records)]
     return {
-        "hardware": f"{hardware} x {last.get('num_processes', 1)} process(es)",
+        "hardware": ", then ".join(machines),
         "starts": len(records),
         "git_commit": last.get("git_commit"),
         # every commit the run trained under, in order (a resume may have changed it)
