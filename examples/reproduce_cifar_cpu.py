@@ -28,6 +28,9 @@ epochs, hours per run; ``results/cifar10_cpu_checkpoints/``, weights stay in the
                                               # the shipped checkpoints (hours per run, resumable)
     python examples/reproduce_cifar_cpu.py --checkpoints-summary results/cifar10_cpu_checkpoints
                                               # their errors against the target and the paper's, curves
+    python examples/reproduce_cifar_cpu.py --snapshot ../checkpoint_runs/RUN
+                                              # a run still training, committable: results/
+                                              # cifar10_cpu_checkpoints/in_progress/RUN, its readings
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.
@@ -138,8 +141,19 @@ def main() -> None:
         metavar="RESULTS",
         help="print the checkpoint protocol's table, write its learning curves into RESULTS, and stop",
     )
+    parser.add_argument(
+        "--snapshot",
+        metavar="RUN",
+        help="copy the run folder RUN of a checkpoint-protocol run still training into RESULTS/in_progress/ "
+        "(consistent with its last epoch checkpoint, no lock, learning curves drawn) to commit it, print its "
+        "readings, and stop",
+    )
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
+    if args.snapshot:
+        into = Path(args.results or REPO / "results" / "cifar10_cpu_checkpoints") / "in_progress"
+        print(checkpoints.snapshot_run(Path(args.snapshot), into / Path(args.snapshot).resolve().name))
+        return
     for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary, args.checkpoints_summary]:
         if folder is not None and not Path(folder).is_dir():
             raise SystemExit(f"no results folder {folder}: pass a results/<protocol> folder, e.g. results/cifar10_cpu")

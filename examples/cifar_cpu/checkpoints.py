@@ -37,8 +37,12 @@ paired with it on the test images, it measures what Mixup adds on top of Cutout 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .runs import DEPTH, WIDTH, final_errors, finished_runs
+
+if TYPE_CHECKING:
+    from timm_anytime.learning_curves import LearningCurve
 
 #: ``--channels-last --compile`` change float rounding only (docs/training.md). Single-threaded,
 #: they made an OSGD step of ResNet-20 w124 at batch 128 1.68x faster on the 2-core VM (2,231 ->
@@ -199,3 +203,73 @@ def plot_checkpoints(results: Path) -> Path:
 
     curves = {run.name: read_learning_curve(run) for run in finished_runs(results)}
     return plot_learning_curves(curves, results / "learning_curves.png", max_panels=len(curves) or 1)
+
+
+def _saved_epoch(weights: Path) -> int:
+    """The epoch a checkpoint's weights file was saved at (its safetensors metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as handle:
+        return int((handle.metadata() or {})["epoch"])
+
+
+def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
+    """Copy the run folder ``run`` of a run still training into ``into`` (committable: no lock
+    file, metrics cut at the checkpoint's epoch, ``learning_curves.png`` drawn), so that a session
+    that starts on a fresh machine can resume it; returns the markdown readings table (test error
+    per stage at every reading, the weight average's beside it).
+
+    The trainer replaces ``checkpoint/`` by renaming a complete new folder into place once an
+    epoch, so a copy is consistent when the epoch in the run's weights is the same before and after
+    it and in every copied weights file: otherwise it is taken again, up to ``attempts`` times."""
+    import json
+    import shutil
+
+    from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
+    from timm_anytime.train.checkpoint import EMA_FILE, MODEL_FILE
+
+    run, into = Path(run), Path(into)
+    if not (run / "config.yaml").is_file() or not (run / "checkpoint" / MODEL_FILE).is_file():
+        raise SystemExit(f"{run} is not a run folder with a checkpoint (anytime-train --output): nothing to snapshot")
+    staging = into.with_name(into.name + ".partial")
+    for _ in range(attempts):
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            epoch = _saved_epoch(run / "checkpoint" / MODEL_FILE)
+            shutil.copytree(run / "checkpoint", staging / "checkpoint", ignore=shutil.ignore_patterns("*.lock"))
+            after = _saved_epoch(run / "checkpoint" / MODEL_FILE)
+        except FileNotFoundError:  # caught between the trainer's two renames
+            continue
+        copies = [staging / "checkpoint" / name for name in (MODEL_FILE, EMA_FILE)]
+        if after == epoch and all(_saved_epoch(f) == epoch for f in copies if f.is_file()):
+            break
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SystemExit(f"{run}/checkpoint changed during each of {attempts} copies: try again (or pause the run)")
+    for name in ("config.yaml", "environment.jsonl"):
+        shutil.copy2(run / name, staging / name)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
+    (staging / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+    curve = read_learning_curve(staging)
+    plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
+    shutil.rmtree(into, ignore_errors=True)
+    staging.rename(into)
+    return f"{into.name}: epoch {epoch}\n\n{readings_table(curve)}"
+
+
+def readings_table(curve: LearningCurve) -> str:
+    """Markdown: epoch, learning rate and test error per stage at each reading, with the weight
+    average's (``--model-ema``) below where it was read."""
+    epochs = sorted(curve.eval_err)
+    lr = dict(zip(curve.epochs, curve.lr, strict=True))
+    rows = [
+        ["epoch", *(str(e) for e in epochs)],
+        ["lr", *(f"{lr[e]:.4g}" for e in epochs)],
+        ["test err % per stage", *(" / ".join(f"{v:.2f}" for v in curve.eval_err[e]) for e in epochs)],
+    ]
+    if curve.ema_eval_err:
+        average = curve.ema_eval_err
+        rows.append(["its average", *(" / ".join(f"{v:.2f}" for v in average.get(e, [])) for e in epochs)])
+    lines = [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])

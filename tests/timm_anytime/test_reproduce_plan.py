@@ -542,3 +542,59 @@ def test_an_unknown_run_name_names_the_results_folder_the_plan_was_read_from(
     for lr in ("0.025", "0.05"):
         _val_run(empty, f"d_osgd_lr{lr}_s0", [50.0, 50.0, 50.0])
     reproduce.main()  # now planned: --list prints it and returns
+
+
+def test_a_snapshot_of_a_run_in_progress_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--snapshot`` copies a run still training into results/.../in_progress/ so that a fresh
+    machine can resume it: resumed from the copy, it ends with the weights (and weight average) of
+    the same run never interrupted. A metrics line logged after the last checkpoint is cut."""
+    from tests.timm_anytime.runs import interrupt_in_epoch, tiny_config, weights
+    from timm_anytime.train import train
+
+    settings = dict(epochs=3, model_ema=True, model_ema_decay=0.9, decay_milestones=[2])
+    whole = train(tiny_config(tmp_path / "whole", **settings))
+    interrupt_in_epoch(tiny_config(tmp_path / "run", **settings), 2, monkeypatch)  # epochs 1-2 saved
+    run = tmp_path / "run"
+    logged = (run / "metrics.jsonl").read_text().splitlines()
+    ahead = {**json.loads(logged[-1]), "epoch": 3}  # as if epoch 3 were logged, its checkpoint not yet saved
+    (run / "metrics.jsonl").write_text("\n".join([*logged, json.dumps(ahead)]) + "\n")
+
+    readings = checkpoints.snapshot_run(run, tmp_path / "results" / "in_progress" / "run")
+    copy = tmp_path / "results" / "in_progress" / "run"
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "checkpoint",
+        "config.yaml",
+        "environment.jsonl",
+        "learning_curves.png",
+        "metrics.jsonl",
+    ]
+    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    second = json.loads(logged[1])
+    assert readings.startswith("run: epoch 2\n")
+    assert f"| {' / '.join(f'{e:.2f}' for e in second['eval_top1_err'])} |" in readings
+    assert f"| {' / '.join(f'{e:.2f}' for e in second['ema_eval_top1_err'])} |" in readings
+
+    resumed = train(tiny_config(copy, resume=True, **settings))
+    for file in ("model.safetensors", "model_ema.safetensors"):
+        expected, got = weights(whole, file), weights(resumed, file)
+        assert all(torch.equal(expected[name], got[name]) for name in expected), file
+
+
+def test_a_snapshot_refuses_a_folder_without_a_checkpoint_or_with_mixed_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from tests.timm_anytime.runs import interrupt_in_epoch, tiny_config
+
+    with pytest.raises(SystemExit, match="not a run folder with a checkpoint"):
+        checkpoints.snapshot_run(tmp_path, tmp_path / "out")
+    run = tmp_path / "run"
+    interrupt_in_epoch(tiny_config(run, epochs=3, model_ema=True), 2, monkeypatch)
+    ema = run / "checkpoint" / "model_ema.safetensors"
+    save_file(load_file(str(ema)), str(ema), metadata={"format": "pt", "epoch": "1"})  # an older average
+    with pytest.raises(SystemExit, match="changed during each of 2 copies"):
+        checkpoints.snapshot_run(run, tmp_path / "out" / "run", attempts=2)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
