@@ -141,6 +141,7 @@ def test_an_architectures_default_weights_are_its_first_shipped_tag() -> None:
     for name in SHIPPED:
         first.setdefault(name.split(".")[0], name)
     assert first["anytime_cifar_sparse_resnet26_d124"].endswith(".osgd_cutout_cifar10_e200")
+    assert first["anytime_cifar_resnet20_w124"].endswith(".osgd_cutout_cifar10_e200")
     for architecture, name in first.items():
         model = timm.create_model(architecture, pretrained=True)
         weights = load_file(str(WEIGHTS_DIR / name / "model.safetensors"))

@@ -28,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 #: tag of an architecture is its default (``pretrained=True`` without a tag), as in timm: the best
 #: checkpoint comes first.
 SHIPPED: tuple[str, ...] = (
+    "anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200",
     "anytime_cifar_resnet20_w124.osgd_cifar10_e100",
     "anytime_cifar_sparse_resnet26_d124.osgd_cutout_cifar10_e200",
     "anytime_cifar_sparse_resnet26_d124.osgd_cifar10_e100",
