@@ -265,6 +265,8 @@ def readings_table(curve: LearningCurve) -> str:
     """Markdown: epoch, learning rate and test error per stage at each reading, with the weight
     average's (``--model-ema``) below where it was read."""
     epochs = sorted(curve.eval_err)
+    if not epochs:
+        return f"no test readings yet (epochs 1-{curve.epochs[-1]} trained; one every --eval-every epochs)"
     lr = dict(zip(curve.epochs, curve.lr, strict=True))
     rows = [
         ["epoch", *(str(e) for e in epochs)],

@@ -598,3 +598,12 @@ def test_a_snapshot_refuses_a_folder_without_a_checkpoint_or_with_mixed_epochs(
     with pytest.raises(SystemExit, match="changed during each of 2 copies"):
         checkpoints.snapshot_run(run, tmp_path / "out" / "run", attempts=2)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
+
+
+def test_the_readings_table_says_when_there_are_no_readings_yet() -> None:
+    from timm_anytime.learning_curves import LearningCurve
+
+    curve = LearningCurve(epochs=[1, 2], lr=[0.1, 0.1], train_loss=[[1.0], [0.9]], train_err=[[50.0], [40.0]])
+    assert checkpoints.readings_table(curve).startswith("no test readings yet (epochs 1-2 trained")
+    curve.eval_err[2] = [12.345]
+    assert checkpoints.readings_table(curve).splitlines()[-1] == "| test err % per stage | 12.35 |"

@@ -25,8 +25,9 @@ HUB_ORG = "timm-anytime"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 #: ``architecture.tag`` of every checkpoint shipped in WEIGHTS_DIR (see docs/hub.md). The first
-#: tag of an architecture is its default (``pretrained=True`` without a tag), as in timm: the best
-#: checkpoint comes first.
+#: tag of an architecture is its default (``pretrained=True`` without a tag), as in timm: the
+#: checkpoint with the best last stage comes first (an earlier stage may be better in another tag:
+#: docs/hub.md's table).
 SHIPPED: tuple[str, ...] = (
     "anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200",
     "anytime_cifar_resnet20_w124.osgd_cifar10_e100",
