@@ -89,6 +89,10 @@ def _expect(condition: bool, what: str) -> None:
     assert condition, what
 
 
+def _parameters(program: torch.export.ExportedProgram) -> int:
+    return sum(p.numel() for p in program.parameters())
+
+
 def _check_accumulated(ns: dict) -> None:
     grads = [p.grad for p in ns["model"].heads.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), "the accumulated step left no gradient"
@@ -141,7 +145,14 @@ PAGES: dict[str, Page] = {
     ),
     "docs/models.md": Page(
         setup={0: lambda ns, tmp: ns.update(x=_images(2)[0])},
-        check={0: lambda ns: _expect(ns["small"](ns["x"]).shape == (2, 10), "extract_stage(1)'s output shape")},
+        check={
+            0: lambda ns: _expect(ns["small"](ns["x"]).shape == (2, 10), "extract_stage(1)'s output shape"),
+            1: lambda ns: _expect(
+                ns["small"].module()(ns["x"][:1]).shape == (1, 10)
+                and _parameters(ns["small"]) < _parameters(ns["stage1"]),
+                "the extracted stage exports with fewer parameters, at any batch size",
+            ),
+        },
     ),
     "docs/evaluation.md": Page(
         setup={0: lambda ns, tmp: (_val_loader(ns, tmp), ns.update(model=_anytime_model()))},

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_anytime  # noqa: F401
+from tests.timm_anytime.families import ANYTIME_FAMILIES
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.cli.evaluate import main as evaluate_main
 from timm_anytime.cost import stage_costs
@@ -26,16 +27,6 @@ from timm_anytime.inference.realtime import measure_stage_seconds
 from timm_anytime.report import write_report
 from timm_anytime.run_evaluation import evaluate_run
 from timm_anytime.train import train
-
-FAMILIES = [
-    ("anytime_cifar_resnet20_w124", 32),
-    ("anytime_cifar_resnet20_e1234", 32),
-    ("anytime_cifar_sparse_resnet26_d124", 32),
-    ("anytime_cifar_sparse_resnet50_wd_alt", 32),
-    ("anytime_cifar_sparse_resnet50_wd_sim", 32),
-    ("eann_cifar_sparse_resnet50", 32),
-    ("anytime_resnet18_w124", 64),
-]
 
 
 def _model(name: str) -> nn.Module:
@@ -48,7 +39,7 @@ def _model(name: str) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize(("name", "size"), FAMILIES)
+@pytest.mark.parametrize(("name", "size"), ANYTIME_FAMILIES)
 @torch.no_grad()
 def test_forward_anytime_continues_with_the_rows_sent(name: str, size: int) -> None:
     """After ``send(rows)``, every later stage equals D_k run alone on just those inputs (the dense
