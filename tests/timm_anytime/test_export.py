@@ -23,7 +23,7 @@ from timm_anytime.cost import stage_costs
 
 pytestmark = pytest.mark.slow  # a few seconds per family: tracing, not arithmetic
 
-BATCH = ({0: Dim("batch")},)  # one dynamic dimension for the single input
+BATCH = ({0: Dim("batch", max=4096)},)  # one dynamic dimension for the single input
 
 
 def _model(name: str) -> nn.Module:

@@ -11,11 +11,18 @@ import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.torch_version import TorchVersion
 
 import timm_anytime  # noqa: F401
 from tests.timm_anytime.runs import tiny_config
 from timm_anytime.train import train
-from timm_anytime.train.stage_passes import KEPT_GRAPH_COMPILE_OPTIONS, compile_options, compiled_backward_settings
+from timm_anytime.train.stage_passes import (
+    KEPT_GRAPH_COMPILE_MIN_TORCH,
+    KEPT_GRAPH_COMPILE_OPTIONS,
+    check_compile_support,
+    compile_options,
+    compiled_backward_settings,
+)
 
 MODELS = ["anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124", "anytime_cifar_sparse_resnet50_wd_sim"]
 
@@ -152,12 +159,28 @@ def test_compiled_graph_kept_between_backward_passes_gives_the_eager_gradients()
 @pytest.mark.slow
 def test_trainer_compiles_the_per_stage_methods(tmp_path: Path) -> None:
     """osgd with the single pass (graphs kept between the stages' backward passes) and with the
-    separate passes, compiled, follows the eager run."""
-    for passes in ("single", "separate"):
+    separate passes, compiled, follows the eager run (the single pass where torch compiles it)."""
+    for passes in ("single", "separate") if torch.__version__ >= KEPT_GRAPH_COMPILE_MIN_TORCH else ("separate",):
         cfg = dict(method="osgd", epochs=1, stage_passes=passes)
         plain = _losses(train(tiny_config(tmp_path / f"plain_{passes}", **cfg)))
         fast = _losses(train(tiny_config(tmp_path / f"fast_{passes}", **cfg, channels_last=True, compile=True)))
         torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)
+
+
+def test_compiling_a_kept_graph_is_refused_on_an_older_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """torch 2.6 stops in the second stage's backward pass of a compiled single pass: the trainer
+    refuses before it writes the run folder, and lets the separate passes and sgd through."""
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.6.0"))
+    out = tmp_path / "run"
+    with pytest.raises(
+        RuntimeError, match=r"needs torch 2\.9 or later \(this is torch 2\.6\.0\)\. Use --stage-passes separate"
+    ):
+        train(tiny_config(out, method="osgd", stage_passes="single", compile=True, epochs=1))
+    assert not (out / "config.yaml").exists()
+    check_compile_support("osgd", "separate")
+    check_compile_support("sgd", "single")
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.10.0"))  # newer, though not as a string
+    check_compile_support("osgd", "single")
 
 
 def test_a_compiled_model_follows_set_active_stage() -> None:

@@ -19,8 +19,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
+
+try:
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+except ImportError:  # torch < 2.7 or so: also true under torch.export, which _untraced_inference tests anyway
+    from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
 from ..stripes import StripeSpec
 

@@ -109,6 +109,22 @@ def keeps_graph(method: str, passes: str) -> bool:
     return passes == "single" and method in OSGD_METHODS
 
 
+#: The oldest torch that compiles a model whose graph is kept between backward passes: torch 2.6
+#: stops in the second stage's backward pass ("non-empty donated buffers"); 2.7 and 2.8 were not tried.
+KEPT_GRAPH_COMPILE_MIN_TORCH = "2.9"
+
+
+def check_compile_support(method: str, passes: str) -> None:
+    """Refuse ``--compile`` where :func:`keeps_graph` on a torch older than
+    :data:`KEPT_GRAPH_COMPILE_MIN_TORCH`, before the run writes anything."""
+    if keeps_graph(method, passes) and torch.__version__ < KEPT_GRAPH_COMPILE_MIN_TORCH:
+        raise RuntimeError(
+            f"--compile with method {method!r} and the single stage pass keeps the compiled graph between "
+            f"the stages' backward passes, which needs torch {KEPT_GRAPH_COMPILE_MIN_TORCH} or later (this is "
+            f"torch {torch.__version__}). Use --stage-passes separate, leave out --compile, or upgrade torch."
+        )
+
+
 #: ``torch.compile`` options for a model whose graph is kept between backward passes (see
 #: :func:`compiled_backward_settings`). Options unequal to the default make a separate compile:
 #: torch reuses a compiled graph, backward included, only under equal options.

@@ -47,6 +47,7 @@ from .initial_weights import load_initial_checkpoint, pretrained_record
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
 from .stage_passes import (
+    check_compile_support,
     compile_options,
     compiled_backward_settings,
     resolve_stage_passes,
@@ -206,6 +207,8 @@ class Trainer:
         self.num_stages = num_stages_of(self.model)
         self._check_stage_settings()
         self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model, cfg.grad_checkpointing)
+        if cfg.compile:
+            check_compile_support(cfg.method, self.stage_passes)
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         if cfg.channels_last:
