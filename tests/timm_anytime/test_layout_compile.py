@@ -173,7 +173,7 @@ def test_compiling_a_kept_graph_is_refused_on_an_older_torch(monkeypatch: pytest
     monkeypatch.setattr(torch, "__version__", TorchVersion("2.6.0"))
     out = tmp_path / "run"
     with pytest.raises(
-        RuntimeError, match=r"needs torch 2\.9 or later \(this is torch 2\.6\.0\)\. Use --stage-passes separate"
+        ValueError, match=r"needs torch 2\.9 or later \(this is torch 2\.6\.0\)\. Use --stage-passes separate"
     ):
         train(tiny_config(out, method="osgd", stage_passes="single", compile=True, epochs=1))
     assert not (out / "config.yaml").exists()

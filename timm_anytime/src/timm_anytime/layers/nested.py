@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 try:
     from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-except ImportError:  # torch < 2.7 or so: also true under torch.export, which _untraced_inference tests anyway
+except ImportError:  # torch 2.6 has not got it (2.9 has): also true under torch.export, tested anyway below
     from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
 from ..stripes import StripeSpec

@@ -118,7 +118,7 @@ def check_compile_support(method: str, passes: str) -> None:
     """Refuse ``--compile`` where :func:`keeps_graph` on a torch older than
     :data:`KEPT_GRAPH_COMPILE_MIN_TORCH`, before the run writes anything."""
     if keeps_graph(method, passes) and torch.__version__ < KEPT_GRAPH_COMPILE_MIN_TORCH:
-        raise RuntimeError(
+        raise ValueError(  # a setting this torch cannot run: one line from the CLI, no traceback
             f"--compile with method {method!r} and the single stage pass keeps the compiled graph between "
             f"the stages' backward passes, which needs torch {KEPT_GRAPH_COMPILE_MIN_TORCH} or later (this is "
             f"torch {torch.__version__}). Use --stage-passes separate, leave out --compile, or upgrade torch."
