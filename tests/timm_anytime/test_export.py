@@ -45,10 +45,10 @@ def _flops(module: nn.Module, x: Tensor) -> int:
 def test_export_computes_the_active_stage_alone_at_its_cost(name: str, size: int) -> None:
     model = _model(name)
     traced_on, run_on = _images(2, size), _images(3, size)
-    outputs, flops = {}, {}
+    outputs, flops, programs = {}, {}, {}
     for stage in (1, model.num_stages):
         model.set_active_stage(stage)
-        program = export(model, (traced_on,), dynamic_shapes=BATCH).module()
+        programs[stage] = program = export(model, (traced_on,), dynamic_shapes=BATCH).module()
         with torch.no_grad():
             outputs[stage] = program(run_on)
             torch.testing.assert_close(outputs[stage], model(run_on), rtol=1e-5, atol=1e-5)
@@ -56,6 +56,8 @@ def test_export_computes_the_active_stage_alone_at_its_cost(name: str, size: int
         assert flops[stage] == _flops(model, run_on), (name, stage)
     assert not torch.allclose(outputs[1], outputs[model.num_stages], atol=1e-3)
     assert flops[1] < flops[model.num_stages]
+    with torch.no_grad():  # the model has moved on to the last stage; stage 1's program has not
+        torch.testing.assert_close(programs[1](run_on), outputs[1], rtol=0, atol=0)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch 2.14 warns
