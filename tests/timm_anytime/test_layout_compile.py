@@ -173,14 +173,18 @@ def test_compiling_a_kept_graph_is_refused_on_an_older_torch(monkeypatch: pytest
     monkeypatch.setattr(torch, "__version__", TorchVersion("2.6.0"))
     out = tmp_path / "run"
     with pytest.raises(
-        ValueError, match=r"needs torch 2\.9 or later \(this is torch 2\.6\.0\)\. Use --stage-passes separate"
+        ValueError, match=r"needs torch 2\.8 or later \(this is torch 2\.6\.0\)\. Use --stage-passes separate"
     ):
         train(tiny_config(out, method="osgd", stage_passes="single", compile=True, epochs=1))
     assert not (out / "config.yaml").exists()
     check_compile_support("osgd", "separate")
     check_compile_support("sgd", "single")
-    monkeypatch.setattr(torch, "__version__", TorchVersion("2.10.0"))  # newer, though not as a string
-    check_compile_support("osgd", "single")
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.7.1"))  # the last release below the floor
+    with pytest.raises(ValueError, match=r"this is torch 2\.7\.1"):
+        check_compile_support("normsgd", "single")
+    for newer in ("2.8.0", "2.10.0"):  # the floor passes; 2.10 is newer, though not as a string
+        monkeypatch.setattr(torch, "__version__", TorchVersion(newer))
+        check_compile_support("osgd", "single")
 
 
 def test_a_compiled_model_follows_set_active_stage() -> None:
