@@ -148,6 +148,17 @@ def test_an_architectures_default_weights_are_its_first_shipped_tag() -> None:
         assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items()), architecture
 
 
+def test_the_docs_mark_each_architectures_default_tag() -> None:
+    """docs/hub.md's table of shipped checkpoints marks "(default)" exactly the tag that
+    ``pretrained=True`` without a tag loads (timm's default pretrained config)."""
+    table = (Path(__file__).parents[2] / "docs" / "hub.md").read_text().split("## Shipped checkpoints")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `anytime_")]
+    assert {row.split("`")[1] for row in rows} == set(SHIPPED)  # every shipped tag has its rows, no other
+    marked = {row.split("`")[1] for row in rows if "(default)" in row.split("|")[1]}
+    defaults = {f"{arch}.{timm.models.get_pretrained_cfg(arch).tag}" for arch in {n.split(".")[0] for n in SHIPPED}}
+    assert marked == defaults
+
+
 def test_shipped_train_configs_name_their_checkpoint_and_refuse_other_names() -> None:
     for name in SHIPPED:
         cfg = shipped_train_config(name)
