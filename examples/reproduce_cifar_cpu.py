@@ -30,7 +30,8 @@ epochs, hours per run; ``results/cifar10_cpu_checkpoints/``, weights stay in the
                                               # their errors against the target and the paper's, curves
     python examples/reproduce_cifar_cpu.py --snapshot ../checkpoint_runs/RUN
                                               # a run still training, committable: results/
-                                              # cifar10_cpu_checkpoints/in_progress/RUN, its readings
+                                              # cifar10_cpu_checkpoints/in_progress/RUN with progress.md
+                                              # (epoch, starts, readings), and its readings
 
 Several workers may run one queue at once (one per core, ``OMP_NUM_THREADS=1``): each claims a run
 with a lock file that the operating system releases when the worker exits.

@@ -218,9 +218,10 @@ def _saved_epoch(weights: Path) -> int:
 
 def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
     """Copy the run folder ``run`` of a run still training into ``into`` (committable: no lock
-    file, metrics cut at the checkpoint's epoch, ``learning_curves.png`` drawn), so that a session
-    that starts on a fresh machine can resume it; returns the markdown readings table (test error
-    per stage at every reading, the weight average's beside it).
+    file, metrics cut at the checkpoint's epoch, ``learning_curves.png`` drawn, and
+    ``progress.md``: the epoch, the starts and the readings), so that a session that starts on a
+    fresh machine can resume it; returns the markdown readings table (test error per stage at every
+    reading, the weight average's beside it).
 
     The trainer replaces ``checkpoint/`` by renaming a complete new folder into place once an
     epoch, so a copy is consistent when the epoch in the run's weights is the same before and after
@@ -256,9 +257,41 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
     (staging / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
     curve = read_learning_curve(staging)
     plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
+    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve))
     shutil.rmtree(into, ignore_errors=True)
     staging.rename(into)
     return f"{into.name}: epoch {epoch}\n\n{readings_table(curve)}"
+
+
+def progress_note(run: Path, name: str, epoch: int, curve: LearningCurve) -> str:
+    """Markdown for ``progress.md`` of a snapshot: which epoch of how many the copy holds, each
+    start of the run (time, commit, machine) from ``environment.jsonl``, and the readings table."""
+    import json
+
+    from timm_anytime.train.config import TrainConfig
+    from timm_anytime.train.environment import describe_commit
+
+    config = TrainConfig.load(run / "config.yaml")
+    split = "the full test split" if config.eval_per_class is None else f"{config.eval_per_class} test images a class"
+    starts = [json.loads(line) for line in (run / "environment.jsonl").read_text().splitlines() if line.strip()]
+    lines = [
+        f"# {name}: epoch {epoch} of {config.epochs}",
+        "",
+        "Written by `python examples/reproduce_cifar_cpu.py --snapshot` from the run still training: this copy",
+        f"holds the checkpoint of epoch {epoch}. Starts of the run (`environment.jsonl`):",
+        "",
+        *(
+            f"{i}. {start.get('time_utc', '?')}: commit {describe_commit(start.get('git_commit'))}, "
+            f"{start.get('cpu', '?')}, {start.get('torch_threads', '?')} threads"
+            for i, start in enumerate(starts, 1)
+        ),
+        "",
+        f"Test error on {split} at each reading (progress only: nothing is chosen on it):",
+        "",
+        readings_table(curve),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def readings_table(curve: LearningCurve) -> str:

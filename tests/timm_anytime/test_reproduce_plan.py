@@ -569,12 +569,19 @@ def test_a_snapshot_of_a_run_in_progress_resumes_to_the_uninterrupted_weights(
         "environment.jsonl",
         "learning_curves.png",
         "metrics.jsonl",
+        "progress.md",
     ]
     assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    progress = (copy / "progress.md").read_text()
+    assert progress.startswith("# run: epoch 2 of 3\n")  # the checkpoint's epoch, not the line logged after it
+    start = json.loads((run / "environment.jsonl").read_text().splitlines()[0])
+    assert f"1. {start['time_utc']}: commit " in progress
+    assert "\n2. " not in progress  # one start so far
     second = json.loads(logged[1])
     assert readings.startswith("run: epoch 2\n")
     assert f"| {' / '.join(f'{e:.2f}' for e in second['eval_top1_err'])} |" in readings
     assert f"| {' / '.join(f'{e:.2f}' for e in second['ema_eval_top1_err'])} |" in readings
+    assert readings.split("\n\n", 1)[1] in progress  # the same readings table
 
     resumed = train(tiny_config(copy, resume=True, **settings))
     for file in ("model.safetensors", "model_ema.safetensors"):
