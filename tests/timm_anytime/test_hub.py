@@ -18,10 +18,11 @@ from safetensors.torch import load_file, save_file
 import timm_anytime  # noqa: F401
 from tests.shared_data import CIFAR10, needs_cifar10
 from tests.timm_anytime.runs import tiny_config
+from timm_anytime.cli.evaluate import main as eval_main
 from timm_anytime.cli.push import main as push_main
 from timm_anytime.hub import export_run, push_run
 from timm_anytime.models.pretrained import SHIPPED, WEIGHTS_DIR, PretrainedWeightsError, shipped_train_config
-from timm_anytime.run_evaluation import evaluate_run
+from timm_anytime.run_evaluation import evaluate_run, resolve_run
 from timm_anytime.train import train
 from timm_anytime.train.checkpoint import CheckpointError
 
@@ -270,6 +271,49 @@ def test_push_names_a_corrupt_or_foreign_run_checkpoint(
     save_file(weights, str(foreign / "model.safetensors"), metadata={"model": "something_else"})
     with pytest.raises(CheckpointError, match=r"has no tensor 'conv1\.weight': it holds weights for something_else"):
         export_run(foreign, tmp_path / "out2")
+
+
+def test_anytime_eval_measures_an_exported_folder_as_it_measured_the_run(
+    run: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint folder of anytime-push evaluates to the run's own per-input results; its
+    eval.json (what the card reports) is never overwritten: without --output, a one-line refusal."""
+    card_results = (exported / "eval.json").read_bytes()
+    assert eval_main([str(exported), "--latency-inputs=3", "--device=cpu", "--no-progress"]) == 2
+    assert "checkpoint folder of anytime-push" in capsys.readouterr().err
+    assert (exported / "eval.json").read_bytes() == card_results
+    assert not (exported / "eval_outputs.safetensors").exists()
+
+    again = tmp_path / "again"
+    assert eval_main([str(exported), f"--output={again}", "--latency-inputs=3", "--device=cpu", "--no-progress"]) == 0
+    measured, original = (json.loads((f / "eval.json").read_text()) for f in (again, run))
+    for key in ("top1_err", "top5_err", "params", "flops"):
+        assert [s[key] for s in measured["stages"]] == [s[key] for s in original["stages"]], key
+    assert torch.equal(
+        load_file(str(again / "eval_outputs.safetensors"))["correct"],
+        load_file(str(run / "eval_outputs.safetensors"))["correct"],
+    )
+
+
+def test_a_shipped_name_resolves_to_its_folder_and_a_wrong_one_is_not_a_run(tmp_path: Path) -> None:
+    assert resolve_run(SHIPPED[0]) == WEIGHTS_DIR / SHIPPED[0]
+    assert resolve_run(tmp_path) == tmp_path  # a folder stays itself
+    with pytest.raises(FileNotFoundError, match=rf"no_such_tag does not exist: .* shipped checkpoint \({SHIPPED[0]}, "):
+        evaluate_run("anytime_cifar_resnet20_w124.no_such_tag", output=tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"is not a run folder .* or a checkpoint folder of anytime-push"):
+        evaluate_run(tmp_path, output=tmp_path / "out", progress=False)  # a folder, but neither
+
+
+@needs_cifar10
+@pytest.mark.slow
+def test_anytime_eval_of_the_default_shipped_checkpoint_reproduces_its_card(tmp_path: Path) -> None:
+    """The shipped folder plus the test split give exactly the errors its card reports (written by
+    anytime-eval on the run it came from, at training time)."""
+    name = SHIPPED[0]
+    result = evaluate_run(name, data_dir=str(CIFAR10), output=tmp_path, latency_inputs=2, progress=False)
+    card = json.loads((WEIGHTS_DIR / name / "eval.json").read_text())
+    assert result["eval_inputs"] == card["eval_inputs"] == 10_000
+    assert [s["top1_err"] for s in result["stages"]] == [s["top1_err"] for s in card["stages"]]
 
 
 def test_push_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ import torch
 from timm.models import save_for_hf
 
 from .model_card import model_card
+from .models.pretrained import EXPORTED_TRAIN_CONFIG
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -158,7 +159,7 @@ def export_run(
     labels = _label_names(cfg.dataset)
     model_config = {"label_names": labels} if labels and len(labels) == model.num_classes else None
     save_for_hf(model, str(folder), model_config=model_config, model_args=model_args, safe_serialization=True)
-    shutil.copy2(Path(run) / "config.yaml", folder / "train_config.yaml")
+    shutil.copy2(Path(run) / "config.yaml", folder / EXPORTED_TRAIN_CONFIG)
     shutil.copy2(Path(run) / "eval.json", folder / "eval.json")
     card = model_card(
         name,
@@ -167,7 +168,7 @@ def export_run(
         repo_id=repo_id,
         environment=training_environment(run),
         note=note,
-        train_config=(folder / "train_config.yaml").read_text(),
+        train_config=(folder / EXPORTED_TRAIN_CONFIG).read_text(),
     )
     (folder / "README.md").write_text(card)
     return folder

@@ -19,6 +19,7 @@ from .data.stream import attach_transforms
 from .evaluate import stage_finish_times, stage_outcomes
 from .inference.early_exit import budget_curve, default_budgets, relative_costs, score_function, stage_scores
 from .models.anytime import is_anytime_model
+from .models.pretrained import EXPORTED_TRAIN_CONFIG, SHIPPED, WEIGHTS_DIR
 from .train.checkpoint import load_weights, run_weights
 from .train.config import TrainConfig
 from .train.environment import environment_report
@@ -45,6 +46,24 @@ def _first_images(batches: Iterable[tuple[Tensor, Tensor]], count: int) -> Tenso
     return torch.cat(taken)
 
 
+def resolve_run(run: str | Path) -> Path:
+    """The folder ``anytime-eval`` reads: ``run`` itself, or for the name of a shipped checkpoint
+    (``architecture.tag``, :data:`~timm_anytime.models.pretrained.SHIPPED`) the folder it ships in."""
+    if Path(run).exists():
+        return Path(run)
+    if str(run) in SHIPPED:
+        return WEIGHTS_DIR / str(run)
+    raise FileNotFoundError(
+        f"{run} does not exist: pass a run folder of anytime-train, a checkpoint folder of anytime-push, "
+        f"or a shipped checkpoint ({', '.join(SHIPPED)})"
+    )
+
+
+def is_exported(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint folder written by ``anytime-push`` (or shipped), not a run."""
+    return not (folder / "config.yaml").is_file() and (folder / EXPORTED_TRAIN_CONFIG).is_file()
+
+
 def evaluate_run(
     run: str | Path,
     *,
@@ -66,6 +85,10 @@ def evaluate_run(
     correctness ``correct`` [stages, inputs] and finish times ``finish_s`` [stages, latency_inputs],
     for the deadline simulation) to ``output`` (default: the run folder).
 
+    ``run`` may also be a checkpoint folder written by ``anytime-push`` or the name of a shipped
+    checkpoint: its ``train_config.yaml`` gives the data and its ``model.safetensors`` the weights.
+    Its ``eval.json`` is what its model card reports, so ``output`` is then required.
+
     ``early_exit``: also the budgeted curve of :class:`~timm_anytime.inference.EarlyExit` (error
     against average cost at each of ``budgets``, default: a grid from stage 1's cost to 1 and every
     stage's cost), thresholds calibrated on ``calibration_per_class`` training images per class that
@@ -74,7 +97,12 @@ def evaluate_run(
     ``cpu_allocator`` (on the CPU): the C allocator setting of ``anytime-train`` and the benchmarks
     (:mod:`timm_anytime.cpu_allocator`; process-wide), so the latencies compare with theirs; the
     setting in effect is recorded as ``eval.json["cpu_allocator"]`` (None on a GPU)."""
-    run = Path(run)
+    run = resolve_run(run)
+    if output is None and is_exported(run):
+        raise ValueError(
+            f"{run} is a checkpoint folder of anytime-push: its eval.json is what its model card reports, "
+            "so it is not overwritten. Pass --output DIR (output=...) for the new measurement."
+        )
     cfg = TrainConfig.from_run(run, data_dir)
     weights = run_weights(run) if weights is None else Path(weights)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -13,11 +13,15 @@ from . import run
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anytime-eval",
-        description="Evaluate a run folder of anytime-train as an anytime predictor; writes eval.json and "
-        "eval_outputs.safetensors (per-input results for the deadline simulation).",
+        description="Evaluate a run folder of anytime-train (or a published checkpoint) as an anytime predictor; "
+        "writes eval.json and eval_outputs.safetensors (per-input results for the deadline simulation).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("run", help="run folder written by anytime-train")
+    p.add_argument(
+        "run",
+        help="run folder written by anytime-train, checkpoint folder written by anytime-push, or the name of a "
+        "shipped checkpoint (e.g. anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200; needs --output)",
+    )
     p.add_argument("--weights", help="a model.safetensors to evaluate instead of the run's final weights")
     p.add_argument("--data-dir", help="dataset folder, if not the one the run was trained with")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's)")

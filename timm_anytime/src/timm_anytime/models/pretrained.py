@@ -36,13 +36,18 @@ SHIPPED: tuple[str, ...] = (
 )
 
 
+#: The run's ``config.yaml`` as a checkpoint folder written by ``anytime-push`` (and every shipped
+#: one) carries it, beside ``model.safetensors`` and ``eval.json``.
+EXPORTED_TRAIN_CONFIG = "train_config.yaml"
+
+
 def shipped_train_config(name: str) -> dict[str, Any]:
     """The training settings (its ``train_config.yaml``) of the shipped checkpoint ``name``
     (``architecture.tag``, one of :data:`SHIPPED`), for example which images it trained on
     (``train_per_class``: None means all)."""
     if name not in SHIPPED:
         raise ValueError(f"{name!r} is not a shipped checkpoint; shipped: {', '.join(SHIPPED)}")
-    return yaml.safe_load((WEIGHTS_DIR / name / "train_config.yaml").read_text())
+    return yaml.safe_load((WEIGHTS_DIR / name / EXPORTED_TRAIN_CONFIG).read_text())
 
 
 class PretrainedWeightsError(ValueError):

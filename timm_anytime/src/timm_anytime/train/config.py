@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from ..cpu_allocator import CPU_ALLOCATORS, add_cpu_allocator_argument
+from ..models.pretrained import EXPORTED_TRAIN_CONFIG
 from .methods import OPTIONAL_SETTINGS, TABLE
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -293,11 +294,17 @@ class TrainConfig:
 
     @classmethod
     def from_run(cls, run: str | Path, data_dir: str | None = None) -> TrainConfig:
-        """The config of a run folder of ``anytime-train``; ``data_dir``: where its dataset is now."""
+        """The config of a run folder of ``anytime-train`` (its ``config.yaml``), or of a checkpoint
+        folder written by ``anytime-push`` (its ``train_config.yaml``); ``data_dir``: where its
+        dataset is now."""
         run = Path(run)
-        if not (run / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run} is not a run folder (no config.yaml): pass the --output of anytime-train")
-        cfg = cls.load(run / "config.yaml")
+        found = [run / name for name in ("config.yaml", EXPORTED_TRAIN_CONFIG) if (run / name).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"{run} is not a run folder (no config.yaml) or a checkpoint folder of anytime-push (no "
+                f"{EXPORTED_TRAIN_CONFIG}): pass the --output of anytime-train"
+            )
+        cfg = cls.load(found[0])
         if data_dir is not None:
             cfg.data_dir = data_dir
             cfg.validate()
