@@ -295,6 +295,22 @@ def test_anytime_eval_measures_an_exported_folder_as_it_measured_the_run(
     )
 
 
+def test_anytime_eval_reads_a_hub_repository_from_the_cache_offline(run: Path, exported: Path, tmp_path: Path) -> None:
+    cache = _hub_cache(tmp_path / "hub", "me/tiny", exported)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "timm_anytime.cli.evaluate", "hf-hub:me/tiny", f"--output={out}"]
+    options = ["--latency-inputs=3", "--device=cpu", "--no-progress"]
+    subprocess.run([*command, *options], env=env, check=True, capture_output=True)
+    measured, original = (json.loads((f / "eval.json").read_text()) for f in (out, run))
+    assert [s["top1_err"] for s in measured["stages"]] == [s["top1_err"] for s in original["stages"]]
+    missing = subprocess.run(
+        [*command[:3], "hf-hub:me/absent", f"--output={out}", *options], env=env, text=True, capture_output=True
+    )
+    assert missing.returncode == 2, missing.stderr  # not in the cache, offline: one line, no traceback
+    assert "Traceback" not in missing.stderr
+
+
 def test_a_shipped_name_resolves_to_its_folder_and_a_wrong_one_is_not_a_run(tmp_path: Path) -> None:
     assert resolve_run(SHIPPED[0]) == WEIGHTS_DIR / SHIPPED[0]
     assert resolve_run(tmp_path) == tmp_path  # a folder stays itself

@@ -26,6 +26,9 @@ from .train.environment import environment_report
 from .train.loaders import evaluation_loader, load_sources
 from .train.trainer import create_model
 
+#: How timm names a Hugging Face Hub repository in ``create_model``; ``anytime-eval`` takes it too
+HF_HUB_PREFIX = "hf-hub:"
+
 #: Held-out training images per class that calibrate the early-exit thresholds by default
 CALIBRATION_PER_CLASS = 500
 
@@ -47,15 +50,22 @@ def _first_images(batches: Iterable[tuple[Tensor, Tensor]], count: int) -> Tenso
 
 
 def resolve_run(run: str | Path) -> Path:
-    """The folder ``anytime-eval`` reads: ``run`` itself, or for the name of a shipped checkpoint
-    (``architecture.tag``, :data:`~timm_anytime.models.pretrained.SHIPPED`) the folder it ships in."""
+    """The folder ``anytime-eval`` reads: ``run`` itself; for the name of a shipped checkpoint
+    (``architecture.tag``, :data:`~timm_anytime.models.pretrained.SHIPPED`) the folder it ships in;
+    for ``hf-hub:ORG/NAME[@REVISION]`` the repository's snapshot in the Hugging Face cache
+    (``huggingface_hub.snapshot_download``: downloaded once, offline from the cache after)."""
+    if str(run).startswith(HF_HUB_PREFIX):
+        from huggingface_hub import snapshot_download
+
+        repo_id, _, revision = str(run)[len(HF_HUB_PREFIX) :].partition("@")
+        return Path(snapshot_download(repo_id, revision=revision or None))
     if Path(run).exists():
         return Path(run)
     if str(run) in SHIPPED:
         return WEIGHTS_DIR / str(run)
     raise FileNotFoundError(
         f"{run} does not exist: pass a run folder of anytime-train, a checkpoint folder of anytime-push, "
-        f"or a shipped checkpoint ({', '.join(SHIPPED)})"
+        f"hf-hub:ORG/NAME, or a shipped checkpoint ({', '.join(SHIPPED)})"
     )
 
 
@@ -85,8 +95,9 @@ def evaluate_run(
     correctness ``correct`` [stages, inputs] and finish times ``finish_s`` [stages, latency_inputs],
     for the deadline simulation) to ``output`` (default: the run folder).
 
-    ``run`` may also be a checkpoint folder written by ``anytime-push`` or the name of a shipped
-    checkpoint: its ``train_config.yaml`` gives the data and its ``model.safetensors`` the weights.
+    ``run`` may also be a checkpoint folder written by ``anytime-push``, ``hf-hub:ORG/NAME`` or the
+    name of a shipped checkpoint (:func:`resolve_run`): its ``train_config.yaml`` gives the data and
+    its ``model.safetensors`` the weights.
     Its ``eval.json`` is what its model card reports, so ``output`` is then required.
 
     ``early_exit``: also the budgeted curve of :class:`~timm_anytime.inference.EarlyExit` (error

@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "run",
-        help="run folder written by anytime-train, checkpoint folder written by anytime-push, or the name of a "
-        "shipped checkpoint (e.g. anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200; needs --output)",
+        help="run folder written by anytime-train; or a checkpoint published by anytime-push (needs --output): "
+        "its folder, hf-hub:ORG/NAME, or the name of a shipped one (e.g. "
+        "anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200)",
     )
     p.add_argument("--weights", help="a model.safetensors to evaluate instead of the run's final weights")
     p.add_argument("--data-dir", help="dataset folder, if not the one the run was trained with")
