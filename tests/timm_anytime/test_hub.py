@@ -73,6 +73,7 @@ def test_the_exported_folder(exported: Path) -> None:
         assert f"| {stage['stage']} | {stage['top1_err']:.2f} | {stage['top5_err']:.2f} |" in card
     assert 'timm.create_model("hf-hub:me/tiny", pretrained=True)' in card
     assert "anytime-train --config train_config.yaml" in card
+    assert "anytime-eval hf-hub:me/tiny --data-dir DATA_DIR --output runs/measured" in card  # run by the offline test
     assert "wan2020orthogonalized" in card
 
 
