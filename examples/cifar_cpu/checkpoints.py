@@ -266,14 +266,12 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
 def progress_note(run: Path, name: str, epoch: int, curve: LearningCurve) -> str:
     """Markdown for ``progress.md`` of a snapshot: which epoch of how many the copy holds, each
     start of the run (time, commit, machine) from ``environment.jsonl``, and the readings table."""
-    import json
-
     from timm_anytime.train.config import TrainConfig
-    from timm_anytime.train.environment import describe_commit
+    from timm_anytime.train.environment import describe_commit, run_starts
 
     config = TrainConfig.load(run / "config.yaml")
     split = "the full test split" if config.eval_per_class is None else f"{config.eval_per_class} test images a class"
-    starts = [json.loads(line) for line in (run / "environment.jsonl").read_text().splitlines() if line.strip()]
+    starts = run_starts(run)
     lines = [
         f"# {name}: epoch {epoch} of {config.epochs}",
         "",

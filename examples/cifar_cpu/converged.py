@@ -13,12 +13,11 @@ keeps the report beside the runs as ``summary.md``.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from timm_anytime.train.environment import describe_commit, is_clean_commit
+from timm_anytime.train.environment import describe_commit, is_clean_commit, run_starts
 
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
 
@@ -226,8 +225,7 @@ def provenance(results: Path) -> str:
     cpus: Counter[str] = Counter()
     dirty, resumed, unrecorded = [], [], []
     for run in finished_runs(results):
-        path = run / "environment.jsonl"
-        starts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        starts = run_starts(run)
         if not starts:
             unrecorded.append(run.name)
             continue

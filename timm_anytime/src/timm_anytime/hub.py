@@ -105,10 +105,10 @@ def _machine(record: dict[str, Any]) -> str:
 def training_environment(run: str | Path) -> dict[str, Any]:
     """What ``environment.jsonl`` says about where a run trained: hardware, starts, versions."""
     import itertools
-    import json
 
-    path = Path(run) / "environment.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    from .train.environment import run_starts
+
+    records = run_starts(run)
     if not records:
         return {}
     last = records[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -14,6 +15,18 @@ from typing import Any
 import torch
 
 PACKAGES = ("timm-anytime", "osgd", "torch", "torchvision", "timm", "accelerate", "safetensors", "numpy")
+
+#: The run folder's log of starts: one :func:`environment_report` record (JSON) per line, appended
+#: by ``anytime-train`` each time the run starts or resumes.
+ENVIRONMENT_FILE = "environment.jsonl"
+
+
+def run_starts(run: str | Path) -> list[dict[str, Any]]:
+    """Every start recorded in the run folder's :data:`ENVIRONMENT_FILE`, oldest first ([] without one)."""
+    path = Path(run) / ENVIRONMENT_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _version(package: str) -> str | None:

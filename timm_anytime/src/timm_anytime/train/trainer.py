@@ -42,7 +42,7 @@ from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
 from .config import TrainConfig
-from .environment import environment_report
+from .environment import ENVIRONMENT_FILE, environment_report, run_starts
 from .initial_weights import load_initial_checkpoint, pretrained_record
 from .loaders import Sources, load_sources, make_loaders
 from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
@@ -163,14 +163,6 @@ def _data_record(cfg: TrainConfig, sources: Sources) -> dict[str, Any]:
     }
 
 
-def _last_commit(path: Path) -> str | None:
-    """The git commit of the latest start recorded in a run's environment.jsonl."""
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]).get("git_commit") if lines else None
-
-
 class Trainer:
     """Train ``cfg.model`` with ``cfg.method``; ``fit()`` returns the run folder."""
 
@@ -285,14 +277,15 @@ class Trainer:
                 report["initial_weights"] = self.initial_weights
             report["stage_passes"] = self.stage_passes
             report["cpu_allocator"] = self.cpu_allocator
-            previous = _last_commit(out / "environment.jsonl") if cfg.resume else None
+            starts = run_starts(out) if cfg.resume else []
+            previous = starts[-1].get("git_commit") if starts else None  # the latest start's
             if previous is not None and previous != report["git_commit"]:
                 report["resumed_across_commits"] = {"from": previous, "to": report["git_commit"]}
                 tqdm.write(
                     f"warning: resuming {out}, started at commit {previous}, under commit {report['git_commit']}: "
                     "recorded in environment.jsonl"
                 )
-            with (out / "environment.jsonl").open("a") as handle:
+            with (out / ENVIRONMENT_FILE).open("a") as handle:
                 handle.write(json.dumps(report) + "\n")
         self.accelerator.wait_for_everyone()
 
