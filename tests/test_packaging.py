@@ -73,3 +73,27 @@ def test_timm_anytime_wheel_ships_the_checkpoints_and_console_scripts(wheels) ->
     assert "anytime-train" in scripts
     for name, target in scripts.items():
         assert f"{name} = {target}" in text, f"console script {name} is not in the wheel"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", ["osgd", "timm_anytime"])
+def test_wheel_carries_the_apache_license_text(package: str, wheels) -> None:
+    """Apache-2.0 (section 4a) asks every redistribution to carry the license text: the wheel's
+    dist-info holds it, and its metadata names the license as an SPDX expression (PEP 639)."""
+    wheel = wheels(package)
+    names = wheel.namelist()
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert wheel.read(license_file) == (ROOT / "LICENSE").read_bytes(), f"{package}/LICENSE differs from ./LICENSE"
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: Apache-2.0" in wheel.read(metadata).decode().splitlines()
+
+
+def test_the_license_text_is_the_apache_license() -> None:
+    """The root LICENSE is the Apache License 2.0 that the packages, model cards and pretrained
+    configs declare; each package folder keeps a byte-identical copy (sdists and wheels are built
+    from those folders alone)."""
+    text = (ROOT / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+    for package in ("osgd", "timm_anytime"):
+        assert (ROOT / package / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes(), package
