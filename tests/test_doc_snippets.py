@@ -1,5 +1,6 @@
-"""Every ``python`` code block of the README and docs/ runs as printed, so a renamed argument or a
-missing import in a page a user copies from fails here rather than on their machine.
+"""Every ``python`` code block of the READMEs (the repository's and each package's) and docs/ runs
+as printed, so a renamed argument or a missing import in a page a user copies from fails here
+rather than on their machine.
 
 A page's blocks run in order in one namespace, as a reader meets them. The names a snippet takes
 as given (``model``, ``x``, ``val_loader``, ...) are supplied by the page's entry below, small
@@ -162,6 +163,19 @@ PAGES: dict[str, Page] = {
         drop={0: ["hf-hub:", "local-dir:"]},  # the network, and a folder of the reader's own
         check={0: lambda ns: _expect(ns["model"].num_classes == 100, "num_classes=100 applied")},
     ),
+    # The packages' own pages (their PyPI descriptions) run as printed, with nothing supplied.
+    "osgd/README.md": Page(
+        check={
+            0: lambda ns: _expect(ns["info"].num_tasks == 3 and ns["info"].method == "osgd", "three tasks combined")
+        },
+    ),
+    "timm_anytime/README.md": Page(
+        check={
+            0: lambda ns: _expect(
+                ns["small"](ns["x"]).shape == (1, 10) and ns["stage"] == 3, "three stages, then D_1 extracted"
+            )
+        },
+    ),
     "docs/data.md": Page(
         setup={0: _image_folder},
         edits={
@@ -192,7 +206,8 @@ def _runnable(code: str, edits: list[tuple[str, str]], drop: list[str]) -> str:
 
 
 def test_every_python_block_has_an_entry() -> None:
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "osgd" / "README.md", ROOT / "timm_anytime" / "README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
     with_blocks = {str(p.relative_to(ROOT)) for p in pages if python_blocks(p)}
     assert with_blocks == set(PAGES), "add (or remove) an entry in PAGES for a page's python blocks"
     for name, page in PAGES.items():

@@ -161,6 +161,20 @@ def test_the_docs_mark_each_architectures_default_tag() -> None:
     assert marked == defaults
 
 
+def test_the_package_readme_quotes_each_default_checkpoints_card() -> None:
+    """timm_anytime/README.md (the package's page on PyPI) loads the width-nested default tag and
+    quotes each architecture's default checkpoint's test errors as its eval.json has them, so a
+    newly shipped default cannot leave the package page quoting the old one."""
+    readme = (Path(__file__).parents[2] / "timm_anytime" / "README.md").read_text()
+    for architecture in {n.split(".")[0] for n in SHIPPED}:
+        name = f"{architecture}.{timm.models.get_pretrained_cfg(architecture).tag}"
+        stages = json.loads((WEIGHTS_DIR / name / "eval.json").read_text())["stages"]
+        quoted = " / ".join(f"{stage['top1_err']:.1f}" for stage in stages)
+        assert f"{quoted}%" in readme, f"timm_anytime/README.md should quote {name}'s {quoted}%"
+    width_default = timm.models.get_pretrained_cfg("anytime_cifar_resnet20_w124").tag
+    assert f'"anytime_cifar_resnet20_w124.{width_default}"' in readme
+
+
 def test_shipped_train_configs_name_their_checkpoint_and_refuse_other_names() -> None:
     for name in SHIPPED:
         cfg = shipped_train_config(name)
