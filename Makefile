@@ -28,7 +28,7 @@ demo-cifar: install
 demo-osgd: install
 	$(BIN)/python examples/osgd_multitask_digits.py
 
-## Lint, format check, the whole test suite, and timm's own model tests on our models (what CI runs).
+## Lint, format check, type check (osgd), the whole test suite, and timm's own model tests on our models (what CI runs).
 test: install lint
 	$(BIN)/python -m pytest
 	$(BIN)/python tests/timm_suite/run.py
@@ -40,6 +40,7 @@ test-timm: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -63,7 +63,7 @@ class TaskGradients:
         self._count_cache: dict[Pattern, list[Tensor | None]] = {}
 
     @staticmethod
-    def key_of(params: Sequence[Tensor], num_tasks: int) -> tuple:
+    def key_of(params: Sequence[Tensor], num_tasks: int) -> tuple[object, ...]:
         """What a layout depends on: the parameters (identity, shape, dtype, device) and the task count."""
         return (num_tasks, *((id(p), p.shape, p.dtype, p.device) for p in params))
 

@@ -153,7 +153,7 @@ class Combiner:
             return tuple(range(n))
         if len(self.priority) != n:
             raise ValueError(f"priority={list(self.priority)} names {len(self.priority)} tasks, but got {n} losses")
-        return self.priority
+        return tuple(self.priority)
 
     def _loss_weights(self, n: int) -> Tensor:
         if self.task_weights is None:
@@ -168,6 +168,7 @@ class Combiner:
         if G.ndim != 2 or G.shape[0] != G.shape[1] or G.shape[0] == 0:
             raise ValueError(f"gram must be a non-empty square matrix, got shape {tuple(G.shape)}")
         n = G.shape[0]
+        reduction = DEFAULT_REDUCTION[self.method] if self.reduction is None else self.reduction  # set in __post_init__
         order = self.resolved_priority(n)
         k = self._loss_weights(n)
         dims = torch.as_tensor(task_dims, dtype=torch.float64).reshape(-1)
@@ -183,7 +184,7 @@ class Combiner:
         )
         if nonfinite:
             nan = torch.full((n,), math.nan, dtype=torch.float64)
-            return CombineInfo(self.method, order, self.reduction, nan, norm, G, cosine, nan, dims, nonfinite)
+            return CombineInfo(self.method, order, reduction, nan, norm, G, cosine, nan, dims, nonfinite)
 
         if self.method in ("norm", "osgd_norm"):
             # eq. (2): g_i / |g_i| * sqrt(d_i) * C; a zero gradient stays zero.
@@ -201,9 +202,9 @@ class Combiner:
             weights = scale * k
             removed = torch.zeros(n, dtype=torch.float64)
 
-        if self.reduction == "mean":
+        if reduction == "mean":
             weights = weights / k.sum()
-        return CombineInfo(self.method, order, self.reduction, weights, norm, G, cosine, removed, dims)
+        return CombineInfo(self.method, order, reduction, weights, norm, G, cosine, removed, dims)
 
 
 def gram_schmidt(gram: Tensor, priority: Sequence[int], eps: float = 1e-6) -> tuple[Tensor, Tensor]:

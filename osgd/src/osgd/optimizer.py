@@ -132,7 +132,7 @@ class OSGD(Optimizer):
     def _reset(self) -> None:
         self._accumulating = False  # per-task gradients of the current accumulation are stored
         self._pending = False  # gradients added since the last combination
-        self._written: list[tuple[Tensor, weakref.ref, int]] = []  # (param, its .grad, version)
+        self._written: list[tuple[Tensor, weakref.ref[Tensor], int]] = []  # (param, its .grad, version)
         self._scale: float | None = None  # GradScaler scale of the accumulated gradients
         self._losses: list[Tensor] = []  # detached; read only to explain a non-finite gradient
 
@@ -140,7 +140,7 @@ class OSGD(Optimizer):
         """True while every .grad written by the last combination is still in place, unchanged."""
         for param, ref, version in self._written:
             grad = param.grad
-            if grad is None or grad is not ref() or grad._version != version:
+            if grad is None or grad._version != version or grad is not ref():
                 return False
         return True
 
@@ -202,7 +202,8 @@ class OSGD(Optimizer):
         entries = self._check_losses(losses)
         if self._accumulating and not self._pending and not self._grads_untouched():
             self._reset()  # .grad was cleared or changed since the last combination
-        scaler_on = grad_scaler is not None and grad_scaler.is_enabled()
+        scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
+        scaler_on = scaler is not None
         params = self._params()
         if not self._accumulating:
             key = TaskGradients.key_of(params, len(entries))
@@ -210,7 +211,7 @@ class OSGD(Optimizer):
                 self._grads = TaskGradients(params, len(entries))
             else:
                 self._grads.zero_()
-            self._scale = float(grad_scaler.get_scale()) if scaler_on else None
+            self._scale = float(scaler.get_scale()) if scaler is not None else None
             self._accumulating = True
         elif scaler_on != (self._scale is not None):
             raise RuntimeError("pass the same grad_scaler to every backward() of one accumulation")
@@ -223,8 +224,8 @@ class OSGD(Optimizer):
             for task, entry in enumerate(entries):
                 loss = self._check_loss(task, entry() if not isinstance(entry, Tensor) else entry, called=True)
                 detached.append(loss.detach())
-                if self._scale is not None:
-                    loss = grad_scaler.scale(loss)
+                if scaler is not None:  # then self._scale is set too (checked above)
+                    loss = scaler.scale(loss)
                 grads = torch.autograd.grad(loss, params, retain_graph=task < last_tensor, allow_unused=True)
                 self._grads.add_(task, grads)
         except BaseException:
@@ -295,7 +296,9 @@ class OSGD(Optimizer):
         written = grads.write_combination(
             weights, per_element_mean=info.reduction == "mean_reached", masks=self.reach_masks
         )
-        self._written = [(param, weakref.ref(param.grad), param.grad._version) for param in written]
+        self._written = [
+            (param, weakref.ref(grad), grad._version) for param in written if (grad := param.grad) is not None
+        ]
         self._pending = False
         self.last_info = info
         return info
