@@ -45,7 +45,7 @@ def list_image_folder(
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
     if not classes:
         raise ValueError(f"{root} has no class sub-folders: expected {root}/<class>/<image>.jpg")
-    samples = []
+    samples: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

@@ -182,6 +182,8 @@ class InterlacedStage(nn.Module):
             self.out_reads_input.append(with_input)
 
     def _aggregate(self, outputs: list[Tensor], stage_input: Tensor, reads: list[int], with_input: bool) -> Tensor:
+        # `outputs` is indexed by unit: a list in forward (TorchScript takes no Sequence | Mapping
+        # annotation, so the signature says list), a dict in forward_level (not scripted).
         total = stage_input
         first = not with_input
         for unit in reads:

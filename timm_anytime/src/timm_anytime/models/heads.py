@@ -63,7 +63,7 @@ class MultiHeadMixin(ClassifierMixin):
     ``_make_heads(num_classes, dd) -> nn.ModuleList``.
     """
 
-    pool_types = ("avg", "max", "")  # catavgmax would change the feature width the heads read
+    pool_types: tuple[str, ...] | None = ("avg", "max", "")  # catavgmax would change the feature width the heads read
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False):
