@@ -203,7 +203,6 @@ class OSGD(Optimizer):
         if self._accumulating and not self._pending and not self._grads_untouched():
             self._reset()  # .grad was cleared or changed since the last combination
         scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
-        scaler_on = scaler is not None
         params = self._params()
         if not self._accumulating:
             key = TaskGradients.key_of(params, len(entries))
@@ -213,7 +212,7 @@ class OSGD(Optimizer):
                 self._grads.zero_()
             self._scale = float(scaler.get_scale()) if scaler is not None else None
             self._accumulating = True
-        elif scaler_on != (self._scale is not None):
+        elif (scaler is not None) != (self._scale is not None):
             raise RuntimeError("pass the same grad_scaler to every backward() of one accumulation")
         assert self._grads is not None
 
