@@ -144,6 +144,18 @@ def test_early_exit_errors_name_the_problem() -> None:
         EarlyExit.calibrate(model, _data(50), 0.01)
     with pytest.raises(ValueError, match="unknown confidence score"):
         EarlyExit.calibrate(model, _data(50), 0.5, score="vibes")
+    with pytest.raises(TypeError, match="no stages"):
+        EarlyExit(timm.create_model("cifar_resnet20"), [], [1.0])
+
+
+def test_stage_costs_errors_name_the_fix() -> None:
+    with pytest.raises(TypeError, match="model_costs counts any other network"):
+        stage_costs(timm.create_model("cifar_resnet20"))
+    model = _model("anytime_cifar_resnet20_w124")
+    del model.pretrained_cfg["input_size"]
+    with pytest.raises(ValueError, match=r"pass input_size, e\.g\. \(3, 32, 32\)"):
+        stage_costs(model)
+    assert len(stage_costs(model, (3, 32, 32))) == model.num_stages
 
 
 def test_budget_curve_equals_running_early_exit() -> None:

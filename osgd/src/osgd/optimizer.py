@@ -21,6 +21,9 @@ from .methods import CombineInfo, Combiner
 NonFinite = Literal["skip", "raise"]
 #: One task's loss: a scalar tensor, or a function that computes it when its backward pass is due.
 TaskLoss = Tensor | Callable[[], Tensor]
+#: One task's reach masks: parameter -> bool mask of the elements the task reaches. Both spellings,
+#: as Mapping is invariant in its key: the dict[nn.Parameter, Tensor] model code builds is no Mapping[Tensor, Tensor].
+ParamMasks = Mapping[Tensor, Tensor] | Mapping[torch.nn.Parameter, Tensor]
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -75,7 +78,7 @@ class OSGD(Optimizer):
         *,
         reduction: str | None = None,
         task_dims: Sequence[float] | None = None,
-        reach_masks: Sequence[Mapping[Tensor, Tensor]] | None = None,
+        reach_masks: Sequence[ParamMasks] | None = None,
         eps: float = 1e-6,
         on_nonfinite: NonFinite = "skip",
         process_group: dist.ProcessGroup | None = None,
@@ -146,7 +149,7 @@ class OSGD(Optimizer):
 
     @staticmethod
     def _check_masks(
-        reach_masks: Sequence[Mapping[Tensor, Tensor]] | None,
+        reach_masks: Sequence[ParamMasks] | None,
     ) -> tuple[dict[Tensor, Tensor], ...] | None:
         if reach_masks is None:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,10 +47,10 @@ class AdaLoss:
         self.weights = inverse / inverse.sum()
         return sum(w * loss for w, loss in zip(self.weights, losses, strict=True))
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "averages": None if self.averages is None else self.averages.cpu()}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.momentum = float(state["momentum"])
         averages = state["averages"]
         self.averages = None if averages is None else torch.as_tensor(averages, dtype=torch.float32)

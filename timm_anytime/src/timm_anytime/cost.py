@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,10 +39,12 @@ class StageCost:
         return asdict(self)
 
 
-def _head_flops(model: nn.Module, stage: int, like: torch.Tensor) -> int:
-    """FLOPs of head ``stage`` alone, on one pooled feature vector (or the model's own count)."""
+def _head_flops(model: Any, stage: int, like: torch.Tensor) -> int:
+    """FLOPs of head ``stage`` alone, on one pooled feature vector (or the model's own count).
+    ``model`` is an anytime model read through its family's own members (``head_flops``,
+    ``heads()``, ``feature_splits``), hence ``Any``."""
     if hasattr(model, "head_flops"):
-        return model.head_flops(stage, like)
+        return int(model.head_flops(stage, like))
     head = model.heads()[stage - 1]
     pooled = like.new_zeros(1, model.feature_splits[stage])
     with FlopCounterMode(display=False) as counter:
@@ -53,16 +56,27 @@ def _head_flops(model: nn.Module, stage: int, like: torch.Tensor) -> int:
 def stage_costs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> list[StageCost]:
     """FLOPs and parameters of every stage of an anytime ``model`` for one image of ``input_size``
     (default: the model's ``pretrained_cfg['input_size']``)."""
+    if not is_anytime_model(model):
+        raise TypeError(
+            f"stage_costs needs an anytime model (the AnytimeModel members); {type(model).__name__} is not one: "
+            "model_costs counts any other network as one stage"
+        )
     if input_size is None:
-        input_size = tuple(model.pretrained_cfg["input_size"])
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        if "input_size" not in cfg:
+            raise ValueError(
+                f"{type(model).__name__} has no pretrained_cfg['input_size']: pass input_size, e.g. (3, 32, 32)"
+            )
+        input_size = tuple(cfg["input_size"])
     weight = next(model.parameters())
     x = torch.randn(1, *input_size, device=weight.device, dtype=weight.dtype)
-    was_training, active = model.training, model.active_stage
+    was_training = model.training
+    active: int = model.active_stage  # type: ignore[assignment]  # AnytimeMixin's, not in the protocol
     fused = getattr(model, "fuse_stripes", None)
     model.eval()
     try:
-        if fused is not None:
-            model.fuse_stripes = False  # the nested multiply-adds (see StageCost.anytime_flops)
+        if fused is not None:  # count the nested multiply-adds (see StageCost.anytime_flops)
+            model.fuse_stripes = False  # type: ignore[assignment]  # a plain flag, not Tensor | Module
         anytime = []
         with FlopCounterMode(display=False) as counter:
             for _ in model.forward_anytime(x):
@@ -79,7 +93,7 @@ def stage_costs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> 
             model.fuse_stripes = fused
         model.set_active_stage(active)
         model.train(was_training)
-    sizes = model.subnetwork_sizes()
+    sizes: list[int] = model.subnetwork_sizes()  # type: ignore[operator]  # AnytimeMixin's, not in the protocol
     costs = []
     for k in range(1, model.num_stages + 1):
         flops = anytime[k - 1] - sum(heads[: k - 1])  # earlier heads are not part of D_k

@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import os
 import platform
+from typing import Any
 
 #: ``cpu_allocator`` choices: ``tuned`` applies :func:`keep_freed_memory`, ``system`` leaves malloc alone
 CPU_ALLOCATORS = ("tuned", "system")
@@ -92,10 +93,11 @@ def add_cpu_allocator_argument(
     """Add ``--cpu-allocator`` (one of :data:`CPU_ALLOCATORS`) to a command line. ``default=None``
     adds no default of its own, so the parser's applies (``anytime-train``'s ``SUPPRESS``: a
     config file's choice stands unless the flag is given)."""
+    own_default: dict[str, Any] = {} if default is None else {"default": default}
     parser.add_argument(
         "--cpu-allocator",
         choices=CPU_ALLOCATORS,
-        **({} if default is None else {"default": default}),
+        **own_default,
         help="CPU runs: tuned (default) keeps freed memory for reuse (glibc malloc: faster steps, the process "
         "keeps its peak memory); system leaves malloc as the environment set it",
     )

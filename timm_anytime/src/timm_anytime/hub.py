@@ -67,7 +67,8 @@ def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict[str, Any], An
     cfg = TrainConfig.load(run / "config.yaml")
     results = json.loads((run / "eval.json").read_text())
     weights = evaluated_weights(run, results)
-    first_conv = timm.models.get_pretrained_cfg(cfg.model).first_conv or "conv1"
+    architecture_cfg = timm.models.get_pretrained_cfg(cfg.model)
+    first_conv = (architecture_cfg.first_conv if architecture_cfg is not None else None) or "conv1"
     in_chans = weight_shape(weights, f"{first_conv}.weight")[1]
     model = timm.create_model(cfg.model, num_classes=int(results["num_classes"]), in_chans=in_chans, **cfg.model_kwargs)
     load_weights(weights, model)
@@ -144,16 +145,18 @@ def export_run(
     model, results, cfg = load_run_model(run)
     name = repo_id.split("/")[-1] if repo_id else cfg.model
     # The architecture's default cfg may be a shipped checkpoint's: keep none of its identity.
-    inherited = {k: v for k, v in model.pretrained_cfg.items() if k not in ("tag", "hf_hub_id", "file", "url")}
+    architecture_cfg: dict[str, Any] = model.pretrained_cfg  # type: ignore[assignment]  # timm's, untyped
+    inherited = {k: v for k, v in architecture_cfg.items() if k not in ("tag", "hf_hub_id", "file", "url")}
     tag = name.split(".", 1)[1] if "." in name else None  # ORG/ARCH.TAG names the weights ARCH.TAG
-    model.pretrained_cfg = {
+    pretrained_cfg = {
         **inherited,
         **_preprocessing(cfg.dataset),
         "num_classes": model.num_classes,
         **({"tag": tag} if tag else {}),
         **({"hf_hub_id": repo_id} if repo_id else {}),
     }
-    model_args = {**cfg.model_kwargs, "in_chans": model.pretrained_cfg.get("input_size", (3,))[0]}
+    model.pretrained_cfg = pretrained_cfg  # type: ignore[assignment]  # a plain dict, as timm keeps it
+    model_args = {**cfg.model_kwargs, "in_chans": pretrained_cfg.get("input_size", (3,))[0]}
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
     labels = _label_names(cfg.dataset)

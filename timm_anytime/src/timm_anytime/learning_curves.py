@@ -137,7 +137,8 @@ def convergence(
 def _last_phase_start(curve: LearningCurve) -> int:
     """Index of the first epoch of the last stage's own schedule: 0 unless greedy trained the stages
     one after another (the earlier phases train other weights on their own schedules)."""
-    return curve.phase_starts()[curve.phase[-1] - 1] if curve.greedy else 0
+    last = curve.phase[-1] if curve.phase else None  # not None exactly when curve.greedy
+    return curve.phase_starts()[last - 1] if last is not None else 0
 
 
 def fit_epoch(curve: LearningCurve, max_train_err: float = 1.0, window: int = 10) -> int | None:
@@ -239,8 +240,8 @@ def plot_learning_curves(curves: Mapping[str, LearningCurve], path: str | Path, 
             (curve.ema_eval_err, "^-.", "test, EMA"),
             (curve.ema_val_err, "v-.", "val, EMA"),
         )
-        for errors, style, what in evaluations:
-            for stage, (epochs, values) in _evaluation_lines(curve, errors).items():
+        for records, style, what in evaluations:
+            for stage, (epochs, values) in _evaluation_lines(curve, records).items():
                 ax.plot(epochs, values, style, color=f"C{stage}", ms=3, label=f"stage {stage + 1} {what}")
         ax.set(title=name, xlabel="epoch", ylabel="top-1 error (%)", ylim=(0, None))
         ax.grid(alpha=0.3)

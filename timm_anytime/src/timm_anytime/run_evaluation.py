@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from timm.data import ImageDataset
 from torch import Tensor
 
 from .cost import model_costs
@@ -135,6 +136,7 @@ def evaluate_run(
         spec = sources.spec
         input_size = (spec.in_chans, spec.image_size, spec.image_size)
     else:
+        assert isinstance(sources.evaluation, ImageDataset)  # a streamed folder: no spec
         input_size = tuple(attach_transforms(None, sources.evaluation, model)["input_size"])
     loader = evaluation_loader(sources.evaluation, size, target, spec=sources.spec, workers=cfg.workers)
     top1, top5, scores = stage_outcomes(model, loader, score=score_fn if early_exit else None)

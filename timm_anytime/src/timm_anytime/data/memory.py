@@ -177,7 +177,8 @@ class InMemoryLoader:
             if self.train:
                 images = random_crop_flip(images, self.padding, self.flip, generator)
                 if self.cutout:  # drawn for the global batch, so shards see their part of it
-                    keep = cutout_mask(len(index), *images.shape[-2:], self.cutout, generator, self.device)
+                    height, width = images.shape[-2:]
+                    keep = cutout_mask(len(index), height, width, self.cutout, generator, self.device)
             if self.num_shards > 1:
                 shard = self._shard(len(index))
                 images, labels = images[shard], labels[shard]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from timm.data import create_dataset, create_transform, resolve_data_config
+from timm.data import ImageDataset, create_dataset, create_transform, resolve_data_config
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
-def image_folder_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
+def image_folder_datasets(root: str | Path) -> tuple[ImageDataset, ImageDataset]:
     """The training and evaluation splits of ``root/train/<class>/*`` and ``root/{val,validation,test}``
     as timm datasets (transforms are attached later by :func:`attach_transforms`)."""
     root = Path(root)
@@ -29,12 +29,12 @@ def image_folder_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
     return train, evaluation
 
 
-def num_classes_of(dataset: Dataset) -> int:
+def num_classes_of(dataset: ImageDataset) -> int:
     return len(dataset.reader.class_to_idx)
 
 
 def attach_transforms(
-    train: Dataset | None, evaluation: Dataset, model: nn.Module, auto_augment: str | None = None
+    train: ImageDataset | None, evaluation: ImageDataset, model: nn.Module, auto_augment: str | None = None
 ) -> dict:
     """timm's standard training and evaluation transforms for ``model``'s data config; the training
     transform with timm's ``auto_augment`` policy if given (e.g. ``rand-m9-mstd0.5-inc1``)."""

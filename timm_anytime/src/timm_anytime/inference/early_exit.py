@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..cost import StageCost, stage_costs
 from ..evaluate import stage_outcomes
-from ..models.anytime import is_anytime_model
+from ..models.anytime import AnytimeModel, is_anytime_model
 
 
 def max_softmax(logits: Tensor) -> Tensor:
@@ -159,12 +159,12 @@ def stage_scores(
     return scores, correct, sizes[0]
 
 
-def check_anytime(model: nn.Module) -> None:
-    if not is_anytime_model(model):
-        raise TypeError(
-            f"{type(model).__name__} has no stages to exit from: early exit needs an anytime model "
-            "(one with forward_anytime, e.g. timm.create_model('anytime_cifar_resnet20_w124'))"
-        )
+def not_anytime_error(model: nn.Module) -> TypeError:
+    """What to raise where a model without stages is given to run stage by stage."""
+    return TypeError(
+        f"{type(model).__name__} has no stages to exit from: early exit needs an anytime model "
+        "(one with forward_anytime, e.g. timm.create_model('anytime_cifar_resnet20_w124'))"
+    )
 
 
 @dataclass
@@ -192,14 +192,18 @@ class EarlyExit:
     budget: float | None = None
     expected_cost: float | None = None
     _score_fn: Callable[[Tensor], Tensor] = field(init=False, repr=False)
+    _stages: AnytimeModel = field(init=False, repr=False)  # self.model, checked and typed as anytime
 
     def __post_init__(self) -> None:
-        check_anytime(self.model)
+        if not is_anytime_model(self.model):
+            raise not_anytime_error(self.model)
+        self._stages = self.model
         self._score_fn = score_function(self.score)
-        if len(self.thresholds) != self.model.num_stages - 1 or len(self.costs) != self.model.num_stages:
+        n = self.model.num_stages
+        if len(self.thresholds) != n - 1 or len(self.costs) != n:
             raise ValueError(
-                f"a {self.model.num_stages}-stage model needs {self.model.num_stages - 1} thresholds and "
-                f"{self.model.num_stages} costs, got {len(self.thresholds)} and {len(self.costs)}"
+                f"a {n}-stage model needs {n - 1} thresholds and {n} costs, "
+                f"got {len(self.thresholds)} and {len(self.costs)}"
             )
 
     @classmethod
@@ -214,7 +218,8 @@ class EarlyExit:
         """Thresholds for ``model`` whose average cost on ``loader`` (held-out data: never the test
         split) meets ``budget``, a fraction of the cost of running every stage, between stage 1's
         cost and 1."""
-        check_anytime(model)
+        if not is_anytime_model(model):
+            raise not_anytime_error(model)
         scores, _, input_size = stage_scores(model, loader, score_function(score))
         return cls.from_scores(model, scores, relative_stage_costs(model, input_size), budget, score=score)
 
@@ -231,10 +236,10 @@ class EarlyExit:
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits ``[batch, classes]`` of each input's exit stage, and that stage ``[batch]``."""
         self.model.eval()
-        run = self.model.forward_anytime(x)
+        run = self._stages.forward_anytime(x)
         logits = next(run)
         out = logits.new_empty(len(x), logits.shape[-1])
-        stages = torch.full((len(x),), self.model.num_stages, dtype=torch.long, device=x.device)
+        stages = torch.full((len(x),), self._stages.num_stages, dtype=torch.long, device=x.device)
         rows = torch.arange(len(x), device=x.device)  # batch positions of the inputs in flight
         for k, threshold in enumerate(self.thresholds, start=1):
             leaving = self._score_fn(logits) >= threshold

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .early_exit import check_anytime
+from ..models.anytime import is_anytime_model
+from .early_exit import not_anytime_error
 
 #: Measured latencies per model and input shape, so that the first call pays for the measurement
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[float]]] = weakref.WeakKeyDictionary()
@@ -29,7 +30,8 @@ def _synchronize(device: torch.device) -> None:
 def measure_stage_seconds(model: nn.Module, x: Tensor, *, repeats: int = 10, warmup: int = 3) -> list[float]:
     """The median wall time each stage of ``forward_anytime(x)`` adds, on this machine and device,
     in seconds (stage k: from stage k-1's output to stage k's)."""
-    check_anytime(model)
+    if not is_anytime_model(model):
+        raise not_anytime_error(model)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     model.eval()
@@ -72,7 +74,8 @@ def predict_within(
     shaped like ``x`` on the first call (:func:`measure_stage_seconds`) and remembered.
     ``clock`` reads the time in seconds (a fake clock makes the behaviour testable).
     """
-    check_anytime(model)
+    if not is_anytime_model(model):
+        raise not_anytime_error(model)
     if not seconds > 0:
         raise ValueError(f"seconds must be a positive deadline, got {seconds}")
     start = clock()

@@ -11,11 +11,14 @@ the inputs that have left (``timm_anytime.inference``). This mixin adds stage se
 parameter bookkeeping that the optimizers need (stage masks, subnetwork sizes d_i).
 """
 
-from collections.abc import Iterator
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # typing.TypeIs is Python 3.13+; typing_extensions comes with torch
+    from typing_extensions import TypeIs
 
 
 class AnytimeMixin:
@@ -135,7 +138,7 @@ class AnytimeModel(Protocol):
 
     def forward_stages(self, x: Tensor) -> list[Tensor]: ...
 
-    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]: ...
+    def forward_anytime(self, x: Tensor) -> Generator[Tensor, Tensor | None, None]: ...
 
     def set_active_stage(self, stage: int) -> nn.Module: ...
 
@@ -156,7 +159,7 @@ def assign_stage(module: nn.Module, stage: int) -> None:
     module.__dict__["stage"] = stage
 
 
-def is_anytime_model(model: object) -> bool:
+def is_anytime_model(model: object) -> "TypeIs[AnytimeModel]":
     """Whether ``model`` is an anytime network (has the :class:`AnytimeModel` members)."""
     return isinstance(model, AnytimeModel)
 

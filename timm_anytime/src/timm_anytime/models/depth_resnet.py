@@ -10,7 +10,7 @@ N / 2^(L-k) units per stage: ``extract_stage(k)`` returns that smaller network (
 :class:`SparseResNet`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import torch
@@ -113,7 +113,7 @@ class DepthNestedSparseResNet(
         return [self._logits(out, index) for index, out in enumerate(outputs)]
 
     @torch.jit.ignore
-    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+    def forward_anytime(self, x: Tensor) -> Generator[Tensor, Tensor | None, None]:
         """Yield stage 1, 2, ... logits; stage k runs only the units and transitions of level k.
         ``send(rows)`` after a stage continues with those inputs only."""
         self._check_pooled("forward_anytime")

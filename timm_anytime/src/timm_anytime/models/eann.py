@@ -7,7 +7,7 @@ BN-ReLU-global pool-Linear. Stage k is the network up to exit k; its loss weight
 (``timm_anytime.adaloss``, the trainer's ``--method adaloss``).
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import torch
@@ -137,7 +137,7 @@ class EANNSparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, NormedHeadsMi
         return self._exit_features(x, index)
 
     @torch.jit.ignore
-    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+    def forward_anytime(self, x: Tensor) -> Generator[Tensor, Tensor | None, None]:
         """Yield every exit's logits in order, running each unit once; ``send(rows)`` after an
         exit continues with those inputs only."""
         self._check_pooled("forward_anytime")

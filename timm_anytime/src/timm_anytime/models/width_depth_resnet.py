@@ -10,7 +10,7 @@ cells of its own or earlier stages, and the nesting invariant holds. Each stage 
 depth level's final BN-ReLU, pooled over its stripes, and a Linear layer.
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from functools import partial
 from typing import Any
 
@@ -197,7 +197,7 @@ class WidthDepthNestedSparseResNet(
         return [self._stage_logits(pooled[self.schedule.depth(s)], s) for s in range(1, self.num_stages + 1)]
 
     @torch.jit.ignore
-    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+    def forward_anytime(self, x: Tensor) -> Generator[Tensor, Tensor | None, None]:
         """Yield stage 1, 2, ... logits; stage k computes only the (unit, stripe) cells, transition
         stripes and head stripes that D_k adds to D_(k-1)."""
         self._check_pooled("forward_anytime")

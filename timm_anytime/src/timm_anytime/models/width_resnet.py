@@ -7,7 +7,7 @@ the keys and shapes of the dense network. ``fc`` holds one head per stage (``fc.
 ...), head k reading the pooled prefix of stripes <= k.
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import torch
@@ -344,7 +344,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         return [head(pooled[:, : self.feature_splits[k + 1]]) for k, head in enumerate(self.fc)]
 
     @torch.jit.ignore
-    def forward_anytime(self, x: Tensor) -> Iterator[Tensor]:
+    def forward_anytime(self, x: Tensor) -> Generator[Tensor, Tensor | None, None]:
         """Yield stage 1, 2, ... logits; stage k computes only stripe k of every layer and reuses
         every activation of stages < k. Stop iterating whenever time is up; ``send(rows)`` after a
         stage continues with those inputs only."""

@@ -74,7 +74,7 @@ def describe_commit(commit: str | None) -> str:
 
 def is_clean_commit(commit: str | None) -> bool:
     """Whether a recorded ``git_commit`` names a committed revision (recorded, tree not dirty)."""
-    return bool(commit) and commit != "None" and not commit.endswith(DIRTY_SUFFIX)
+    return commit is not None and commit not in ("", "None") and not commit.endswith(DIRTY_SUFFIX)
 
 
 def cpu_name() -> str:

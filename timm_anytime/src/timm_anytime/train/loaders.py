@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from timm.data import ImageDataset
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from ..data import DataSpec, InMemoryDataset, InMemoryLoader, load_cifar, load_digits, load_held_out
 from ..data.sources import first_per_class
@@ -24,8 +25,8 @@ class Sources:
     """The loaded (or located) dataset, before any model exists."""
 
     spec: DataSpec | None  # None for streamed ImageFolder trees: known once the model is
-    train: InMemoryDataset | Dataset | None  # None when only the evaluation split was asked for
-    evaluation: InMemoryDataset | Dataset
+    train: InMemoryDataset | ImageDataset | None  # None when only the evaluation split was asked for
+    evaluation: InMemoryDataset | ImageDataset
     num_classes: int
     in_chans: int
     validation: InMemoryDataset | None = None  # held-out training images (val_per_class)
@@ -56,10 +57,10 @@ def load_sources(cfg: TrainConfig, progress: bool = True, train: bool = True) ->
 
 def _load_sources(cfg: TrainConfig, progress: bool, train: bool) -> Sources:
     if cfg.dataset == "digits":
-        train_data, test, spec = load_digits()
-        train_data = first_per_class(train_data, cfg.train_per_class)
-        test = first_per_class(test, cfg.eval_per_class)
-        return Sources(spec, train_data, test, spec.num_classes, spec.in_chans)
+        digits_train, digits_test, spec = load_digits()
+        digits_train = first_per_class(digits_train, cfg.train_per_class)
+        digits_test = first_per_class(digits_test, cfg.eval_per_class)
+        return Sources(spec, digits_train, digits_test, spec.num_classes, spec.in_chans)
     root = Path(cfg.data_dir) if cfg.data_dir is not None else Path("data") / cfg.dataset
     if cfg.dataset in ("cifar10", "cifar100"):
         train_data, test, spec = load_cifar(
@@ -93,7 +94,7 @@ class DeviceLoader:
 
 
 def evaluation_loader(
-    data: InMemoryDataset | Dataset,
+    data: InMemoryDataset | ImageDataset,
     batch_size: int,
     device: torch.device | str,
     *,
@@ -157,13 +158,14 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
             f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum = {world} x {cfg.grad_accum}"
         )
     if sources.in_memory:
-        spec = sources.spec
+        spec, train_data = sources.spec, sources.train
         assert spec is not None
-        if len(sources.train) < cfg.batch_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(sources.train)} training images")
+        assert isinstance(train_data, InMemoryDataset)  # load_sources(train=True)
+        if len(train_data) < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_data)} training images")
         common = dict(mean=spec.mean, std=spec.std, device=accelerator.device, num_shards=world, shard_index=rank)
         train = InMemoryLoader(
-            sources.train,
+            train_data,
             cfg.batch_size,
             train=True,
             padding=spec.padding,
@@ -179,7 +181,10 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
         if sources.validation is not None:
             validation = evaluation_loader(sources.validation, cfg.eval_batch_size, accelerator.device, **shards)
         return Loaders(train, evaluation, spec, validation)
-    data_config = attach_transforms(sources.train, sources.evaluation, model, auto_augment=cfg.aa)
+    streamed, evaluation_data = sources.train, sources.evaluation
+    assert isinstance(streamed, ImageDataset)  # a streamed folder, loaded for training
+    assert isinstance(evaluation_data, ImageDataset)
+    data_config = attach_transforms(streamed, evaluation_data, model, auto_augment=cfg.aa)
     spec = DataSpec(
         "imagefolder",
         sources.num_classes,
@@ -191,10 +196,10 @@ def make_loaders(cfg: TrainConfig, sources: Sources, model: nn.Module, accelerat
         flip=True,
     )
     train = accelerator.prepare_data_loader(
-        stream_loader(sources.train, cfg.batch_size // world, train=True, workers=cfg.workers, seed=cfg.seed)
+        stream_loader(streamed, cfg.batch_size // world, train=True, workers=cfg.workers, seed=cfg.seed)
     )
     evaluation = evaluation_loader(
-        sources.evaluation,
+        evaluation_data,
         cfg.eval_batch_size,
         accelerator.device,
         spec=None,

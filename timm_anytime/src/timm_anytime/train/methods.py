@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from osgd import OSGD
+from osgd import OSGD, TaskLoss
 
 from ..adaloss import AdaLoss
 from ..models.anytime import is_anytime_model, num_stages_of
@@ -119,7 +119,8 @@ class Combined(UpdateRule):
     def sync_context(self, model: nn.Module, last_micro: bool) -> contextlib.AbstractContextManager:
         return self.accelerator.no_sync(model)  # OSGD averages the per-stage gradients itself
 
-    def backward(self, losses: Sequence[Tensor], last_micro: bool) -> None:
+    def backward(self, losses: Sequence[TaskLoss], last_micro: bool) -> None:
+        """Also takes one loss function per stage (the separate stage passes, ``train.stage_passes``)."""
         self.optimizer.backward(losses, grad_scaler=self.accelerator.scaler, combine=last_micro)
 
 
@@ -137,13 +138,13 @@ class Greedy(WeightedSum):
             if mask is None or not bool(mask.all()):
                 self.frozen.append((param, mask, param.detach().clone()))
         for module in model.modules():  # BatchNorm statistics follow their channels' weights
-            running = [getattr(module, n, None) for n in ("running_mean", "running_var")]
+            mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
             weight = getattr(module, "weight", None)
-            if running[0] is None or running[1] is None or weight is None:
+            if mean is None or var is None or weight is None:
                 continue
             mask = trainable.get(weight)
             if mask is None or not bool(mask.all()):
-                self.frozen += [(buffer, mask, buffer.detach().clone()) for buffer in running]
+                self.frozen += [(buffer, mask, buffer.detach().clone()) for buffer in (mean, var)]
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -74,14 +75,14 @@ def run_queue(
     queue = [Job(i, command, str(logs / f"{i:03d}.log")) for i, command in enumerate(commands)]
     start = time.monotonic()
     deadline = None if budget_s is None else start + budget_s
-    running: dict[int, tuple[subprocess.Popen, object]] = {}
+    running: dict[int, tuple[subprocess.Popen, IO[str]]] = {}
     pending = list(queue)
     bar = tqdm(total=len(queue), desc=f"queue ({jobs} in flight)", unit="run", disable=not progress)
 
     def save() -> None:
         (logs / "queue.json").write_text(json.dumps([asdict(job) for job in queue], indent=1) + "\n")
 
-    def finish(job: Job, process: subprocess.Popen, handle, status: str | None = None) -> None:
+    def finish(job: Job, process: subprocess.Popen, handle: IO[str], status: str | None = None) -> None:
         job.returncode = process.returncode
         job.ended = round(time.monotonic() - start, 3)
         job.status = status or ("done" if process.returncode == 0 else "failed")
@@ -94,17 +95,17 @@ def run_queue(
             may_start = deadline is None or now < deadline - margin_s
             while pending and len(running) < jobs and may_start:
                 job = pending.pop(0)
-                handle = open(job.log, "w")  # noqa: SIM115 (closed when the job ends)
+                log: IO[str] = open(job.log, "w")  # noqa: SIM115 (closed when the job ends)
                 process = subprocess.Popen(
                     job.command,
                     shell=True,
-                    stdout=handle,
+                    stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **(env or {})},
                     start_new_session=True,  # its own process group: a budget stop reaches its children
                 )
                 job.started, job.status = round(now - start, 3), "running"
-                running[job.index] = (process, handle)
+                running[job.index] = (process, log)
                 save()
             if not may_start and pending:
                 for job in pending:

@@ -89,7 +89,7 @@ def separate_stage_losses(
     """One loss function per stage for ``OSGD.backward``: stage k's runs ``forward_stage(k)`` (D_k's
     logits from its own forward) and returns ``loss_of(k, logits)``. Only the last stage's pass
     updates BatchNorm statistics; call each function once per step."""
-    num_stages = int(model.num_stages)
+    num_stages: int = model.num_stages  # type: ignore[assignment]  # a plain int; nn.Module's type says Tensor | Module
 
     def stage_loss(stage: int) -> Callable[[], Tensor]:
         def compute() -> Tensor:

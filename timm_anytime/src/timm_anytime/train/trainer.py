@@ -37,7 +37,7 @@ from osgd import OSGD
 from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
-from ..models.anytime import is_anytime_model, num_stages_of, stage_logits
+from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stage_logits
 from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
@@ -45,7 +45,7 @@ from .config import TrainConfig
 from .environment import ENVIRONMENT_FILE, environment_report, run_starts
 from .initial_weights import load_initial_checkpoint, pretrained_record
 from .loaders import Sources, load_sources, make_loaders
-from .methods import TABLE, Phase, RuleInputs, build_update_rule, plan_phases
+from .methods import TABLE, Combined, Phase, RuleInputs, build_update_rule, plan_phases
 from .stage_passes import (
     check_compile_support,
     compile_options,
@@ -146,6 +146,15 @@ def _data_record(cfg: TrainConfig, sources: Sources) -> dict[str, Any]:
         "first N images of each class (ImageFolder trees: in sorted file-name order; digits and "
         "torchvision CIFAR: in dataset order)"
     )
+    held_out = None
+    if sources.validation is not None:
+        first, count = cfg.train_per_class, cfg.val_per_class
+        assert first is not None  # TrainConfig.validate: val_per_class comes with train_per_class
+        assert count is not None
+        held_out = (
+            f"training images {first} to {first + count - 1} of each class "
+            "(0-based, same order as the training subset): never trained on"
+        )
     return {
         "dataset": cfg.dataset,
         "data_dir": None if cfg.data_dir is None else str(Path(cfg.data_dir).resolve()),
@@ -156,10 +165,7 @@ def _data_record(cfg: TrainConfig, sources: Sources) -> dict[str, Any]:
         "selection": subset if cfg.train_per_class or cfg.eval_per_class else "all images",
         "val_images": None if sources.validation is None else len(sources.validation),
         "val_per_class": cfg.val_per_class,
-        "val_selection": None
-        if sources.validation is None
-        else f"training images {cfg.train_per_class} to {cfg.train_per_class + cfg.val_per_class - 1} of each class "
-        "(0-based, same order as the training subset): never trained on",
+        "val_selection": held_out,
     }
 
 
@@ -197,12 +203,14 @@ class Trainer:
         self.model = create_model(cfg, sources.num_classes, sources.in_chans, pretrained=cfg.pretrained and starting)
         self.initial_weights = self._load_initial_weights() if starting else None  # before the folder is written
         self.num_stages = num_stages_of(self.model)
+        # self.model again, typed by its anytime members; None for a one-stage network.
+        self._anytime: AnytimeModel | None = self.model if is_anytime_model(self.model) else None
         self._check_stage_settings()
         self.stage_passes = resolve_stage_passes(cfg.stage_passes, cfg.method, self.model, cfg.grad_checkpointing)
         if cfg.compile:
             check_compile_support(cfg.method, self.stage_passes)
-        if cfg.grad_checkpointing:
-            self.model.set_grad_checkpointing(True)
+        if cfg.grad_checkpointing:  # timm's model API, which nn.Module's type does not declare
+            self.model.set_grad_checkpointing(True)  # type: ignore[operator]
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loaders = make_loaders(cfg, sources, self.model, self.accelerator)
@@ -232,8 +240,9 @@ class Trainer:
                 load_weights(self.out / "checkpoint" / EMA_FILE, self.ema.module)
         self.phase: Phase | None = None
         if resumed is not None and self.start_epoch < cfg.epochs:
-            self._start_phase(self._phase_of(self.start_epoch))
-            if resumed["phase_first_epoch"] == self.phase.first_epoch:
+            phase = self._phase_of(self.start_epoch)
+            self._start_phase(phase)
+            if resumed["phase_first_epoch"] == phase.first_epoch:
                 self.optimizer.load_state_dict(resumed["optimizer"])
                 self.scheduler.load_state_dict(resumed["scheduler"])
                 self.rule.load_state_dict(resumed["rule"])
@@ -325,7 +334,7 @@ class Trainer:
                 priority=None if cfg.priority is None else [p - 1 for p in cfg.priority],
                 norm_scale=cfg.norm_scale,
                 reduction=cfg.reduction,
-                reach_masks=self.model.osgd_reach_masks() if is_anytime_model(self.model) else None,
+                reach_masks=None if self._anytime is None else self._anytime.osgd_reach_masks(),
             )
         self.scheduler, _ = create_scheduler_v2(
             optimizer,
@@ -364,8 +373,8 @@ class Trainer:
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 self._log(record)
                 self._save_checkpoint(epoch + 1)
-        if is_anytime_model(self.model):
-            self.model.set_active_stage(self.num_stages)
+        if self._anytime is not None:
+            self._anytime.set_active_stage(self.num_stages)
         if self.is_main:
             for file in (MODEL_FILE, EMA_FILE) if self.ema is not None else (MODEL_FILE,):
                 shutil.copyfile(self.out / "checkpoint" / file, self.out / file)
@@ -379,8 +388,8 @@ class Trainer:
         loader.set_epoch(epoch)
         self.wrapper.train()
         only_active = phase.stage is not None
-        if only_active:
-            self.model.set_active_stage(phase.stage)
+        if phase.stage is not None:
+            self._select_stage(phase.stage)
         outputs = 1 if only_active else self.num_stages
         device = accelerator.device
         loss_sum = torch.zeros(outputs, device=device, dtype=torch.float64)
@@ -464,7 +473,7 @@ class Trainer:
         losses: list[Tensor] = [x.new_empty(0)] * self.num_stages
 
         def forward_stage(stage: int) -> Tensor:
-            self.model.set_active_stage(stage)
+            self._select_stage(stage)
             with self.accelerator.autocast():
                 return self.wrapper(x, only_active=True)[0]
 
@@ -473,11 +482,20 @@ class Trainer:
             logits[stage - 1], losses[stage - 1] = z.detach(), loss.detach()
             return loss / micro_batches
 
+        if not isinstance(self.rule, Combined):  # resolve_stage_passes chooses separate passes for these only
+            raise RuntimeError(f"separate stage passes need a per-stage method (osgd, normsgd), not {self.cfg.method}")
         try:
             self.rule.backward(separate_stage_losses(self.model, forward_stage, loss_of), last)
         finally:
-            self.model.set_active_stage(self.num_stages)
+            self._select_stage(self.num_stages)
         return logits, losses
+
+    def _select_stage(self, stage: int) -> None:
+        """``set_active_stage(stage)``, which only anytime models reach (greedy's phases and the
+        separate stage passes are refused for one-stage networks before training starts)."""
+        if self._anytime is None:
+            raise RuntimeError(f"{self.cfg.model} has one stage: it has no stage {stage} to select")
+        self._anytime.set_active_stage(stage)
 
     def evaluate(self) -> dict[str, Any]:
         """Per-stage top-1/top-5 error (%) on the evaluation set (``eval_*``) and, with
