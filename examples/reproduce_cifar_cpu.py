@@ -152,8 +152,11 @@ def main() -> None:
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     if args.snapshot:
-        into = Path(args.results or REPO / "results" / "cifar10_cpu_checkpoints") / "in_progress"
-        print(checkpoints.snapshot_run(Path(args.snapshot), into / Path(args.snapshot).resolve().name))
+        results = Path(args.results or REPO / "results" / "cifar10_cpu_checkpoints")
+        name = Path(args.snapshot).resolve().name
+        base = results / checkpoints.CANDIDATE_OF.get(name, "")  # the finished run a candidate builds on
+        built_on = base if name in checkpoints.CANDIDATE_OF and (base / "metrics.jsonl").is_file() else None
+        print(checkpoints.snapshot_run(Path(args.snapshot), results / "in_progress" / name, base=built_on))
         return
     for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary, args.checkpoints_summary]:
         if folder is not None and not Path(folder).is_dir():

@@ -216,12 +216,13 @@ def _saved_epoch(weights: Path) -> int:
         return int((handle.metadata() or {})["epoch"])
 
 
-def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
+def snapshot_run(run: Path, into: Path, attempts: int = 5, base: Path | None = None) -> str:
     """Copy the run folder ``run`` of a run still training into ``into`` (committable: no lock
     file, metrics cut at the checkpoint's epoch, ``learning_curves.png`` drawn, and
     ``progress.md``: the epoch, the starts and the readings), so that a session that starts on a
     fresh machine can resume it; returns the markdown readings table (test error per stage at every
-    reading, the weight average's beside it).
+    reading, the weight average's beside it, and with ``base``, the finished run folder this one
+    builds on, that run's test error at the same epochs).
 
     The trainer replaces ``checkpoint/`` by renaming a complete new folder into place once an
     epoch, so a copy is consistent when the epoch in the run's weights is the same before and after
@@ -256,16 +257,20 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5) -> str:
     kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
     (staging / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
     curve = read_learning_curve(staging)
+    built_on = None if base is None else (Path(base).name, read_learning_curve(base))
     plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
-    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve))
+    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve, built_on))
     shutil.rmtree(into, ignore_errors=True)
     staging.rename(into)
-    return f"{into.name}: epoch {epoch}\n\n{readings_table(curve)}"
+    return f"{into.name}: epoch {epoch}\n\n{readings_table(curve, built_on)}"
 
 
-def progress_note(run: Path, name: str, epoch: int, curve: LearningCurve) -> str:
+def progress_note(
+    run: Path, name: str, epoch: int, curve: LearningCurve, base: tuple[str, LearningCurve] | None = None
+) -> str:
     """Markdown for ``progress.md`` of a snapshot: which epoch of how many the copy holds, each
-    start of the run (time, commit, machine) from ``environment.jsonl``, and the readings table."""
+    start of the run (time, commit, machine) from ``environment.jsonl``, and the readings table
+    (with ``base``: the name and curve of the run this one builds on, read at the same epochs)."""
     from timm_anytime.train.config import TrainConfig
     from timm_anytime.train.environment import describe_commit, run_starts
 
@@ -286,15 +291,24 @@ def progress_note(run: Path, name: str, epoch: int, curve: LearningCurve) -> str
         "",
         f"Test error on {split} at each reading (progress only: nothing is chosen on it):",
         "",
-        readings_table(curve),
+        readings_table(curve, base),
         "",
     ]
+    if base is not None:
+        lines += [
+            f"The last row is `{base[0]}`, the finished run this one builds on (it differs by the flags",
+            "`CANDIDATE_CHANGES` adds), at the same epochs, from its committed `metrics.jsonl`. One run each:",
+            "before the learning rate decays, one reading moves by points from the next, so the rows show how",
+            "the run is going, not which is better (that is the paired test on the final weights).",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def readings_table(curve: LearningCurve) -> str:
+def readings_table(curve: LearningCurve, base: tuple[str, LearningCurve] | None = None) -> str:
     """Markdown: epoch, learning rate and test error per stage at each reading, with the weight
-    average's (``--model-ema``) below where it was read."""
+    average's (``--model-ema``) below where it was read, and ``base`` (a name and its curve)'s
+    test error at the same epochs last ("-" where it has no reading)."""
     epochs = sorted(curve.eval_err)
     if not epochs:
         return f"no test readings yet (epochs 1-{curve.epochs[-1]} trained; one every --eval-every epochs)"
@@ -307,5 +321,8 @@ def readings_table(curve: LearningCurve) -> str:
     if curve.ema_eval_err:
         average = curve.ema_eval_err
         rows.append(["its average", *(" / ".join(f"{v:.2f}" for v in average.get(e, [])) for e in epochs)])
+    if base is not None:
+        name, theirs = base[0], base[1].eval_err
+        rows.append([f"`{name}`", *(" / ".join(f"{v:.2f}" for v in theirs[e]) if e in theirs else "-" for e in epochs)])
     lines = [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])

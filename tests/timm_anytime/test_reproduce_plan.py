@@ -4,6 +4,7 @@ summary pools seeds correctly."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -582,6 +583,21 @@ def test_a_snapshot_of_a_run_in_progress_resumes_to_the_uninterrupted_weights(
     assert f"| {' / '.join(f'{e:.2f}' for e in second['eval_top1_err'])} |" in readings
     assert f"| {' / '.join(f'{e:.2f}' for e in second['ema_eval_top1_err'])} |" in readings
     assert readings.split("\n\n", 1)[1] in progress  # the same readings table
+    assert "The last row" not in progress  # no base given
+
+    # Through the command line, a candidate's snapshot also reads the finished run it builds on.
+    candidate, base = "d_osgd_e200_cutout16_mixup1_s0", checkpoints.CANDIDATE_OF["d_osgd_e200_cutout16_mixup1_s0"]
+    results = tmp_path / "committed"
+    (results / base).mkdir(parents=True)
+    base_lines = [{**json.loads(line), "eval_top1_err": [11.0 + i]} for i, line in enumerate(logged)]
+    (results / base / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in base_lines[:1]))
+    shutil.copytree(run, tmp_path / candidate)
+    argv = ["reproduce_cifar_cpu.py", "--snapshot", str(tmp_path / candidate), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    reproduce.main()
+    noted = (results / "in_progress" / candidate / "progress.md").read_text()
+    assert f"| `{base}` | 11.00 | - |" in noted  # its epoch-1 reading; none at epoch 2
+    assert f"The last row is `{base}`" in noted
 
     resumed = train(tiny_config(copy, resume=True, **settings))
     for file in ("model.safetensors", "model_ema.safetensors"):
@@ -614,3 +630,7 @@ def test_the_readings_table_says_when_there_are_no_readings_yet() -> None:
     assert checkpoints.readings_table(curve).startswith("no test readings yet (epochs 1-2 trained")
     curve.eval_err[2] = [12.345]
     assert checkpoints.readings_table(curve).splitlines()[-1] == "| test err % per stage | 12.35 |"
+    base = LearningCurve(epochs=[1, 2], lr=[0.1, 0.1], train_loss=[[1.0], [0.9]], train_err=[[50.0], [40.0]])
+    assert checkpoints.readings_table(curve, ("base_s0", base)).splitlines()[-1] == "| `base_s0` | - |"
+    base.eval_err[2] = [9.876]
+    assert checkpoints.readings_table(curve, ("base_s0", base)).splitlines()[-1] == "| `base_s0` | 9.88 |"
