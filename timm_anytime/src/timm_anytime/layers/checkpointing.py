@@ -38,8 +38,9 @@ class RunningStatisticsKept:
     def __exit__(self, *exc: object) -> None:
         for norm, (momentum, count) in zip(self.norms, self.saved, strict=True):
             norm.momentum = momentum
-            if count is not None:
-                norm.num_batches_tracked.copy_(count)
+            tracked = norm.num_batches_tracked
+            if count is not None and tracked is not None:  # saved from it: both or neither
+                tracked.copy_(count)
 
 
 def checkpointed(module: nn.Module, x: Tensor) -> Tensor:

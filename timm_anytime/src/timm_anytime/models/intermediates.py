@@ -69,7 +69,8 @@ class FeatureIntermediatesMixin:
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW' for this network, got {output_fmt!r}")
-        take, _ = feature_take_indices(len(self.feature_info), indices)  # type: ignore[attr-defined]
+        wanted = list(indices) if isinstance(indices, tuple) else indices  # timm's signature: int or list
+        take, _ = feature_take_indices(len(self.feature_info), wanted)  # type: ignore[attr-defined]
         modules = dict(self.named_modules())  # type: ignore[attr-defined]
         maps: dict[int, Tensor] = {}
         last = max(take)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from safetensors import SafetensorError
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 HUB_ORG = "timm-anytime"
@@ -54,9 +54,9 @@ class PretrainedWeightsError(ValueError):
     """A checkpoint that cannot be loaded into the model it is meant for."""
 
 
-def with_pretrained_tags(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def with_pretrained_tags(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | PretrainedCfg]:
     """``cfgs`` plus a tagged ``pretrained_cfg`` for every shipped checkpoint of these architectures."""
-    out = dict(cfgs)
+    out: dict[str, dict[str, Any] | PretrainedCfg] = dict(cfgs)
     for name in SHIPPED:
         architecture = name.split(".", 1)[0]
         if architecture in cfgs:
