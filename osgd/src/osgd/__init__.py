@@ -6,7 +6,7 @@ Neural Networks" (ICML 2020). Depends on torch only.
 
 from .combine import combine, combine_with_info, gram_matrix
 from .methods import DEFAULT_REDUCTION, METHODS, REDUCTIONS, CombineInfo, Combiner, gram_schmidt
-from .optimizer import OSGD, NonFiniteGradientError, TaskLoss
+from .optimizer import OSGD, NonFiniteGradientError, ParamMasks, TaskLoss
 
 __version__ = "0.1.0"
 
@@ -18,6 +18,7 @@ __all__ = [
     "CombineInfo",
     "Combiner",
     "NonFiniteGradientError",
+    "ParamMasks",
     "TaskLoss",
     "combine",
     "combine_with_info",
