@@ -154,8 +154,9 @@ def main() -> None:
     if args.snapshot:
         results = Path(args.results or REPO / "results" / "cifar10_cpu_checkpoints")
         name = Path(args.snapshot).resolve().name
-        base = results / checkpoints.CANDIDATE_OF.get(name, "")  # the finished run a candidate builds on
-        built_on = base if name in checkpoints.CANDIDATE_OF and (base / "metrics.jsonl").is_file() else None
+        base_name = checkpoints.CANDIDATE_OF.get(name)  # the finished run a candidate builds on
+        base = None if base_name is None else results / base_name
+        built_on = base if base is not None and (base / "metrics.jsonl").is_file() else None
         print(checkpoints.snapshot_run(Path(args.snapshot), results / "in_progress" / name, base=built_on))
         return
     for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary, args.checkpoints_summary]:
