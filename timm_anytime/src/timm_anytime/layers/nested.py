@@ -15,7 +15,7 @@ Two ways to run a layer, both for subnetwork ``stage`` (1-based, stripes 1..stag
 """
 
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,7 @@ class NestedConv2d(nn.Conv2d):
 
     out_splits: list[int]
     in_splits: list[int]
+    weight_mask: Tensor  # buffer: 1 where an output stripe reads an input stripe
 
     def __init__(
         self,
@@ -87,14 +88,14 @@ class NestedConv2d(nn.Conv2d):
     def _caching(self) -> bool:
         """Whether values derived from the weight may be cached: only in inference, never while
         tracing or compiling, and not for inference tensors (they keep no version counter)."""
-        return _untraced_inference() and not self._parameters["weight"].is_inference()
+        return _untraced_inference() and not cast(Tensor, self._parameters["weight"]).is_inference()
 
     @torch.jit.unused
     def _derived(self, key: object, make: Callable[[], Any]) -> Any:
         """``make()``, cached under ``key`` until the weight changes: in place (its version counter
         moves) or by replacement (``.data = ...``, ``.to()``, ``.double()``: its data pointer
         moves; the entry holds the old storage, so no new tensor can reuse that address)."""
-        weight = self._parameters["weight"]
+        weight = cast(Tensor, self._parameters["weight"])
         stamp = (weight._version, weight.data_ptr())
         entry = self._derived_cache.get(key)
         if entry is None or entry[0] != stamp:
@@ -203,7 +204,7 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         if self.training or not _untraced_inference():
             return None
         # (the module's own dicts: nn.Module.__getattr__ costs more than the slicing it saves)
-        tensors = (self._buffers["running_mean"], self._buffers["running_var"])
+        tensors: tuple[Tensor | None, ...] = (self._buffers["running_mean"], self._buffers["running_var"])
         tensors += (self._parameters["weight"], self._parameters["bias"])
         if tensors[0] is None or tensors[1] is None:
             return None
@@ -232,10 +233,10 @@ class NestedBatchNorm2d(nn.BatchNorm2d):
         if mean is not None and var is not None and (not self.training or self.track_running_stats):
             running_mean = mean[lo:hi]
             running_var = var[lo:hi]
-        weight = self.weight
+        weight: Tensor | None = self.weight
         if weight is not None:
             weight = weight[lo:hi]
-        bias = self.bias
+        bias: Tensor | None = self.bias
         if bias is not None:
             bias = bias[lo:hi]
         return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps)
@@ -311,5 +312,5 @@ def init_conv_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if hasattr(module, "weight_mask"):
+            if isinstance(module, NestedConv2d):
                 module.weight.data.mul_(module.weight_mask)

@@ -11,6 +11,7 @@ transitions, plain and width-nested.
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,13 @@ class SparseUnit(nn.Module):
 
 class NestedSparseUnit(SparseUnit):
     """:class:`SparseUnit` over width-nested layers (same parameter names)."""
+
+    if TYPE_CHECKING:  # the layers SparseUnit built: declared for the type checker alone
+        # (TorchScript would read a class annotation of a submodule as its type)
+        bn1: NestedBatchNorm2d
+        conv1: NestedConv2d
+        bn2: NestedBatchNorm2d
+        conv2: NestedConv2d
 
     def __init__(self, channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
         super().__init__(
@@ -88,6 +96,12 @@ class Transition(nn.Sequential):
 
 class NestedTransition(Transition):
     """:class:`Transition` over width-nested layers (same parameter names)."""
+
+    if TYPE_CHECKING:  # the layers Transition added by name: declared for the type checker alone
+        norm: NestedBatchNorm2d
+        act: nn.Module
+        conv: NestedConv2d
+        pool: nn.Module
 
     def __init__(self, in_channels: int, out_channels: int, *, spec: StripeSpec, device=None, dtype=None) -> None:
         super().__init__(
@@ -217,12 +231,13 @@ class InterlacedStage(nn.Module):
     def forward_level(self, stage_input: Tensor, level: int, outputs: dict[int, Tensor]) -> Tensor:
         """Run only the units of ``level`` (reading ``outputs`` of lower levels, which it extends)
         and return ``level``'s stage output."""
+        # `outputs` is a dict here: _aggregate's annotation says list for TorchScript (see there).
         for index, unit in enumerate(self.units):
             if self.level_of[index] == level:
-                aggregate = self._aggregate(outputs, stage_input, self.reads[index], self.reads_input[index])
+                aggregate = self._aggregate(outputs, stage_input, self.reads[index], self.reads_input[index])  # type: ignore[arg-type]
                 outputs[index] = unit(aggregate)
         return self.out(
-            self._aggregate(outputs, stage_input, self.out_reads[level - 1], self.out_reads_input[level - 1])
+            self._aggregate(outputs, stage_input, self.out_reads[level - 1], self.out_reads_input[level - 1])  # type: ignore[arg-type]
         )
 
 

@@ -8,7 +8,7 @@ EANN, depth-nested and width-depth-nested families differ only in the stage and 
 """
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -17,6 +17,11 @@ from torch import Tensor, nn
 from .nested import init_conv_weights
 
 STEMS = ("cifar", "imagenet")
+
+if TYPE_CHECKING:  # the mixins are mixed into nn.Module subclasses: type-checked as one
+    _Module = nn.Module
+else:
+    _Module = object
 
 
 def scaled_widths(channels: tuple[int, ...], width: float) -> list[int]:
@@ -27,9 +32,33 @@ def scaled_widths(channels: tuple[int, ...], width: float) -> list[int]:
     return widths
 
 
-class SparseBodyMixin:
+class SparseBodyMixin(_Module):
     """The body builder, stem forward and timm's layer-grouping and gradient-checkpointing API
     shared by every Sparse ResNet family (mixed into an ``nn.Module``)."""
+
+    if TYPE_CHECKING:  # declared for the type checker alone: TorchScript reads a class annotation
+        # of an attribute as its type (a submodule's; drop_rate=0 would not be a float). The
+        # family's __init__ sets the numbers; the body modules are added by name (add_module).
+        in_chans: int
+        num_classes: int
+        drop_rate: float
+        conv1: nn.Conv2d
+        fc: Any  # the head mixin's: one classifier, or a ModuleList of them
+        act: nn.Module
+        bn1: nn.Module
+        act1: nn.Module
+        maxpool: nn.Module
+        stage1: nn.Module
+        stage2: nn.Module
+        stage3: nn.Module
+        stage4: nn.Module
+        transition1: nn.Module
+        transition2: nn.Module
+        transition3: nn.Module
+
+        def check_pool(self, global_pool: str) -> None: ...  # the classifier mixin's (models.heads)
+
+        def _make_heads(self, num_classes: int, dd: dict) -> nn.Module: ...
 
     def _build_body(
         self,
@@ -39,7 +68,7 @@ class SparseBodyMixin:
         stem: str,
         make_stage: Callable[[int], nn.Module],
         make_transition: Callable[[int, int], nn.Module],
-        stem_conv: Callable[..., nn.Module] = nn.Conv2d,
+        stem_conv: Callable[..., nn.Conv2d] = nn.Conv2d,
         feature_module: str = "stage{}",
         dd: dict[str, Any],
     ) -> None:
@@ -106,14 +135,18 @@ class SparseBodyMixin:
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every unit in the backward pass instead of storing its activations."""
-        for module in self.modules():  # type: ignore[attr-defined]
+        for module in self.modules():
             if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = enable
+                setattr(module, "grad_checkpointing", enable)  # noqa: B010 (a plain attribute, not a Tensor | Module)
 
 
 class InterlacedBodyMixin(SparseBodyMixin):
     """What the depth-interlaced bodies (depth- and width-depth-nested) add: the level-wise forward
     and each body module's depth level."""
+
+    if TYPE_CHECKING:  # set by the family's __init__ (declared for the type checker alone)
+        units_per_stage: int  # of the full network
+        levels: int  # depth levels
 
     def _level_outputs(self, x: Tensor, active: int) -> list[Tensor]:
         """Every depth level's (<= ``active``) output of the last resolution stage, before its

@@ -5,7 +5,7 @@
 Written independently of the nested models, so a nested subnetwork can be checked against it.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -59,6 +59,12 @@ class CifarBasicBlock(nn.Module):
 class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
     """ResNet for 32x32 inputs: ``depth = 6 * blocks + 2``. ``drop_path_rate``: stochastic depth
     of the residual branches, rising linearly over the blocks to this rate (timm's ResNet rule)."""
+
+    if TYPE_CHECKING:  # added by name: declared for the type checker alone (TorchScript would read a
+        # class annotation of a submodule as its type)
+        layer1: nn.Sequential
+        layer2: nn.Sequential
+        layer3: nn.Sequential
 
     def __init__(
         self,

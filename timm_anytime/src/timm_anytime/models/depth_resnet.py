@@ -138,7 +138,7 @@ class DepthNestedSparseResNet(
 
 
 # ---------------------------------------------------------------------- extraction
-def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+def extract_depth_stage(model: "DepthNestedSparseResNet", stage: int) -> "SparseResNet | DepthNestedSparseResNet":
     """D_stage of a depth-nested Sparse ResNet as a standalone network with copied weights.
 
     The interlacing is recursive: the units of levels <= k, renumbered in order, are exactly the
@@ -157,12 +157,14 @@ def extract_depth_stage(model: nn.Module, stage: int) -> nn.Module:
     return plain.train(model.training)
 
 
-def depth_level_network(model: nn.Module, depth: int, **args: Any) -> nn.Module:
+def depth_level_network(
+    model: InterlacedBodyMixin, depth: int, **args: Any
+) -> "SparseResNet | DepthNestedSparseResNet":
     """The ``depth``-level depth-nested Sparse ResNet on N / 2^(levels - depth) units of ``model``
     (a plain ``SparseResNet`` for depth 1), with ``model``'s classes, input channels, pooling,
     dropout, device and dtype, and ``args`` (channels, stem, ...): what an extracted stage is built as."""
     weight = model.conv1.weight
-    common = dict(
+    common: dict[str, Any] = dict(
         units_per_stage=model.units_per_stage // 2 ** (model.levels - depth),
         num_classes=model.num_classes,
         in_chans=model.in_chans,

@@ -8,7 +8,7 @@ BN-ReLU-global pool-Linear. Stage k is the network up to exit k; its loss weight
 """
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.models import register_model
@@ -43,6 +43,11 @@ class EANNSparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, NormedHeadsMi
 
     exit_resolution: list[int]
     exit_position: list[int]
+    if TYPE_CHECKING:  # submodules, added by name: declared for the type checker alone (TorchScript
+        # would read a class annotation of a submodule as its type)
+        stage1: SparseStage
+        stage2: SparseStage
+        stage3: SparseStage
 
     def __init__(
         self,

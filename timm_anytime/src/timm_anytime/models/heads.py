@@ -10,17 +10,34 @@ A model implements ``_make_heads(num_classes, dd)`` (the classifier or the Modul
 ``reset_classifier`` rebuilds it.
 """
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+if TYPE_CHECKING:  # the mixins are mixed into nn.Module subclasses: type-checked as one
+    _Module = nn.Module
+else:
+    _Module = object
 
-class ClassifierMixin:
+
+class ClassifierMixin(_Module):
     """``check_pool`` and ``reset_classifier`` over ``self.global_pool`` and ``self.fc``."""
 
     #: the ``global_pool`` values the classifier can read (None: any of timm's)
     pool_types: tuple[str, ...] | None = None
+    if TYPE_CHECKING:  # what the model provides (declared for the type checker alone: TorchScript
+        # reads a class annotation of a submodule as its type, so none may exist at run time)
+        conv1: nn.Conv2d
+        global_pool: SelectAdaptivePool2d
+        fc: nn.Module
+        num_classes: int
+        drop_rate: float
+        pretrained_cfg: dict[str, Any]  # set by timm's model builder
+
+        def _make_heads(self, num_classes: int, dd: dict) -> nn.Module: ...
 
     def check_pool(self, global_pool: str) -> None:
         """Refuse a pooling whose output width the classifier cannot read."""
@@ -41,6 +58,9 @@ class ClassifierMixin:
 
 class SingleHeadMixin(ClassifierMixin):
     """One classifier ``self.fc`` (``self.num_features`` wide), with dropout ``self.drop_rate`` before it."""
+
+    if TYPE_CHECKING:
+        num_features: int
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False):
@@ -64,6 +84,9 @@ class MultiHeadMixin(ClassifierMixin):
     """
 
     pool_types: tuple[str, ...] | None = ("avg", "max", "")  # catavgmax would change the feature width the heads read
+    if TYPE_CHECKING:
+        fc: nn.ModuleList
+        stage: int
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False):
@@ -93,6 +116,11 @@ class NormedHeadsMixin(MultiHeadMixin):
     from 0. A subclass implements ``_head_input(x, index)``: the features head ``index`` reads."""
 
     pool_types = ("avg", "max", "avgmax", "")  # heads read C features: no catavgmax (2C)
+    if TYPE_CHECKING:
+        norms: nn.ModuleList
+        act: nn.Module
+
+        def check_stage(self, stage: int) -> int: ...
 
     @torch.jit.ignore
     def heads(self) -> list[nn.Module]:

@@ -14,7 +14,7 @@ and turns an unreadable safetensors file into an error that says what to do.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from safetensors import SafetensorError
@@ -110,8 +110,12 @@ def check_checkpoint(state_dict: dict[str, Tensor], model: nn.Module) -> dict[st
     return state_dict
 
 
-def build_anytime_model(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """timm's ``build_model_with_cfg`` with the checkpoint checked before it is loaded."""
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def build_anytime_model(model_cls: type[ModelT], variant: str, pretrained: bool, **kwargs: Any) -> ModelT:
+    """timm's ``build_model_with_cfg`` with the checkpoint checked before it is loaded (typed as
+    timm types it: the class, although ``features_only`` returns timm's feature wrapper)."""
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=check_checkpoint, **kwargs)
     except SafetensorError as error:

@@ -13,7 +13,7 @@ The paper does not print its widths; these follow the ResNets of the same datase
 reconstruction, like SPEC section 3). ``width`` scales every layer.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from timm.models import register_model
 from torch import Tensor, nn
@@ -35,6 +35,9 @@ class SparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, SingleHeadMixin, 
         stem: ``"cifar"`` (3x3 conv) or ``"imagenet"`` (7x7 stride-2 conv, BN, ReLU, max-pool).
         width: Multiplier on every layer's width.
     """
+
+    if TYPE_CHECKING:  # added by name (_build_head): declared for the type checker alone
+        norm: nn.BatchNorm2d
 
     def __init__(
         self,

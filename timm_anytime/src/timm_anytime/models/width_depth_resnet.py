@@ -12,7 +12,7 @@ depth level's final BN-ReLU, pooled over its stripes, and a Linear layer.
 
 from collections.abc import Generator, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from timm.models import register_model
@@ -32,6 +32,10 @@ from .heads import NormedHeadsMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
 
+if TYPE_CHECKING:
+    from .depth_resnet import DepthNestedSparseResNet
+    from .sparse_resnet import SparseResNet
+
 
 class WidthDepthNestedSparseResNet(
     FeatureIntermediatesMixin, InterlacedBodyMixin, NormedHeadsMixin, AnytimeMixin, nn.Module
@@ -50,6 +54,12 @@ class WidthDepthNestedSparseResNet(
 
     depth_of_stage: list[int]
     head_levels: list[int]
+    if TYPE_CHECKING:  # submodules: declared for the type checker alone (TorchScript would read a
+        # class annotation of a submodule as its type)
+        conv1: NestedConv2d
+        stage1: InterlacedStage
+        stage2: InterlacedStage
+        stage3: InterlacedStage
     separate_stage_passes = True  # D_S's training forward also updates every head level's statistics
     #: ``forward_anytime`` computes a layer's new stripes in one call (faster; a new depth level's
     #: units then also multiply their structural zeros). False: one stripe per call, exactly the
@@ -149,7 +159,7 @@ class WidthDepthNestedSparseResNet(
             rule = self.schedule.head_norm_owner if head_norm else self.schedule.body_owner
             table = torch.tensor([0] + [rule(level, j) for j in range(1, self.spec.num_stages + 1)])
             for layer in module.modules():
-                if hasattr(layer, "stage_of_elements"):
+                if isinstance(layer, (NestedConv2d, NestedBatchNorm2d)):
                     for name, stripe in layer.stage_of_elements().items():
                         param = getattr(layer, name)
                         owners[param] = table[stripe].to(param.device)
@@ -225,6 +235,9 @@ class WidthDepthNestedSparseResNet(
         return counter.get_total_flops()
 
 
+Cell = tuple[str | int, ...]  # a cell of _AnytimeRun: its kind ("stem", "in", "u", "out", "pooled"), indices
+
+
 class _AnytimeRun:
     """The incremental state of one ``forward_anytime`` pass.
 
@@ -242,30 +255,30 @@ class _AnytimeRun:
     def __init__(self, model: WidthDepthNestedSparseResNet, x: Tensor) -> None:
         self.model, self.x = model, x
         self.splits = [model.spec.splits(c) for c in model.widths]  # per resolution: stripe -> channels
-        self.cells: dict[tuple, tuple[Tensor, int]] = {}  # key -> (buffer, channels filled)
-        self.stripes: dict[tuple, int] = {}  # key -> stripes computed
-        self.caches: dict[tuple, dict[str, tuple[Tensor, int]]] = {}  # a layer's inner activations
+        self.cells: dict[Cell, tuple[Tensor, int]] = {}  # key -> (buffer, channels filled)
+        self.stripes: dict[Cell, int] = {}  # key -> stripes computed
+        self.caches: dict[Cell, dict[str, tuple[Tensor, int]]] = {}  # a layer's inner activations
 
     def keep(self, rows: Tensor) -> None:
         """Drop every input but ``rows`` from the state."""
         for name in ("x", "cells", "caches"):
             setattr(self, name, keep_rows(getattr(self, name), rows))
 
-    def _first_missing(self, key: tuple, width: int) -> int:
+    def _first_missing(self, key: Cell, width: int) -> int:
         """The first stripe of cell ``key`` still to compute for ``width`` stripes (0: none)."""
         lo = self.stripes.get(key, 0) + 1
         return lo if lo <= width else 0
 
-    def _store(self, key: tuple, new: Tensor, channels: int, width: int) -> None:
+    def _store(self, key: Cell, new: Tensor, channels: int, width: int) -> None:
         grow(self.cells, key, new, channels)
         self.stripes[key] = width
 
-    def _read(self, key: tuple, resolution: int, lo: int, hi: int) -> Tensor:
+    def _read(self, key: Cell, resolution: int, lo: int, hi: int) -> Tensor:
         """Stripes lo..hi of cell ``key`` at ``resolution`` (a view of its prefix)."""
         c = self.splits[resolution]
         return self.cells[key][0][:, c[lo - 1] : c[hi]]
 
-    def _sum(self, keys: list[tuple], resolution: int, lo: int, hi: int) -> Tensor:
+    def _sum(self, keys: list[Cell], resolution: int, lo: int, hi: int) -> Tensor:
         total = self._read(keys[0], resolution, lo, hi)
         for key in keys[1:]:
             total = total + self._read(key, resolution, lo, hi)
@@ -283,13 +296,16 @@ class _AnytimeRun:
     def _extend(self, width: int, depth: int) -> None:
         """Compute every cell of depth level <= ``depth`` up to ``width`` stripes."""
         model = self.model
+        key: Cell
         lo = self._first_missing(("stem",), width)
         if lo:
             self._store(("stem",), model.conv1.forward_stripes(self.x, lo, width), model.widths[0], width)
         last = model.num_resolution_stages - 1
         for r in range(model.num_resolution_stages):
             block, channels = getattr(model, f"stage{r + 1}"), model.widths[r]
-            inputs = {level: ("stem",) if r == 0 else ("in", r, level) for level in range(1, depth + 1)}
+            inputs: dict[int, Cell] = {
+                level: ("stem",) if r == 0 else ("in", r, level) for level in range(1, depth + 1)
+            }
             for level in range(1, depth + 1) if r > 0 else ():
                 lo = self._first_missing(inputs[level], width)
                 if lo:
@@ -301,7 +317,7 @@ class _AnytimeRun:
                 level, key = block.level_of[index], ("u", r, index)
                 lo = self._first_missing(key, width) if level <= depth else 0
                 if lo:
-                    reads = [("u", r, u) for u in block.reads[index]]
+                    reads: list[Cell] = [("u", r, u) for u in block.reads[index]]
                     if block.reads_input[index]:
                         reads.append(inputs[level])
                     cache = self.caches.setdefault(key, {})
@@ -319,12 +335,15 @@ class _AnytimeRun:
         lo = self._first_missing(key, width)
         if lo:
             out = self._read(("out", last, depth), last, lo, width)
-            features = model.act(model.norms[depth - 1].forward_stripes(out, lo, width))
+            norm = cast(NestedBatchNorm2d, model.norms[depth - 1])
+            features = model.act(norm.forward_stripes(out, lo, width))
             self._store(key, model.global_pool(features), model.widths[-1], width)
 
 
 # ---------------------------------------------------------------------- extraction
-def extract_width_depth_stage(model: nn.Module, stage: int) -> nn.Module:
+def extract_width_depth_stage(
+    model: WidthDepthNestedSparseResNet, stage: int
+) -> "SparseResNet | DepthNestedSparseResNet":
     """D_stage of a width-depth-nested Sparse ResNet as a standalone network with dense weights.
 
     D_stage = (width w, depth d) is the d-level depth-nested network on N / 2^(L - d) units, at the

@@ -8,7 +8,7 @@ the keys and shapes of the dense network. ``fc`` holds one head per stage (``fc.
 """
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -80,7 +80,8 @@ class _NestedResidualBlock(nn.Module):
 
     def _shortcut_stripe(self, x: Tensor, k: int) -> Tensor:
         if self.downsample is not None:
-            return _conv_bn_stripe(self.downsample[0], self.downsample[1], x, k)
+            conv, bn = cast(NestedConv2d, self.downsample[0]), cast(NestedBatchNorm2d, self.downsample[1])
+            return _conv_bn_stripe(conv, bn, x, k)
         new = x[:, self.in_splits[k - 1] : self.in_splits[k]]
         return zero_pad_stripe(new, self.stride) if self.zero_pad else new
 
@@ -204,6 +205,13 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
 
     feature_splits: list[int]
     separate_stage_passes = True  # D_S's forward is exactly forward_stages' pass
+    if TYPE_CHECKING:  # added by name: declared for the type checker alone (TorchScript would read
+        # a class annotation of a submodule as its type)
+        conv1: NestedConv2d
+        layer1: nn.Sequential
+        layer2: nn.Sequential
+        layer3: nn.Sequential
+        layer4: nn.Sequential
 
     def __init__(
         self,
@@ -288,7 +296,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         init_conv_weights(self)
         if zero_init_last:
             for m in self.modules():
-                if hasattr(m, "zero_init_last"):
+                if isinstance(m, (NestedBasicBlock, NestedBottleneck)):
                     m.zero_init_last()
 
     def _make_heads(self, num_classes: int, dd: dict[str, Any]) -> nn.ModuleList:
@@ -312,7 +320,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def _layers(self) -> list[nn.Module]:
+    def _layers(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.layer_sizes))]
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -361,7 +369,8 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
             h = grow(cache, "stem", self.maxpool(h), self.stem_channels)
             for layer_index, layer in enumerate(self._layers()):
                 for block_index, block in enumerate(layer):
-                    h = block.forward_stripe(h, k, cache, f"layer{layer_index + 1}.{block_index}")
+                    key = f"layer{layer_index + 1}.{block_index}"
+                    h = cast("NestedBasicBlock | NestedBottleneck", block).forward_stripe(h, k, cache, key)
             new = h[:, self.feature_splits[k - 1] : self.feature_splits[k]]
             pooled = grow(cache, "pool", self.global_pool(new), self.num_features)
             if self.drop_rate > 0.0:
@@ -378,17 +387,18 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
 
 
 # ---------------------------------------------------------------------- extraction
-def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
+def extract_width_stage(model: NestedResNet, stage: int) -> ResNet | CifarResNet:
     spec = model.spec
     planes = tuple(spec.splits(c)[stage] for c in model.widths)  # D_k's width of every stage
     stem = spec.splits(model.stem_channels)[stage]
     head = model.fc[stage - 1]
     num_classes = head.out_features if isinstance(head, nn.Linear) else 0
     pool = model.global_pool.pool_type
-    dd = {"device": model.conv1.weight.device, "dtype": model.conv1.weight.dtype}
+    dd: dict[str, Any] = {"device": model.conv1.weight.device, "dtype": model.conv1.weight.dtype}
+    plain: ResNet | CifarResNet
     if model.stem_type == "imagenet" and model.shortcut_type == "projection":
         plain = ResNet(
-            BasicBlock if model.block_type == "basic" else Bottleneck,
+            BasicBlock if model.block_type == "basic" else Bottleneck,  # type: ignore[arg-type]  # (timm: the class)
             model.layer_sizes,
             num_classes=num_classes,
             in_chans=model.conv1.in_channels,
@@ -420,7 +430,7 @@ def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
         )
 
     source = dense_state(model)
-    state = {}
+    state: dict[str, Tensor] = {}
     for key, target in plain.state_dict().items():
         name = f"fc.{stage - 1}." + key[3:] if key.startswith("fc.") else key
         tensor = source[name]
@@ -435,22 +445,23 @@ def extract_width_stage(model: nn.Module, stage: int) -> nn.Module:
 def _narrow_stem(plain: ResNet, stem: int, dd: dict) -> None:
     """timm's ResNet fixes a 7x7 stem at 64 channels; D_k's stem has ``stem`` channels. Rebuild the
     stem and the first block (timm's own block class) at that width, in place."""
-    if stem == plain.conv1.out_channels:
+    conv1, layer1 = cast(nn.Conv2d, plain.conv1), cast(nn.Sequential, plain.layer1)  # (no deep stem)
+    if stem == conv1.out_channels:
         return
-    block = plain.layer1[0]
+    block = cast("BasicBlock | Bottleneck", layer1[0])
     block_cls = type(block)
     out = block.conv3.out_channels if isinstance(block, Bottleneck) else block.conv2.out_channels
     planes = block.conv1.out_channels
-    plain.conv1 = nn.Conv2d(plain.conv1.in_channels, stem, 7, 2, 3, bias=False, **dd)
+    plain.conv1 = nn.Conv2d(conv1.in_channels, stem, 7, 2, 3, bias=False, **dd)  # type: ignore[assignment]
     plain.bn1 = nn.BatchNorm2d(stem, **dd)
     downsample = None
     if stem != out:
         downsample = nn.Sequential(nn.Conv2d(stem, out, 1, 1, bias=False, **dd), nn.BatchNorm2d(out, **dd))
-    plain.layer1[0] = block_cls(stem, planes, 1, downsample=downsample, **dd)
+    layer1[0] = block_cls(stem, planes, 1, downsample=downsample, **dd)
     plain.feature_info[0]["num_chs"] = stem
 
 
-def _cifar_permutations(model: nn.Module, stage: int) -> dict[int, Tensor]:
+def _cifar_permutations(model: NestedResNet, stage: int) -> dict[int, Tensor]:
     """Channel order of each CIFAR stage: plain channel p holds nested channel perm[p].
 
     The nested option-A shortcut pads each stripe separately; the plain one pads once at the end.
