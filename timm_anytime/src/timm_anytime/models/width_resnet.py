@@ -452,6 +452,7 @@ def _narrow_stem(plain: ResNet, stem: int, dd: dict) -> None:
     block_cls = type(block)
     out = block.conv3.out_channels if isinstance(block, Bottleneck) else block.conv2.out_channels
     planes = block.conv1.out_channels
+    # (timm's ResNet.conv1 is typed from its deep-stem branch, an nn.Sequential)
     plain.conv1 = nn.Conv2d(conv1.in_channels, stem, 7, 2, 3, bias=False, **dd)  # type: ignore[assignment]
     plain.bn1 = nn.BatchNorm2d(stem, **dd)
     downsample = None
