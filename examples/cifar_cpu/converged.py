@@ -6,9 +6,10 @@ run is also evaluated on the full test split.
 The plan, in order: sgd and osgd at lr 0.05, 0.1 and 0.025 (seed 0), seeds 1 and 2 at the chosen
 lrs, the rest of the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
 width-nested design first, then the depth-nested one; then, at lr 0.05 with 3 seeds, Oracles
-matched to each stage's FLOPs, greedy with the whole schedule for every stage, and osgd's priority
-orders. ``converged_summary``, ``provenance`` and ``plot_converged`` report it; ``write_summary``
-keeps the report beside the runs as ``summary.md``.
+matched to each stage's FLOPs, greedy with the whole schedule for every stage, osgd's priority
+orders, and the anytime baselines (even-width, EANN; ``baselines``). ``converged_summary``,
+``provenance`` and ``plot_converged`` report it; ``write_summary`` keeps the report beside the
+runs as ``summary.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from timm_anytime.train.environment import describe_commit, is_clean_commit, run_starts
 
+from .baselines import BASELINES, deadline_summary, flops_summary, is_baseline, plot_baselines
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
@@ -51,7 +53,8 @@ def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
     """``<design>_<setting>_lr<lr>_s<seed>`` runs of the converged protocol, in order of importance:
     per design, the lr sweep (seed 0), seeds 1 and 2 at each method's chosen lr (they enter the plan
     once its sweep is in ``results``), the rest of the 2x2 ablation; then the FLOP-matched Oracles,
-    greedy with the full schedule per stage, and the priority orders, all at ``ABLATION_LR``."""
+    greedy with the full schedule per stage, the priority orders and the anytime baselines, all at
+    ``ABLATION_LR``."""
     runs: dict[str, list[str]] = {}
     seeds = (0, 1, 2)
     for tag, model in (("w", WIDTH), ("d", DEPTH)):
@@ -111,6 +114,17 @@ def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
                 f"--lr={ABLATION_LR}",
                 f"--seed={seed}",
             ]
+    # The anytime baselines of claims (c) and (e): osgd first (the paper trains every anytime
+    # network with it for Fig. 9), then sgd; the design's tag keeps them beside its nested runs.
+    for method in ("osgd", "sgd"):
+        for seed in seeds:
+            for tag, (prefix, model) in BASELINES.items():
+                runs[f"{tag}_{prefix}_{method}_lr{ABLATION_LR}_s{seed}"] = [
+                    f"--model={model}",
+                    f"--method={method}",
+                    f"--lr={ABLATION_LR}",
+                    f"--seed={seed}",
+                ]
     return runs
 
 
@@ -262,8 +276,26 @@ def write_summary(results: Path) -> Path:
     """Write ``summary.md`` into ``results``: provenance, then ``converged_summary``'s tables."""
     path = results / "summary.md"
     text = SUMMARY_HEADER.format(results=results.as_posix())
-    path.write_text(f"{text}\n{provenance(results)}\n\n{converged_summary(results)}\n")
+    path.write_text(
+        f"{text}\n{provenance(results)}\n\n{converged_summary(results)}\n\n{BASELINES_HEADER}\n{baselines_summary(results)}\n"
+    )
     return path
+
+
+#: How ``summary.md`` introduces the FLOPs views of claims (c) and (e).
+BASELINES_HEADER = """## Against FLOPs and under FLOPs deadlines (claims (c) and (e))
+
+Each stage at its cumulative cost, beside the anytime baseline of its design and the FLOP-matched
+Oracles; then the error at the paper's seven deadlines, 0.5x to 1x the whole nested network's
+FLOPs (latency taken proportional to FLOPs), each scheme scored per seed (Oracle_All and
+Oracle_Each from the Oracles of that seed), mean ± sd over seeds, Welch tests per deadline
+(`examples/cifar_cpu/baselines.py`). Plot: `baselines.png`.
+"""
+
+
+def baselines_summary(results: Path) -> str:
+    """Markdown: ``flops_summary`` (claim (c)) then ``deadline_summary`` (claim (e)) at ``ABLATION_LR``."""
+    return f"{flops_summary(results, ABLATION_LR)}\n\n{deadline_summary(results, ABLATION_LR)}"
 
 
 #: The label of the FLOP-matched Oracles' series in ``comparison.png``.
@@ -296,8 +328,8 @@ def comparison_panels(settings: set[str]) -> list[tuple[str, list[str]]]:
 
 def plot_converged(results: Path) -> list[Path]:
     """``comparison.png`` (test error per stage, mean +/- sd over seeds: a row per design and a
-    column per question of ``COMPARISON_PANELS``) and ``learning_curves.png`` (seed 0 of every
-    setting) in ``results``."""
+    column per question of ``COMPARISON_PANELS``), ``learning_curves.png`` (seed 0 of every
+    setting) and ``baselines.png`` (``baselines.plot_baselines``) in ``results``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,7 +341,12 @@ def plot_converged(results: Path) -> list[Path]:
     groups = collect_runs(results)
     designs: dict[str, dict[str, list]] = {}
     for tag in ("w", "d"):
-        variants = {v: g["test"] for (t, v), g in groups.items() if t == tag and not v.startswith("oracle")}
+        # the baselines' stages sit at other FLOPs than the nested ones: they are in baselines.png
+        variants = {
+            v: g["test"]
+            for (t, v), g in groups.items()
+            if t == tag and not v.startswith("oracle") and not is_baseline(v)
+        }
         oracles = [groups.get((tag, f"oracle{k}_lr{ABLATION_LR}")) for k in (1, 2, 3)]
         if all(oracles):
             # one row per seed index: the single-stage error of Oracle 1, 2 and 3
@@ -351,7 +388,7 @@ def plot_converged(results: Path) -> list[Path]:
     plt.close(fig)
     seed0 = {run.name: read_learning_curve(run) for run in finished_runs(results) if run.name.endswith("_s0")}
     curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
-    return [comparison, curves]
+    return [comparison, curves, plot_baselines(results, ABLATION_LR, results / "baselines.png")]
 
 
 def _welch_cell(a: tuple[float, ...], b: tuple[float, ...]) -> str:

@@ -391,7 +391,8 @@ def test_converged_plots_are_written(tmp_path: Path) -> None:
         for k in (1, 2, 3):
             _converged_run(tmp_path, f"w_oracle{k}_lr0.05_s{seed}", [50.0 + k + seed], 0.5)
     paths = converged.plot_converged(tmp_path)
-    assert [p.name for p in paths] == ["comparison.png", "learning_curves.png"]
+    # baselines.png too: empty panels here (these runs have no evaluation outputs to score deadlines)
+    assert [p.name for p in paths] == ["comparison.png", "learning_curves.png", "baselines.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 

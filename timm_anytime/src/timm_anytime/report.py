@@ -115,8 +115,9 @@ def markdown_table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def _finish(result: RunResult, count: int, cost: str) -> Tensor:
-    """When each stage's output is ready, per input: measured seconds, or cumulative FLOPs."""
+def finish_times(result: RunResult, count: int, cost: str) -> Tensor:
+    """When each stage's output is ready for the first ``count`` inputs, ``[stages, count]``: the
+    measured seconds (``cost="latency"``) or the stage's cumulative FLOPs (``cost="flops"``)."""
     if cost == "latency":
         return result.finish[:, :count]
     if cost != "flops":
@@ -136,7 +137,7 @@ def deadline_view(results: Sequence[RunResult], cost: str = "latency") -> tuple[
     # Measured latency exists for the first --latency-inputs inputs; the FLOP model covers them all.
     count = min(r.finish.shape[1] if cost == "latency" else r.correct.shape[1] for r in results)
     anytime = {
-        label: [(m.correct[:, :count], _finish(m, count, cost)) for m in members]
+        label: [(m.correct[:, :count], finish_times(m, count, cost)) for m in members]
         for label, members in groups.items()
         if members[0].num_stages > 1
     }
@@ -145,9 +146,9 @@ def deadline_view(results: Sequence[RunResult], cost: str = "latency") -> tuple[
     if len(plain) > 1:
         oracle = (
             torch.cat([r.correct[:, :count] for r in plain]),
-            torch.cat([_finish(r, count, cost) for r in plain]),
+            torch.cat([finish_times(r, count, cost) for r in plain]),
         )
-    candidates = [_finish(plain[-1], count, cost)[0]] if plain else [runs[0][1][-1] for runs in anytime.values()]
+    candidates = [finish_times(plain[-1], count, cost)[0]] if plain else [runs[0][1][-1] for runs in anytime.values()]
     largest = max(candidates, key=torch.mean)
     reference = float(largest.mean())
     deadlines = [reference * f for f in DEADLINE_FRACTIONS]
