@@ -287,9 +287,9 @@ BASELINES_HEADER = """## Against FLOPs and under FLOPs deadlines (claims (c) and
 
 Each stage at its cumulative cost, beside the anytime baseline of its design and the FLOP-matched
 Oracles; then the error at the paper's seven deadlines, 0.5x to 1x the whole nested network's
-FLOPs (latency taken proportional to FLOPs), each scheme scored per seed (Oracle_All and
-Oracle_Each from the Oracles of that seed), mean ± sd over seeds, Welch tests per deadline
-(`examples/cifar_cpu/baselines.py`). Plot: `baselines.png`.
+FLOPs (latency taken proportional to FLOPs), each scheme scored per seed (Oracle_All from the
+Oracles of that seed; Oracle_Each equals it when every input costs the same FLOPs), mean ± sd over
+seeds, Welch tests per deadline (`examples/cifar_cpu/baselines.py`). Plot: `baselines.png`.
 """
 
 

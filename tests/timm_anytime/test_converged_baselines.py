@@ -97,10 +97,11 @@ def test_deadline_errors_take_the_best_ready_stage_or_a_guess(tmp_path: Path) ->
     # (the best ready) from 30; its stage 4 (45) never
     assert table["even_osgd_lr0.05"]["0"] == pytest.approx([GUESS, GUESS, 50.0, 10.0, 10.0, 10.0, 10.0])
     assert table["even_osgd_lr0.05"]["1"] == pytest.approx([GUESS, GUESS, 50.0, 10.0, 10.0, 10.0, 10.0])
-    # Oracle_All: the best network ready for every input; here the same as Oracle_Each
+    # Oracle_All: the best network ready for every input (Oracle_Each would equal it: FLOPs are alike
+    # for every input)
     assert table["Oracle_All"]["0"] == pytest.approx([30.0] * 6 + [10.0])
     assert table["Oracle_All"]["1"] == pytest.approx([30.0] * 6 + [20.0])
-    assert table["Oracle_Each"] == table["Oracle_All"]
+    assert set(table) == {"osgd_lr0.05", "even_osgd_lr0.05", "Oracle_All"}
 
 
 def test_the_summary_tables_flops_and_merges_deadlines_that_answer_alike(tmp_path: Path) -> None:
@@ -144,4 +145,4 @@ def test_comparison_plot_leaves_the_baselines_to_their_own_figure(
 
     # comparison.png sets stages side by side by index: the baseline's 4 stages at other FLOPs stay out
     assert legends(figures[0]) == {"osgd_lr0.05", "oracle"}
-    assert legends(figures[2]) == {"osgd_lr0.05", "even_osgd_lr0.05", "oracle", "Oracle_All", "Oracle_Each"}
+    assert legends(figures[2]) == {"osgd_lr0.05", "even_osgd_lr0.05", "oracle", "Oracle_All"}
