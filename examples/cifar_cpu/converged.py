@@ -309,7 +309,7 @@ _REFERENCE = (f"sgd_lr{ABLATION_LR}", f"osgd_lr{ABLATION_LR}")
 COMPARISON_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("learning rate", tuple(f"{m}_lr{lr}" for m in ("sgd", "osgd") for lr in sorted(CONVERGED_LRS, key=float))),
     ("mean or sum of the stage losses", (*_REFERENCE, f"sgd_sum_lr{ABLATION_LR}", f"osgd_mean_lr{ABLATION_LR}")),
-    ("baselines", (*_REFERENCE, f"greedy_lr{ABLATION_LR}", ORACLE_SERIES)),
+    ("greedy and the FLOP-matched Oracles", (*_REFERENCE, f"greedy_lr{ABLATION_LR}", ORACLE_SERIES)),
     (
         "priority order (and osgd's step halved)",
         (f"osgd_lr{ABLATION_LR}", f"osgd_p213_lr{ABLATION_LR}", f"osgd_p321_lr{ABLATION_LR}", "osgd_lr0.025"),

@@ -415,7 +415,7 @@ def test_converged_plot_gives_a_setting_one_colour_in_every_panel(
     assert titles[:5] == [
         "learning rate",
         "mean or sum of the stage losses",
-        "baselines",
+        "greedy and the FLOP-matched Oracles",
         "priority order (and osgd's step halved)",
         "other settings",
     ]
