@@ -14,7 +14,7 @@ images, 300 epochs, lr chosen on a validation split; ``results/cifar10_cpu_conve
 epochs, hours per run; ``results/cifar10_cpu_checkpoints/``, weights stay in the run folder):
 
     python examples/reproduce_cifar_cpu.py --data-dir ../shared/datasets/cifar10   # run what is missing
-    python examples/reproduce_cifar_cpu.py --list                                   # the plan and its state
+    python examples/reproduce_cifar_cpu.py --list      # the plan: each run done, running, started or todo
     python examples/reproduce_cifar_cpu.py --only w_sgd_s0 w_osgd_s0                 # chosen runs
     python examples/reproduce_cifar_cpu.py --summary results/cifar10_cpu results/h200_paper_archs
                                               # markdown: every measured row next to the paper's
@@ -104,6 +104,24 @@ def require_clean_tree(allow_dirty: bool, results: Path | None = None) -> None:
 def is_done(results: Path, name: str) -> bool:
     """Whether ``name``'s results are in: ``eval.json``, or for a validated-only sweep run its metrics."""
     return (results / name / ("metrics.jsonl" if is_sweep(name) else "eval.json")).is_file()
+
+
+def run_state(results: Path, runs: Path, name: str) -> str:
+    """What ``--list`` says of a run: ``done`` (its results are in), ``running`` (a worker holds its
+    lock), ``started, epoch N`` (a run folder to resume from) or ``todo``."""
+    if is_done(results, name):
+        return "done"
+    lock = runs / f"{name}.lock"
+    if lock.is_file():  # never create a lock just to look
+        held = claim(lock)
+        if held is None:
+            return "running"
+        held.close()
+    metrics = runs / name / "metrics.jsonl"
+    if metrics.is_file():
+        lines = metrics.read_text().splitlines()
+        return f"started, epoch {len(lines)}" if lines else "started"
+    return "todo"
 
 
 def claim(lock: Path) -> TextIO | None:
@@ -199,9 +217,8 @@ def main() -> None:
         return {n: current[n] for n in names if not is_done(results, n)}
 
     if args.list:
-        waiting = todo()
         for name, flags in plan_now.items():
-            print(f"{'todo' if name in waiting else 'done'}  {name}: {shlex.join(flags)}")
+            print(f"{run_state(results, runs, name)}  {name}: {shlex.join(flags)}")
         return
     busy: set[str] = set()  # runs another worker holds
     while True:

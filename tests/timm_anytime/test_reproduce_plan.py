@@ -267,6 +267,30 @@ def test_a_claimed_run_is_skipped_by_other_workers(tmp_path: Path) -> None:
     again.close()
 
 
+def test_list_says_which_runs_are_done_running_started_or_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results, folder = tmp_path / "results", tmp_path / "runs"
+    (results / "w_sgd_sum_lr0.05_s0").mkdir(parents=True)
+    (results / "w_sgd_sum_lr0.05_s0" / "eval.json").write_text("{}")
+    (folder / "w_osgd_lr0.05_s0").mkdir(parents=True)  # cut off after two epochs, no worker now
+    (folder / "w_osgd_lr0.05_s0" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    (folder / "w_osgd_lr0.05_s0.lock").touch()  # a lock file nobody holds
+    held = reproduce.claim(folder / "w_sgd_lr0.1_s0.lock")  # a worker on it
+    argv = ["reproduce_cifar_cpu.py", "--protocol", "converged", "--results", str(results), "--runs", str(folder)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--list"])
+    reproduce.main()
+    held.close()
+    lines = {
+        line.split(":")[0].rsplit("  ", 1)[1]: line.split("  ")[0] for line in capsys.readouterr().out.splitlines()
+    }
+    assert lines["w_sgd_sum_lr0.05_s0"] == "done"
+    assert lines["w_osgd_lr0.05_s0"] == "started, epoch 2"
+    assert lines["w_sgd_lr0.1_s0"] == "running"
+    assert lines["d_sgd_lr0.05_s0"] == "todo"
+    assert not (folder / "d_sgd_lr0.05_s0.lock").exists()  # listing creates no locks
+
+
 def _converged_run(results: Path, name: str, test: list[float], final_train_err: float) -> None:
     run = results / name
     run.mkdir(parents=True)
