@@ -15,6 +15,7 @@ then reported as mean +/- sd over seeds with Welch tests.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -93,7 +94,8 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _welch(a: list[float], b: list[float]) -> str:
+def welch_cell(a: Sequence[float], b: Sequence[float]) -> str:
+    """A table cell: ``welch_test(a, b)``, or the bare difference when neither sample varies."""
     from timm_anytime.significance import welch_test
 
     try:
@@ -165,7 +167,7 @@ def deadline_summary(results: Path, lr: str) -> str:
             if len(table.get(a, {})) < 2 or len(table.get(b, {})) < 2:
                 continue
             cells = [
-                f"{span}: {_welch(list(x), list(y))}"
+                f"{span}: {welch_cell(x, y)}"
                 for span, x, y in _spans(
                     deadlines, list(zip(*table[a].values(), strict=True)), list(zip(*table[b].values(), strict=True))
                 )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from timm_anytime.train.environment import describe_commit, is_clean_commit, run_starts
 
-from .baselines import BASELINES, deadline_summary, flops_summary, is_baseline, plot_baselines
+from .baselines import BASELINES, deadline_summary, flops_summary, is_baseline, plot_baselines, welch_cell
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
@@ -212,7 +212,7 @@ def converged_summary(results: Path) -> str:
             if not ga or not gb or len(ga["test"]) < 2 or len(gb["test"]) < 2:
                 continue
             stages = zip(zip(*ga["test"], strict=True), zip(*gb["test"], strict=True), strict=True)
-            tests = [_welch_cell(x, y) for x, y in stages]
+            tests = [welch_cell(x, y) for x, y in stages]
             cell = "<br>".join(f"stage {i + 1}: {t}" for i, t in enumerate(tests))
             lines.append(f"| {tag} | {what}: {a} - {b} | {cell} |")
         # each nested stage against the Oracle of its FLOPs (an independent network per stage)
@@ -222,7 +222,7 @@ def converged_summary(results: Path) -> str:
             if not nested or len(nested["test"]) < 2 or any(not o or len(o["test"]) < 2 for o in oracles):
                 continue
             by_stage = list(zip(*nested["test"], strict=True))
-            tests = [_welch_cell(by_stage[k], [r[0] for r in o["test"]]) for k, o in enumerate(oracles)]
+            tests = [welch_cell(by_stage[k], [r[0] for r in o["test"]]) for k, o in enumerate(oracles)]
             cell = "<br>".join(f"stage {k + 1}: {t}" for k, t in enumerate(tests))
             lines.append(f"| {tag} | nested vs FLOP-matched Oracle: {variant} - oracle_k | {cell} |")
     from timm_anytime.learning_curves import convergence_table, read_learning_curve
@@ -389,12 +389,3 @@ def plot_converged(results: Path) -> list[Path]:
     seed0 = {run.name: read_learning_curve(run) for run in finished_runs(results) if run.name.endswith("_s0")}
     curves = plot_learning_curves(seed0, results / "learning_curves.png", max_panels=len(seed0) or 1)
     return [comparison, curves, plot_baselines(results, ABLATION_LR, results / "baselines.png")]
-
-
-def _welch_cell(a: tuple[float, ...], b: tuple[float, ...]) -> str:
-    from timm_anytime.significance import welch_test
-
-    try:
-        return str(welch_test(a, b))
-    except ValueError:  # every seed of both settings gave the same error
-        return f"{statistics.mean(a) - statistics.mean(b):+.2f} (no spread across seeds: untestable)"
