@@ -273,7 +273,8 @@ stage (`timm_anytime.significance`); then the convergence rule per run
 
 
 def write_summary(results: Path) -> Path:
-    """Write ``summary.md`` into ``results``: provenance, then ``converged_summary``'s tables."""
+    """Write ``summary.md`` into ``results``: provenance, ``converged_summary``'s tables, then
+    ``baselines_summary`` (error against FLOPs and under FLOPs deadlines)."""
     path = results / "summary.md"
     text = SUMMARY_HEADER.format(results=results.as_posix())
     path.write_text(
