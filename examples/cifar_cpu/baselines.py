@@ -48,14 +48,22 @@ def evaluated(results: Path, tag: str) -> dict[str, dict[str, RunResult]]:
     return runs
 
 
+def oracle_settings(runs: dict[str, dict[str, RunResult]], lr: str) -> list[str]:
+    """The FLOP-matched Oracles' settings among ``runs`` at ``lr``, smallest stage first."""
+    return sorted(name for name in runs if name.startswith("oracle") and name.endswith(f"_lr{lr}"))
+
+
 def schemes(lr: str, tag: str) -> tuple[list[str], list[str]]:
     """The settings compared under deadlines: the nested design's and its baseline's (osgd, sgd)."""
     prefix = BASELINES[tag][0]
     return [f"osgd_lr{lr}", f"sgd_lr{lr}"], [f"{prefix}_osgd_lr{lr}", f"{prefix}_sgd_lr{lr}"]
 
 
-def deadline_errors(results: Path, tag: str, lr: str) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
-    """The FLOPs deadlines of one design and, per scheme and seed, the error % at each.
+def deadline_errors(
+    runs: dict[str, dict[str, RunResult]], tag: str, lr: str
+) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
+    """The FLOPs deadlines of one design (its ``evaluated`` runs) and, per scheme and seed, the
+    error % at each.
 
     Deadlines: ``DEADLINE_FRACTIONS`` of the nested network's full cost (its last stage's FLOPs).
     Each anytime run answers with its most accurate stage finished by the deadline, a random guess
@@ -63,7 +71,6 @@ def deadline_errors(results: Path, tag: str, lr: str) -> tuple[list[float], dict
     ``oracle<k>_lr<lr>`` runs of that seed, when every one of them has finished. (Oracle_Each is
     left out: with FLOPs as the latency every input finishes alike, so it equals Oracle_All.)
     Empty when no nested run of the design has finished."""
-    runs = evaluated(results, tag)
     nested, baseline = schemes(lr, tag)
     reference = next((seeds[s] for name in nested if (seeds := runs.get(name)) for s in sorted(seeds)), None)
     if reference is None:
@@ -76,7 +83,7 @@ def deadline_errors(results: Path, tag: str, lr: str) -> tuple[list[float], dict
             finish = finish_times(run, run.correct.shape[1], "flops")
             classes = int(run.info["num_classes"])
             table.setdefault(name, {})[seed] = [100 * anytime_error(run.correct, finish, d, classes) for d in deadlines]
-    oracles = [runs[name] for name in sorted(runs) if name.startswith("oracle") and name.endswith(f"_lr{lr}")]
+    oracles = [runs[name] for name in oracle_settings(runs, lr)]
     common = set.intersection(*(set(seeds) for seeds in oracles)) if oracles else set()
     for seed in sorted(common):
         members = [seeds[seed] for seeds in oracles]
@@ -126,7 +133,7 @@ def flops_summary(results: Path, lr: str) -> str:
     for tag in ("w", "d"):
         runs = evaluated(results, tag)
         nested, baseline = schemes(lr, tag)
-        oracles = sorted(name for name in runs if name.startswith("oracle") and name.endswith(f"_lr{lr}"))
+        oracles = oracle_settings(runs, lr)
         for name in [*nested, *baseline, *oracles]:
             seeds = runs.get(name)
             if not seeds:
@@ -146,7 +153,7 @@ def deadline_summary(results: Path, lr: str) -> str:
     method) and against Oracle_All, per deadline."""
     lines: list[str] = []
     for tag in ("w", "d"):
-        deadlines, table = deadline_errors(results, tag, lr)
+        deadlines, table = deadline_errors(evaluated(results, tag), tag, lr)
         if not table:
             continue
         header = " | ".join(f"{d / 1e6:.1f}" for d in deadlines)
@@ -199,7 +206,7 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
     for column, tag in enumerate(("w", "d")):
         runs = evaluated(results, tag)
         nested, baseline = schemes(lr, tag)
-        oracles = sorted(name for name in runs if name.startswith("oracle") and name.endswith(f"_lr{lr}"))
+        oracles = oracle_settings(runs, lr)
         names = [n for n in (*nested, *baseline) if n in runs]
         # a scheme keeps its colour in both rows, whichever runs have finished
         styles = series_styles([*nested, *baseline, "oracle (FLOP-matched)", "Oracle_All"])
@@ -215,7 +222,7 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
             _errorbar(top, x, stages, "oracle (FLOP-matched)", styles["oracle (FLOP-matched)"])
         top.set(xlabel="MFLOPs per image (cumulative to the stage)", ylabel="test top-1 error (%), mean ± sd")
         top.set_title(f"{_DESIGNS[tag]}: error against FLOPs", fontsize=9)
-        deadlines, table = deadline_errors(results, tag, lr)
+        deadlines, table = deadline_errors(runs, tag, lr)
         for scheme, seeds in table.items():
             x = [d / 1e6 for d in deadlines]
             _errorbar(bottom, x, list(zip(*seeds.values(), strict=True)), f"{scheme} (n={len(seeds)})", styles[scheme])

@@ -88,7 +88,7 @@ def test_the_plan_trains_each_designs_baseline_with_osgd_then_sgd_for_three_seed
 
 def test_deadline_errors_take_the_best_ready_stage_or_a_guess(tmp_path: Path) -> None:
     _width_design(tmp_path)
-    deadlines, table = baselines.deadline_errors(tmp_path, "w", "0.05")
+    deadlines, table = baselines.deadline_errors(baselines.evaluated(tmp_path, "w"), "w", "0.05")
     assert deadlines == pytest.approx([40 * M * f for f in (0.5, 7 / 12, 2 / 3, 0.75, 5 / 6, 11 / 12, 1.0)])
     # nested: stage 2 (20 MFLOPs) is ready from the first deadline, stage 3 only at 40
     assert table["osgd_lr0.05"]["0"] == pytest.approx([40.0] * 6 + [20.0])
