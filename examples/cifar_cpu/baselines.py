@@ -21,7 +21,14 @@ from pathlib import Path
 import torch
 
 from timm_anytime.deadline import anytime_error, deadline_table
-from timm_anytime.report import DEADLINE_FRACTIONS, RunResult, finish_times, load_results
+from timm_anytime.report import (
+    DEADLINE_FRACTIONS,
+    RunResult,
+    errorbar_mean_std,
+    finish_times,
+    load_results,
+    mean_std,
+)
 
 from .runs import DEPTH, WIDTH, finished_runs, label
 
@@ -95,12 +102,6 @@ def deadline_errors(
     return deadlines, table
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def welch_cell(a: Sequence[float], b: Sequence[float]) -> str:
     """A table cell: ``welch_test(a, b)``, or the bare difference when neither sample varies."""
     from timm_anytime.significance import welch_test
@@ -142,7 +143,7 @@ def flops_summary(results: Path, lr: str) -> str:
             cells = []
             for k, stage in enumerate(first.info["stages"]):
                 errors = [run.info["stages"][k]["top1_err"] for run in seeds.values()]
-                cells.append(f"{stage['anytime_flops'] / 1e6:.1f}: {_mean_sd(errors)}")
+                cells.append(f"{stage['anytime_flops'] / 1e6:.1f}: {mean_std(errors)}")
             lines.append(f"| {tag} | {name} | {','.join(seeds)} | {' / '.join(cells)} |")
     return "\n".join(lines)
 
@@ -165,7 +166,7 @@ def deadline_summary(results: Path, lr: str) -> str:
             "|---|---|" + "---|" * len(deadlines),
         ]
         for scheme, seeds in table.items():
-            cells = " | ".join(_mean_sd(list(errors)) for errors in zip(*seeds.values(), strict=True))
+            cells = " | ".join(mean_std(list(errors)) for errors in zip(*seeds.values(), strict=True))
             lines.append(f"| {scheme} | {','.join(seeds)} | {cells} |")
         nested, baseline = schemes(lr, tag)
         pairs = [*zip(nested, baseline, strict=True), *((name, "Oracle_All") for name in (*nested, *baseline))]
@@ -215,17 +216,19 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
             seeds = list(runs[name].values())
             x = [s["anytime_flops"] / 1e6 for s in seeds[0].info["stages"]]
             stages = list(zip(*(run.errors() for run in seeds), strict=True))
-            _errorbar(top, x, stages, f"{name} (n={len(seeds)})", styles[name])
+            errorbar_mean_std(top, x, stages, label=f"{name} (n={len(seeds)})", **styles[name])
         if oracles and all(runs[o] for o in oracles):
             x = [next(iter(runs[o].values())).info["stages"][0]["anytime_flops"] / 1e6 for o in oracles]
             stages = [[run.errors()[0] for run in runs[o].values()] for o in oracles]
-            _errorbar(top, x, stages, "oracle (FLOP-matched)", styles["oracle (FLOP-matched)"])
+            errorbar_mean_std(top, x, stages, label="oracle (FLOP-matched)", **styles["oracle (FLOP-matched)"])
         top.set(xlabel="MFLOPs per image (cumulative to the stage)", ylabel="test top-1 error (%), mean ± sd")
         top.set_title(f"{_DESIGNS[tag]}: error against FLOPs", fontsize=9)
         deadlines, table = deadline_errors(runs, tag, lr)
         for scheme, seeds in table.items():
             x = [d / 1e6 for d in deadlines]
-            _errorbar(bottom, x, list(zip(*seeds.values(), strict=True)), f"{scheme} (n={len(seeds)})", styles[scheme])
+            errorbar_mean_std(
+                bottom, x, list(zip(*seeds.values(), strict=True)), label=f"{scheme} (n={len(seeds)})", **styles[scheme]
+            )
         bottom.set(xlabel="deadline (MFLOPs per image)", ylabel="error (%), mean ± sd")
         bottom.set_title(f"{_DESIGNS[tag]}: at FLOPs deadlines", fontsize=9)
         for ax in (top, bottom):
@@ -243,9 +246,3 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _errorbar(ax, x: list[float], samples: list, name: str, style: dict[str, str]) -> None:
-    means = [statistics.mean(s) for s in samples]
-    sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in samples]
-    ax.errorbar(x, means, yerr=sds, ms=4, capsize=3, label=name, **style)

@@ -18,6 +18,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from timm_anytime.report import errorbar_mean_std, mean_std
 from timm_anytime.train.environment import describe_commit, is_clean_commit, run_starts
 
 from .baselines import BASELINES, deadline_summary, flops_summary, is_baseline, plot_baselines, welch_cell
@@ -182,10 +183,7 @@ def converged_summary(results: Path) -> str:
     groups = collect_runs(results)
 
     def cells(rows: list[list[float]]) -> str:
-        stages = list(zip(*rows, strict=True))
-        if len(rows) == 1:
-            return " / ".join(f"{s[0]:.2f}" for s in stages)
-        return " / ".join(f"{statistics.mean(s):.2f} ± {statistics.stdev(s):.2f}" for s in stages)
+        return " / ".join(mean_std(s) for s in zip(*rows, strict=True))
 
     lines = [
         "| design | setting | seeds | validation err % per stage | test err % per stage | converged |",
@@ -367,11 +365,9 @@ def plot_converged(results: Path) -> list[Path]:
             shown = [s for s in names if s in variants]
             for i, variant in enumerate(shown):
                 stages = list(zip(*variants[variant], strict=True))
-                means = [statistics.mean(s) for s in stages]
-                sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in stages]
                 x = [k + 1 + 0.05 * (i - (len(shown) - 1) / 2) for k in range(len(stages))]
-                n = len(variants[variant])
-                ax.errorbar(x, means, yerr=sds, ms=4, capsize=3, label=f"{variant} (n={n})", **styles[variant])
+                label = f"{variant} (n={len(variants[variant])})"
+                errorbar_mean_std(ax, x, stages, label=label, **styles[variant])
             ax.set(title=f"{design}\n{question}", xticks=[1, 2, 3])
             ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)

@@ -16,6 +16,8 @@ import re
 import statistics
 from pathlib import Path
 
+from timm_anytime.report import mean_std
+
 from .runs import DEPTH, WIDTH, final_errors, finished_runs, last_validation_errors
 
 #: C of normsgd / osgd_norm from ``examples/calibrate_norm_scale.py`` under the protocol (seed 0):
@@ -161,10 +163,7 @@ def summary(folders: list[Path]) -> str:
     ]
     for (where, model, kwargs, variant, method, epoch), runs in groups.items():
         stages = list(zip(*runs, strict=True))
-        if len(runs) > 1:
-            cells = [f"{statistics.mean(s):.2f} ± {statistics.stdev(s):.2f}" for s in stages]
-        else:
-            cells = [f"{s[0]:.2f}" for s in stages]
+        cells = [mean_std(s) for s in stages]
         paper = PAPER.get((DESIGNS.get(model, ""), method))
         # not an ablation or another priority; a calibrated C (_cal) and greedy's full schedule per
         # stage (_e30) are the paper's own settings

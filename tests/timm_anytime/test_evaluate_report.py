@@ -15,8 +15,10 @@ from timm_anytime.evaluate import stage_correct, stage_finish_times
 from timm_anytime.report import (
     DEADLINE_FRACTIONS,
     deadline_view,
+    errorbar_mean_std,
     load_results,
     markdown_table,
+    mean_std,
     panel_styles,
     series_styles,
     write_report,
@@ -155,3 +157,27 @@ def test_plots_keep_more_than_ten_settings_apart() -> None:
     bars = series_styles(labels, bars=True)  # bars have no marker or line: the hatch tells them apart
     assert len({tuple(style.items()) for style in bars.values()}) == 16
     assert bars["run0"]["hatch"] != bars["run10"]["hatch"]
+
+
+def test_mean_std_by_hand() -> None:
+    # mean 7/3; sample sd sqrt(((1-7/3)^2 + (2-7/3)^2 + (4-7/3)^2) / 2) = sqrt(7/3) = 1.5275
+    assert mean_std([1.0, 2.0, 4.0]) == "2.33 ± 1.53"
+    assert mean_std([3.456]) == "3.46"  # one run: its value, no spread claimed
+
+
+class _RecordingAxes:
+    def errorbar(self, x, y, yerr=None, **kwargs):
+        self.call = (x, y, yerr, kwargs)
+
+
+def test_errorbar_mean_std_by_hand() -> None:
+    ax = _RecordingAxes()
+    errorbar_mean_std(ax, (1, 2), [[1.0, 2.0, 4.0], [5.0]], label="osgd", color="C0")
+    x, y, yerr, kwargs = ax.call
+    assert x == [1, 2]
+    assert y == pytest.approx([7 / 3, 5.0])
+    assert yerr == pytest.approx([(7 / 3) ** 0.5, 0.0])  # a single run draws no bar
+    assert kwargs["label"] == "osgd"
+    assert kwargs["color"] == "C0"
+    errorbar_mean_std(ax, (1, 2), [[1.0], [5.0]], label="seed 0")
+    assert ax.call[2] is None  # no sample spreads: no bars at all

@@ -89,10 +89,20 @@ def group(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     return groups
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+    """``"mean ± sd"`` (sample sd, two decimals) of the values of several runs; one run: its value."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def errorbar_mean_std(ax, x: Sequence[float], samples: Sequence[Sequence[float]], **style) -> None:
+    """Plot on ``ax``, at each ``x``, the mean of its sample with a bar of one sample sd (no bars
+    when every sample is a single run); ``style`` goes to ``ax.errorbar`` (label, marker, ...)."""
+    means = [statistics.mean(s) for s in samples]
+    spread = any(len(s) > 1 for s in samples)
+    sds = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in samples] if spread else None
+    ax.errorbar(list(x), means, yerr=sds, ms=4, capsize=3, **style)
 
 
 def markdown_table(results: Sequence[RunResult]) -> str:
@@ -105,7 +115,7 @@ def markdown_table(results: Sequence[RunResult]) -> str:
         cells = []
         for k in range(width):
             values = [m.errors()[k] for m in members if k < m.num_stages]
-            cells.append(_mean_std(values) if values else "")
+            cells.append(mean_std(values) if values else "")
         lines.append(f"| {label} | {members[0].info['model']} | {len(members)} | " + " | ".join(cells) + " |")
     first = results[0]
     flops = " / ".join(f"{f / 1e6:.2f}" for f in first.flops())
@@ -216,16 +226,8 @@ def plot_stage_error(results: Sequence[RunResult], path: Path) -> Path:
     groups = {label: members for label, members in group(results).items() if members[0].num_stages > 1}
     styles = series_styles(list(groups))
     for label, members in groups.items():
-        stages = range(1, members[0].num_stages + 1)
-        errors = torch.tensor([m.errors() for m in members])
-        ax.errorbar(
-            list(stages),
-            errors.mean(0).tolist(),
-            yerr=errors.std(0, unbiased=len(members) > 1).tolist() if len(members) > 1 else None,
-            capsize=3,
-            label=f"{label} (n={len(members)})",
-            **styles[label],
-        )
+        stages = list(zip(*(m.errors() for m in members), strict=True))
+        errorbar_mean_std(ax, range(1, len(stages) + 1), stages, label=f"{label} (n={len(members)})", **styles[label])
     ax.set(xlabel="stage", ylabel="top-1 error (%)", title="Error per stage (Tables 1-2, Fig. 8)")
     ax.set_xticks(list(range(1, max(r.num_stages for r in results) + 1)))
     ax.grid(alpha=0.3)
