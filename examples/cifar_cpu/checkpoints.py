@@ -227,10 +227,9 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5, base: Path | None = N
     The trainer replaces ``checkpoint/`` by renaming a complete new folder into place once an
     epoch, so a copy is consistent when the epoch in the run's weights is the same before and after
     it and in every copied weights file: otherwise it is taken again, up to ``attempts`` times."""
-    import json
     import shutil
 
-    from timm_anytime.learning_curves import plot_learning_curves, read_learning_curve
+    from timm_anytime.learning_curves import metrics_through, plot_learning_curves, read_learning_curve
     from timm_anytime.train.checkpoint import EMA_FILE, MODEL_FILE
 
     run, into = Path(run), Path(into)
@@ -253,9 +252,7 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5, base: Path | None = N
         raise SystemExit(f"{run}/checkpoint changed during each of {attempts} copies: try again (or pause the run)")
     for name in ("config.yaml", "environment.jsonl"):
         shutil.copy2(run / name, staging / name)
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
-    (staging / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+    (staging / "metrics.jsonl").write_text(metrics_through(run, epoch))
     curve = read_learning_curve(staging)
     built_on = None if base is None else (Path(base).name, read_learning_curve(base))
     plot_learning_curves({into.name: curve}, staging / "learning_curves.png")

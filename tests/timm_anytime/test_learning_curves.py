@@ -14,6 +14,7 @@ from timm_anytime.learning_curves import (
     convergence,
     convergence_table,
     fit_epoch,
+    metrics_through,
     plot_learning_curves,
     read_learning_curve,
 )
@@ -176,3 +177,21 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 def test_missing_metrics_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
         read_learning_curve(tmp_path)
+
+
+def test_metrics_through_keeps_the_epochs_a_checkpoint_has_seen(tmp_path: Path) -> None:
+    # epochs 1-3 logged, then an evaluation line of epoch 2 (out of order), a blank line and epoch 4
+    lines = [
+        '{"epoch": 1, "a": 1}',
+        '{"epoch": 2, "a": 2}',
+        '{"epoch": 3, "a": 3}',
+        '{"epoch": 2, "eval": 9}',
+        "",
+        '{"epoch": 4}',
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    expected = '{"epoch": 1, "a": 1}\n{"epoch": 2, "a": 2}\n{"epoch": 2, "eval": 9}\n'
+    assert metrics_through(tmp_path, 2) == expected  # the run folder
+    assert metrics_through(tmp_path / "metrics.jsonl", 2) == expected  # or the file itself
+    assert metrics_through(tmp_path, 0) == ""
+    assert metrics_through(tmp_path, 4).count("\n") == 5  # every line but the blank one

@@ -65,6 +65,17 @@ class LearningCurve:
         return starts
 
 
+def metrics_through(path: str | Path, epoch: int) -> str:
+    """The lines of a ``metrics.jsonl`` (or the run folder holding it) up to and including ``epoch``,
+    as text to write back: what a checkpoint of that epoch has seen (a resumed run, or a snapshot of
+    a run still training, drops the epochs logged after its checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    return "".join(line + "\n" for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch)
+
+
 def read_learning_curve(path: str | Path) -> LearningCurve:
     """Read a ``metrics.jsonl`` (or the run folder holding it); greedy's per-stage phases and any
     record without training numbers are skipped."""

@@ -37,6 +37,7 @@ from osgd import OSGD
 from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
+from ..learning_curves import metrics_through
 from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stage_logits
 from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
@@ -566,8 +567,7 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not self.is_main or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= epochs_done]
-        path.write_text("".join(line + "\n" for line in kept))
+        path.write_text(metrics_through(path, epochs_done))
 
 
 def train(cfg: TrainConfig) -> Path:
