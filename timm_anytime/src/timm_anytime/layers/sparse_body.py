@@ -14,14 +14,10 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 
+from ..mixin_base import MixinBase
 from .nested import init_conv_weights
 
 STEMS = ("cifar", "imagenet")
-
-if TYPE_CHECKING:  # the mixins are mixed into nn.Module subclasses: type-checked as one
-    _Module = nn.Module
-else:
-    _Module = object
 
 
 def scaled_widths(channels: tuple[int, ...], width: float) -> list[int]:
@@ -32,7 +28,7 @@ def scaled_widths(channels: tuple[int, ...], width: float) -> list[int]:
     return widths
 
 
-class SparseBodyMixin(_Module):
+class SparseBodyMixin(MixinBase):
     """The body builder, stem forward and timm's layer-grouping and gradient-checkpointing API
     shared by every Sparse ResNet family (mixed into an ``nn.Module``)."""
 

@@ -11,7 +11,7 @@ the inputs that have left (``timm_anytime.inference``). This mixin adds stage se
 parameter bookkeeping that the optimizers need (stage masks, subnetwork sizes d_i).
 """
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -20,8 +20,10 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # typing.TypeIs is Python 3.13+; typing_extensions comes with torch
     from typing_extensions import TypeIs
 
+from ..mixin_base import MixinBase
 
-class AnytimeMixin:
+
+class AnytimeMixin(MixinBase):
     """Stage selection and per-stage parameter ownership for a nested ``nn.Module``."""
 
     num_stages: int
@@ -33,6 +35,9 @@ class AnytimeMixin:
     #: passes of OSGD that way (``train.stage_passes``).
     separate_stage_passes: ClassVar[bool] = False
     __jit_unused_properties__: ClassVar[list[str]] = ["active_stage"]  # not compiled by TorchScript
+    if TYPE_CHECKING:  # provided by the model (declared for the type checker alone)
+
+        def heads(self) -> Sequence[nn.Module]: ...
 
     def check_stage(self, stage: int) -> int:
         if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= self.num_stages:
@@ -45,11 +50,11 @@ class AnytimeMixin:
     def set_active_stage(self, stage: int) -> nn.Module:
         """Make ``model(x)`` run subnetwork D_stage alone, at D_stage's cost. Returns the model."""
         stage = self.check_stage(stage)
-        for module in self.modules():  # type: ignore[attr-defined]
+        for module in self.modules():
             state = module.__dict__
             if "stage" in state and "num_stages" in state:
                 assign_stage(module, stage)
-        return self  # type: ignore[return-value]
+        return self
 
     @property
     def active_stage(self) -> int:
@@ -57,19 +62,20 @@ class AnytimeMixin:
 
     @torch.jit.ignore
     def head_parameters(self, stage: int) -> list[nn.Parameter]:
-        return list(self.heads()[self.check_stage(stage) - 1].parameters())  # type: ignore[attr-defined]
+        return list(self.heads()[self.check_stage(stage) - 1].parameters())
 
     @torch.jit.ignore
     def element_stages(self) -> dict[nn.Parameter, Tensor]:
         """For every body parameter, the stage that introduces each element (0: never used)."""
         owners: dict[nn.Parameter, Tensor] = {}
         head_params = {id(p) for s in range(1, self.num_stages + 1) for p in self.head_parameters(s)}
-        for module in self.modules():  # type: ignore[attr-defined]
-            if hasattr(module, "stage_of_elements"):
-                for name, owner in module.stage_of_elements().items():
+        for module in self.modules():
+            stage_of_elements = getattr(module, "stage_of_elements", None)  # the nested layers'
+            if stage_of_elements is not None:
+                for name, owner in stage_of_elements().items():
                     param = getattr(module, name)
                     owners[param] = owner.to(param.device)
-        for param in self.parameters():  # type: ignore[attr-defined]
+        for param in self.parameters():
             if param not in owners and id(param) not in head_params:
                 raise RuntimeError("a body parameter has no stage owner; nested layers must define stage_of_elements")
         return owners

@@ -17,13 +17,10 @@ from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-if TYPE_CHECKING:  # the mixins are mixed into nn.Module subclasses: type-checked as one
-    _Module = nn.Module
-else:
-    _Module = object
+from ..mixin_base import MixinBase
 
 
-class ClassifierMixin(_Module):
+class ClassifierMixin(MixinBase):
     """``check_pool`` and ``reset_classifier`` over ``self.global_pool`` and ``self.fc``."""
 
     #: the ``global_pool`` values the classifier can read (None: any of timm's)

@@ -14,9 +14,13 @@ the anytime API needs; timm's ``FeatureGetterNet`` skips pruning without it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from timm.models._features import feature_take_indices  # as timm's own models import it
 from torch import Tensor, nn
+
+from ..mixin_base import MixinBase
 
 
 class _IntermediatesDone(Exception):
@@ -32,9 +36,14 @@ def _called_module(module: nn.Module) -> nn.Module:
     return module
 
 
-class FeatureIntermediatesMixin:
+class FeatureIntermediatesMixin(MixinBase):
     """``forward_intermediates`` over ``feature_info`` and ``forward_features`` (mixed into an
     ``nn.Module`` whose ``feature_info`` lists ``module`` names)."""
+
+    if TYPE_CHECKING:  # provided by the model (declared for the type checker alone)
+        feature_info: list[dict[str, Any]]
+
+        def forward_features(self, x: Tensor) -> Tensor: ...
 
     @torch.jit.ignore
     def forward_intermediates(
@@ -70,8 +79,8 @@ class FeatureIntermediatesMixin:
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW' for this network, got {output_fmt!r}")
         wanted = list(indices) if isinstance(indices, tuple) else indices  # timm's signature: int or list
-        take, _ = feature_take_indices(len(self.feature_info), wanted)  # type: ignore[attr-defined]
-        modules = dict(self.named_modules())  # type: ignore[attr-defined]
+        take, _ = feature_take_indices(len(self.feature_info), wanted)
+        modules = dict(self.named_modules())
         maps: dict[int, Tensor] = {}
         last = max(take)
 
@@ -84,11 +93,11 @@ class FeatureIntermediatesMixin:
             return hook
 
         handles = [
-            _called_module(modules[self.feature_info[i]["module"]]).register_forward_hook(keep(i))  # type: ignore[attr-defined]
+            _called_module(modules[self.feature_info[i]["module"]]).register_forward_hook(keep(i))
             for i in dict.fromkeys(take)
         ]
         try:
-            final = self.forward_features(x)  # type: ignore[attr-defined]
+            final = self.forward_features(x)
         except _IntermediatesDone:
             final = maps[last]
         finally:
