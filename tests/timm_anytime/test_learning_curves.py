@@ -177,6 +177,8 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 def test_missing_metrics_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
         read_learning_curve(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
+        metrics_through(tmp_path, 1)
 
 
 def test_metrics_through_keeps_the_epochs_a_checkpoint_has_seen(tmp_path: Path) -> None:

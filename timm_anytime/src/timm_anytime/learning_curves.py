@@ -65,27 +65,29 @@ class LearningCurve:
         return starts
 
 
+def _metrics_file(path: str | Path) -> Path:
+    """``path`` itself, or the ``metrics.jsonl`` in it when it is a run folder; refuses a missing file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: learning curves come from the metrics.jsonl of anytime-train")
+    return path
+
+
 def metrics_through(path: str | Path, epoch: int) -> str:
     """The lines of a ``metrics.jsonl`` (or the run folder holding it) up to and including ``epoch``,
     as text to write back: what a checkpoint of that epoch has seen (a resumed run, or a snapshot of
     a run still training, drops the epochs logged after its checkpoint)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    lines = path.read_text().splitlines()
+    lines = _metrics_file(path).read_text().splitlines()
     return "".join(line + "\n" for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch)
 
 
 def read_learning_curve(path: str | Path) -> LearningCurve:
     """Read a ``metrics.jsonl`` (or the run folder holding it); greedy's per-stage phases and any
     record without training numbers are skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no {path}: learning curves come from the metrics.jsonl of anytime-train")
     curve = LearningCurve([], [], [], [])
-    for line in path.read_text().splitlines():
+    for line in _metrics_file(path).read_text().splitlines():
         record = json.loads(line)
         if "train_top1_err" not in record or "epoch" not in record:
             continue
