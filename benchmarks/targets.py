@@ -75,12 +75,14 @@ class Target:
     label: str
     command: tuple[str, ...]  # the benchmark script and its arguments, run from the repository root
     read: Callable[[str], float]
-    limit: float
+    limit: float | None  # None: a reading for context (the machine's speed), judged against nothing
     at_least: bool = False  # met when the value is at least ``limit`` (throughput), else at most
     unit: str = "x"
     digits: int = 2  # decimals printed
 
     def met_by(self, value: float) -> bool:
+        if self.limit is None:
+            raise ValueError(f"{self.label!r} is a reading for context; it has no limit to meet")
         return value >= self.limit if self.at_least else value <= self.limit
 
 
@@ -113,6 +115,17 @@ def cpu_targets(rounds: int) -> list[Target]:
         ("anytime_cifar_resnet42_w124", "ResNet-42 w124"),
     ):
         command = _train_step(model, *per_stage)
+        if not targets:  # VMs of one kind differ by up to 2x in absolute speed: say which this one was
+            targets.append(
+                Target(
+                    f"train step, {short}: sgd ms/step (this machine's speed)",
+                    command,
+                    step_value("sgd", "ms"),
+                    None,
+                    unit=" ms",
+                    digits=0,
+                )
+            )
         targets += [
             Target(f"train step, {short}: osgd / sgd", command, step_value("osgd", "x_sgd"), 1.85),
             Target(f"train step, {short}: normsgd / sgd", command, step_value("normsgd", "x_sgd"), 1.95),
@@ -218,7 +231,10 @@ def cuda_targets(rounds: int) -> list[Target]:
 def verdict(target: Target, values: Sequence[float]) -> str:
     """The verdict on ``values``: met or missed by one run's value; with two or more runs, met or
     missed only when the mean's whole 95% confidence interval is on one side of the limit, "at the
-    limit" otherwise (the difference is within this machine's noise at this n)."""
+    limit" otherwise (the difference is within this machine's noise at this n). A reading without a
+    limit (the machine's speed) is "context"."""
+    if target.limit is None:
+        return "context"
     if len(values) < 2:
         return "met" if target.met_by(values[0]) else "missed"
     from timm_anytime.significance import student_t_quantile
@@ -242,7 +258,10 @@ def _format(target: Target, values: Sequence[float]) -> str:
 def table(targets: Sequence[Target], values: dict[str, list[float]]) -> str:
     rows = ["| target | measured | limit | |", "|---|---|---|---|"]
     for target in targets:
-        limit = (">= " if target.at_least else "<= ") + f"{target.limit:.{target.digits}f}{target.unit}"
+        if target.limit is None:
+            limit = "-"
+        else:
+            limit = (">= " if target.at_least else "<= ") + f"{target.limit:.{target.digits}f}{target.unit}"
         measured = values[target.label]
         rows.append(f"| {target.label} | {_format(target, measured)} | {limit} | {verdict(target, measured)} |")
     return "\n".join(rows)

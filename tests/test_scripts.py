@@ -212,6 +212,10 @@ def test_targets_verdict_uses_the_confidence_interval_of_the_mean() -> None:
     # n = 2: mean 1.80, sd 0.0141, CI +/- 0.18 spans 1.85 although both runs are under it
     assert targets.verdict(at_most, [1.79, 1.81]) == "at the limit"
     assert targets.verdict(at_least, [26_000, 26_100, 26_200]) == "met"
+    reading = targets.Target("speed", ("x",), float, None, unit=" ms")  # context: judged against nothing
+    assert targets.verdict(reading, [233.1]) == targets.verdict(reading, [200.0, 900.0]) == "context"
+    with pytest.raises(ValueError, match="no limit"):
+        reading.met_by(233.1)
 
 
 def test_targets_table_reads_every_target_from_benchmark_shaped_output(
@@ -244,8 +248,9 @@ def test_targets_table_reads_every_target_from_benchmark_shaped_output(
     chosen = targets.cpu_targets(rounds=3)
     values = targets.measure(chosen, reps=1, progress=lambda line: None)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in targets.table(chosen, values).splitlines()[2:]}
-    assert len(rows) == len(chosen) == 24
+    assert len(rows) == len(chosen) == 25
     expect = {
+        "train step, ResNet-20 w124: sgd ms/step (this machine's speed)": ("233 ms", "context"),
         "train step, ResNet-20 w124: osgd / sgd": ("1.84x", "met"),
         "train step, ResNet-42 w124: normsgd / sgd": ("1.96x", "missed"),
         "train step, Sparse ResNet-26 d124: osgd / sgd": ("1.84x", "missed"),
