@@ -115,7 +115,7 @@ def cpu_targets(rounds: int) -> list[Target]:
         ("anytime_cifar_resnet42_w124", "ResNet-42 w124"),
     ):
         command = _train_step(model, *per_stage)
-        if not targets:  # VMs of one kind differ by up to 2x in absolute speed: say which this one was
+        if not targets:  # VMs of one kind differ by up to 3x in absolute speed: say which this one was
             targets.append(
                 Target(
                     f"train step, {short}: sgd ms/step (this machine's speed)",
