@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist): one per core, at most 4 (each imports torch and timm); 0 runs the
+# suite in this process (for pdb), e.g. `make test TEST_WORKERS=0`.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))")
 
 .PHONY: install demo demo-cifar demo-osgd test test-timm lint format bench clean
 
@@ -30,12 +33,12 @@ demo-osgd: install
 
 ## Lint, format check, type check (osgd), the whole test suite, and timm's own model tests on our models (what CI runs).
 test: install lint
-	$(BIN)/python -m pytest
-	$(BIN)/python tests/timm_suite/run.py
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python tests/timm_suite/run.py --workers $(TEST_WORKERS)
 
 ## timm's tests/test_models.py (from the installed timm's sdist, cached in .venv) on every model we register.
 test-timm: install
-	$(BIN)/python tests/timm_suite/run.py
+	$(BIN)/python tests/timm_suite/run.py --workers $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check .

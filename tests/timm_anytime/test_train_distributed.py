@@ -10,6 +10,7 @@ average run on top: every process clips the same all-reduced gradient and averag
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ EXTRA_SETTINGS = dict(clip_grad=0.05, model_ema=True, model_ema_decay=0.5)  # a 
 EXTRAS = ("--clip-grad=0.05", "--model-ema", "--model-ema-decay=0.5")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["osgd", "sgd"])
 def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
@@ -34,6 +42,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
         "--multi_gpu",
         "--num_processes=2",
         "--num_machines=1",
+        f"--main_process_port={free_port()}",  # not the default 29500: pytest -n runs tests side by side
     ]
     launch += ["--mixed_precision=no", "--dynamo_backend=no", "-m", "timm_anytime.cli.train"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}

@@ -17,12 +17,16 @@ a third of the suite's time on a 2-core CPU (about 2 of 6 minutes; FX tracing an
 grow with depth) and find nothing their twins do not; ``--all`` runs them too (before a release,
 or after changing how depth is built).
 
-    python tests/timm_suite/run.py [--all] [--cache DIR] [extra pytest args]
+``--workers N`` runs the tests in N processes (pytest-xdist), each with its share of the cores'
+torch threads.
+
+    python tests/timm_suite/run.py [--all] [--workers N] [--cache DIR] [extra pytest args]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tarfile
@@ -82,10 +86,16 @@ def selection(models: list[str]) -> str:
     return f"{expression} and not ({' or '.join(left_out)})" if left_out else expression
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path(sys.prefix) / "timm-tests", help="where to keep the tests")
     parser.add_argument("--all", action="store_true", help="also the deeper twins (DEEPER_TWINS)")
+    parser.add_argument("--workers", type=int, default=0, help="test processes (pytest-xdist); 0: this one")
     args, pytest_args = parser.parse_known_args()
     registered = timm_anytime.list_models()
     missing = sorted((set(DEEPER_TWINS) | set(DEEPER_TWINS.values())) - set(registered))
@@ -98,9 +108,13 @@ def main() -> int:
         "--rootdir", str(root), "-p", "no:cacheprovider", "-q",
         "-W", "ignore::pytest.PytestUnknownMarkWarning", "-k", selection(models), *pytest_args,
     ]  # fmt: skip
+    env = dict(os.environ)
+    if args.workers > 0:  # each worker its share of the cores (tests/conftest.py does the same for ours)
+        cmd += ["-n", str(args.workers)]
+        env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // args.workers)))
     left_out = "" if args.all else f" (left out, run with --all: {', '.join(DEEPER_TWINS)})"
     print(f"timm {timm.__version__}: running timm's test_models.py on {len(models)} models{left_out}")
-    return subprocess.run(cmd, check=False).returncode
+    return subprocess.run(cmd, check=False, env=env).returncode
 
 
 if __name__ == "__main__":
