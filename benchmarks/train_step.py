@@ -105,7 +105,8 @@ def build_step(
     phase = Phase(0, 1, stage=model.num_stages if method == "greedy" else None)  # greedy: its last stage
     optimizer = inner
     if method in OSGD_METHODS:
-        optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks())
+        # raise, not skip: a skipped step (NaN/inf task gradient) leaves out the update it would time
+        optimizer = OSGD(inner, OSGD_METHODS[method], reach_masks=model.osgd_reach_masks(), on_nonfinite="raise")
     rule = build_update_rule(cfg.method, phase, RuleInputs(accelerator, model, optimizer, cfg.stage_weights))
     passes = (
         "single"

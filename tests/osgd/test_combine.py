@@ -164,6 +164,27 @@ def test_zero_and_linearly_dependent_gradients_never_give_nan(method: str) -> No
     assert torch.isfinite(combine(J.to(torch.bfloat16), method)).all()
 
 
+@pytest.mark.parametrize("rms", [1e-40, 1e-30])
+@pytest.mark.parametrize("method", ["norm", "osgd_norm"])
+def test_a_subnormal_float32_gradient_counts_as_zero_when_normalizing(method: str, rms: float) -> None:
+    """A task trained to a loss of exactly 0 leaves float32 gradients with subnormal entries: its
+    normalizing factor C / rms (5e39 here) overflowed float32 and the update became inf. Such a
+    gradient counts as zero; one of a normal float32 (rms 1e-30) is still normalized."""
+    exact = random_tasks(3, 40, seed=23)
+    exact[2] = rms * torch.sign(exact[2])  # |g_2| / sqrt(d) = rms
+    grads, reach, dims = exact.to(torch.float32), torch.ones(3, 40, dtype=torch.bool), [40.0] * 3
+    expected_input = exact.clone()
+    if rms < torch.finfo(torch.float32).tiny:
+        expected_input[2] = 0  # what the reference does with a zero gradient: it stays zero
+    if method == "norm":
+        expected = reference_norm(expected_input, reach)
+    else:
+        expected = reference_osgd(reference_normalize(expected_input, dims))
+    out = combine(grads, method, reach=reach)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_info_reports_norms_cosines_and_removed_fraction() -> None:
     g1 = torch.tensor([1.0, 0.0], dtype=torch.float64)
     g2 = torch.tensor([1.0, 1.0], dtype=torch.float64)  # 45 degrees from g1

@@ -421,6 +421,24 @@ def test_bad_input_gives_clear_errors() -> None:
         OSGD(torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite="ignore")
 
 
+@pytest.mark.parametrize("method", ["norm", "osgd_norm"])
+def test_a_fitted_task_with_subnormal_gradients_leaves_the_step_finite(method: str) -> None:
+    """Float32 weights; task 2's loss has gradient 1e-40 everywhere (subnormal, as a task fitted to a
+    loss of exactly 0 leaves it). The step moves w along task 1's normalized gradient alone, by the
+    closed form in float64: C sqrt(d) g1 / |g1| (NormSGD halves it, each element being reached by
+    both tasks). Before the fix the normalizing factor overflowed and w became inf."""
+    a = torch.tensor([3.0, -1.0, 2.0, 0.5])
+    w = nn.Parameter(torch.tensor([0.1, 0.2, -0.3, 0.4]))
+    opt = OSGD(torch.optim.SGD([w], lr=0.1), method=method, on_nonfinite="raise")
+    opt.zero_grad()
+    start = w.detach().double().clone()
+    opt.backward([(w @ a - 1.0) ** 2, torch.tensor(1e-40) * w.sum()])
+    opt.step()
+    g1 = 2 * (start @ a.double() - 1.0) * a.double()
+    step = 0.5 * 4**0.5 * g1 / g1.norm() / (2 if method == "norm" else 1)
+    torch.testing.assert_close(w.detach().double(), start - 0.1 * step, rtol=1e-6, atol=1e-6)
+
+
 def test_no_warnings_in_a_normal_step() -> None:
     model = make_model()
     opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1))

@@ -31,6 +31,13 @@ DEFAULT_REDUCTION: dict[str, str] = {
     "osgd_norm": "sum",
 }
 
+#: The normalized methods treat a gradient whose root-mean-square entry ``|g_i| / sqrt(d_i)`` is
+#: below float32's smallest normal number (1.2e-38) as zero, as they treat an exactly zero one: its
+#: entries are subnormal rounding residue, not a direction, and the factor that would normalize it
+#: (``C / rms``, over 1e38) overflows float32. A task trained to a loss of exactly 0 gets there;
+#: before this guard its gradient turned the update into inf and the weights into NaN.
+SMALLEST_NORMALIZABLE_RMS: float = torch.finfo(torch.float32).tiny
+
 
 @dataclass(frozen=True)
 class CombineInfo:
@@ -187,8 +194,9 @@ class Combiner:
             return CombineInfo(self.method, order, reduction, nan, norm, G, cosine, nan, dims, nonfinite)
 
         if self.method in ("norm", "osgd_norm"):
-            # eq. (2): g_i / |g_i| * sqrt(d_i) * C; a zero gradient stays zero.
-            scale = torch.where(norm > 0, self.norm_scale * dims.sqrt() / safe, torch.zeros_like(norm))
+            # eq. (2): g_i / |g_i| * sqrt(d_i) * C; a numerically zero gradient stays zero.
+            normalizable = norm >= SMALLEST_NORMALIZABLE_RMS * dims.sqrt()
+            scale = torch.where(normalizable, self.norm_scale * dims.sqrt() / safe, torch.zeros_like(norm))
         else:
             scale = torch.ones(n, dtype=torch.float64)
 
