@@ -51,8 +51,12 @@ def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    torch.set_num_threads(1)
-    train(tiny_config(tmp_path / "one", method=method, grad_accum=2, **EXTRA_SETTINGS))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process (OMP_NUM_THREADS=1): the same float rounding
+    try:
+        train(tiny_config(tmp_path / "one", method=method, grad_accum=2, **EXTRA_SETTINGS))
+    finally:
+        torch.set_num_threads(threads)  # later tests in this worker keep their share of the cores
 
     for file in ("model.safetensors", "model_ema.safetensors"):
         two, one = weights(tmp_path / "two", file), weights(tmp_path / "one", file)
