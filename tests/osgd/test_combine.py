@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from osgd import Combiner, combine, combine_with_info
+from osgd import Combiner, combine, combine_with_info, gram_matrix
 from tests.osgd.reference import reference_norm, reference_normalize, reference_osgd
 
 
@@ -217,3 +217,36 @@ def test_bad_arguments_name_the_problem() -> None:
         combine(bad, "osgd")
     with pytest.raises(ValueError, match="unknown reduction"):
         Combiner("osgd", reduction="avg")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"method": "sum", "task_weights": [1.0, -1.0, 1.0]}, r"task_weights=\[1\.0, -1\.0, 1\.0\] must be finite"),
+        ({"method": "sum", "task_weights": [1.0, float("nan"), 1.0]}, "must be finite"),
+        ({"method": "sum", "task_weights": [0.0, 0.0, 0.0]}, "with a positive sum"),
+        ({"method": "norm", "norm_scale": 0.0}, "norm_scale must be a positive number, got 0.0"),
+        ({"method": "norm", "norm_scale": float("nan")}, "norm_scale must be a positive number, got nan"),
+        ({"method": "osgd", "eps": 1.0}, r"eps must be in \[0, 1\), got 1.0"),
+        ({"method": "osgd", "eps": -0.1}, r"eps must be in \[0, 1\)"),
+    ],
+)
+def test_invalid_settings_are_refused_when_the_combiner_is_built(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Combiner(**settings)
+
+
+def test_inputs_that_disagree_with_the_task_count_name_both_sizes() -> None:
+    J = random_tasks(3, 5, seed=24)
+    with pytest.raises(ValueError, match="task_weights has 2 entries, but got 3 losses"):
+        combine(J, "sum", task_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="task_dims has 2 entries, but got 3 losses"):
+        combine(J, "osgd_norm", task_dims=[4, 5])
+    with pytest.raises(ValueError, match=r"reach must be a bool mask shaped like grads \(3, 5\)"):
+        combine(J, "norm", reach=torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"floating-point tensor, got torch\.int64"):
+        combine(J.long(), "osgd")
+    with pytest.raises(ValueError, match=r"non-empty square matrix, got shape \(2, 3\)"):
+        Combiner("osgd").weights(torch.ones(2, 3), [5.0, 5.0])
+    with pytest.raises(ValueError, match=r"grads must be a matrix \[num_tasks, num_params\], got shape \(5,\)"):
+        gram_matrix(J[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import warnings
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 
 from osgd import OSGD, NonFiniteGradientError
 from tests.osgd.multihead import MultiHead, batch, make_model, reached_params
-from tests.osgd.reference import flat_task_gradients, reference_norm, reference_osgd
+from tests.osgd.reference import flat_task_gradients, reference_norm, reference_normalize, reference_osgd
 
 
 def reference_direction(model: MultiHead, x, y, method: str, priority=None) -> torch.Tensor:
@@ -317,6 +318,19 @@ def test_nan_loss_skips_the_step_with_a_warning_naming_the_task() -> None:
     assert opt.optimizer.state == {} or all("momentum_buffer" not in s for s in opt.optimizer.state.values())
 
 
+def test_explicit_task_dims_set_the_normalized_scale() -> None:
+    """d_i given by the user replaces the count (the float64 reference normalizes to C sqrt(d_i))."""
+    model = make_model()
+    x, y = batch()
+    dims = [10.0, 200.0, 3000.0]
+    J = flat_task_gradients(model.losses(x, y), reached_params(model))
+    expected = reference_osgd(reference_normalize(J, dims))  # osgd_norm sums the projected directions
+    opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1), method="osgd_norm", task_dims=dims)
+    info = opt.backward(model.losses(x, y))
+    assert info.task_dims.tolist() == dims
+    torch.testing.assert_close(flat_grad(model), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nonfinite_gradient_raises_when_asked() -> None:
     model = make_model()
     opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite="raise")
@@ -344,6 +358,49 @@ def test_closure_step_matches_the_plain_step() -> None:
     opt_twin.step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_closure_combines_what_its_last_backward_left_pending() -> None:
+    model, twin = make_model(), make_model()
+    x, y = batch()
+    opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1))
+    expected = reference_direction(twin, x, y, "osgd")
+
+    def closure():
+        opt.zero_grad()
+        losses = model.losses(x, y)
+        opt.backward(losses, combine=False)  # the step must combine it
+        return sum(losses)
+
+    before = torch.cat([p.detach().reshape(-1).double() for p in reached_params(model)])
+    opt.step(closure)
+    after = torch.cat([p.detach().reshape(-1).double() for p in reached_params(model)])
+    torch.testing.assert_close((before - after) / 0.1, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("on_nonfinite", ["skip", "raise"])
+def test_closure_with_a_nonfinite_task_leaves_the_weights_alone(on_nonfinite: str) -> None:
+    model = make_model()
+    x, y = batch()
+    opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite=on_nonfinite)
+
+    def closure():
+        opt.zero_grad()
+        losses = model.losses(x, y)
+        losses[1] = losses[1] + float("inf") * model.heads[1][0].weight.sum()
+        opt.backward(losses)
+        return sum(losses)
+
+    before = [p.detach().clone() for p in model.parameters()]
+    if on_nonfinite == "raise":
+        with pytest.raises(NonFiniteGradientError, match="task 1"):
+            opt.step(closure)
+    else:
+        with pytest.warns(UserWarning, match="skipped this evaluation's update.*task 1"):
+            opt.step(closure)
+        assert all(p.grad is None for p in model.parameters())
+    for a, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_lbfgs_closure_runs() -> None:
@@ -419,6 +476,30 @@ def test_bad_input_gives_clear_errors() -> None:
         opt.backward(detached)
     with pytest.raises(ValueError, match="on_nonfinite"):
         OSGD(torch.optim.SGD(model.parameters(), lr=0.1), on_nonfinite="ignore")
+    with pytest.raises(TypeError, match="OSGD cannot wrap another OSGD"):
+        OSGD(opt)
+    weight = model.trunk[0].weight
+    with pytest.raises(ValueError, match=r"reach_masks\[1\]: a mask must be a bool tensor shaped like its parameter"):
+        OSGD(opt.optimizer, reach_masks=[{}, {weight: torch.ones_like(weight)}])  # float, not bool
+    with pytest.raises(ValueError, match=r"shaped like its parameter \(8, 6\), got torch.bool \(8,\)"):
+        OSGD(opt.optimizer, reach_masks=[{weight: torch.ones(8, dtype=torch.bool)}])
+    with pytest.raises(TypeError, match=r"not picklable; checkpoint optimizer\.state_dict"):
+        pickle.dumps(opt)
+
+
+@needs_cpu_grad_scaler
+def test_a_grad_scaler_must_be_used_throughout_an_accumulation() -> None:
+    model = make_model()
+    x, y = batch()
+    opt = OSGD(torch.optim.SGD(model.parameters(), lr=0.1))
+    scaler = torch.amp.GradScaler("cpu")
+    opt.backward(model.losses(x, y), combine=False)
+    with pytest.raises(RuntimeError, match="pass the same grad_scaler to every backward"):
+        opt.backward(model.losses(x, y), grad_scaler=scaler)
+    opt.zero_grad()
+    opt.backward(model.losses(x, y), grad_scaler=scaler, combine=False)
+    with pytest.raises(RuntimeError, match="the last backward\\(\\) before the step must use combine=True"):
+        opt.step()
 
 
 @pytest.mark.parametrize("method", ["norm", "osgd_norm"])

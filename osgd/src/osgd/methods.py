@@ -147,15 +147,8 @@ class Combiner:
         if not (0 <= self.eps < 1):
             raise ValueError(f"eps must be in [0, 1), got {self.eps}")
 
-    @property
-    def num_tasks(self) -> int | None:
-        """The task count fixed by ``priority`` or ``task_weights``, if either is given."""
-        for spec in (self.priority, self.task_weights):
-            if spec is not None:
-                return len(spec)
-        return None
-
     def resolved_priority(self, n: int) -> tuple[int, ...]:
+        """The priority order for ``n`` tasks (loss order by default); refuses a mismatched length."""
         if self.priority is None:
             return tuple(range(n))
         if len(self.priority) != n:
