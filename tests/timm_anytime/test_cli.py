@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,24 @@ def test_existing_run_is_never_overwritten(trained: Path, capsys: pytest.Capture
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    for argv in (["--output", str(tmp_path / "empty"), "--resume"], tiny_args(tmp_path / "absent", "--resume")):
+        _fails(train_main, argv, capsys, "holds no run to resume (no config.yaml)")
+    assert not (tmp_path / "absent").exists()
+    assert not any((tmp_path / "empty").iterdir())
+
+
+def test_overwrite_replaces_the_whole_run(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "again"
+    shutil.copytree(trained, run)
+    (run / "stray.txt").write_text("from the old run")
+    assert train_main(tiny_args(run, "--method=sgd", "--epochs=1", "--overwrite")) == 0
+    assert not (run / "stray.txt").exists()  # the old run is gone, not mixed into the new one
+    assert "method: sgd" in (run / "config.yaml").read_text()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_resume_needs_only_the_run_folder(trained: Path) -> None:
     from timm_anytime.train.config import TrainConfig, config_from_args
 
@@ -172,14 +192,55 @@ def test_corrupt_checkpoint_and_missing_results(trained: Path, tmp_path: Path, c
     _fails(evaluate_main, [str(other), "--no-progress"], capsys, "do not fit")
 
 
-def test_trackers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A requested tracker logs into the run folder, or the run refuses to start without it."""
+def tensorboard_scalars(run: Path) -> dict[tuple[str, int], float]:
+    """Every scalar in the run's TensorBoard event files, read as TFRecords: {(tag, step): value}."""
+    try:
+        from tensorboard.compat.proto import event_pb2
+    except ImportError:
+        from tensorboardX.proto import event_pb2
+    scalars = {}
+    for path in run.rglob("events.out.tfevents*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):  # record: u64 length, u32 crc, payload, u32 crc
+            (length,) = struct.unpack_from("<Q", data, offset)
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = value.simple_value
+    return scalars
+
+
+def test_trackers_log_every_epochs_metrics_into_the_run_folder(tmp_path: Path) -> None:
     import importlib.util
 
-    argv = tiny_args(tmp_path / "r", "--epochs=1", "--log-with", "tensorboard")
     if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        _fails(train_main, argv, capsys, "tracker(s) ['tensorboard'] are not installed", "pip install tensorboard")
-        assert not (tmp_path / "r").exists()
-    else:
-        assert train_main(argv) == 0
-        assert list((tmp_path / "r").rglob("events.out.tfevents*"))
+        pytest.skip("needs tensorboard or tensorboardX (requirements/dev.txt installs tensorboardX)")
+    run = tmp_path / "r"
+    assert train_main(tiny_args(run, "--epochs=2", "--eval-every=1", "--log-with", "tensorboard")) == 0
+    logged = tensorboard_scalars(run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    expected = {}
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, list):
+                expected.update({(f"{key}/stage{s + 1}", record["epoch"]): v for s, v in enumerate(value)})
+            elif isinstance(value, int | float) and key != "epoch":
+                expected[(key, record["epoch"])] = value
+    assert ("eval_top1_err/stage3", 2) in expected  # what the run should log
+    assert ("lr", 1) in expected
+    assert set(expected) <= set(logged), sorted(set(expected) - set(logged))
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key  # stored as float32
+
+
+@pytest.mark.filterwarnings("ignore:`log_with=:UserWarning")  # Accelerate's own warning, before ours
+def test_a_tracker_that_is_not_installed_stops_the_run_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here: this test needs a tracker that is not")
+    argv = tiny_args(tmp_path / "r", "--epochs=1", "--log-with", "wandb")
+    _fails(train_main, argv, capsys, "tracker(s) ['wandb'] are not installed", "pip install wandb")
+    assert not (tmp_path / "r").exists()

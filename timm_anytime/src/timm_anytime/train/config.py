@@ -466,8 +466,11 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     args = vars(build_parser().parse_args(argv))
     if "config" in args:
         values = read_yaml(args.pop("config"))
-    elif args.get("resume") and "output" in args and (Path(args["output"]) / "config.yaml").is_file():
-        values = read_yaml(Path(args["output"]) / "config.yaml")
+    elif args.get("resume") and "output" in args:
+        saved = Path(args["output"]) / "config.yaml"
+        if not saved.is_file():  # say so now, not as an error about a default setting it would fill in
+            raise FileNotFoundError(f"--resume: {args['output']} holds no run to resume (no config.yaml)")
+        values = read_yaml(saved)
     else:
         values = {}
     if "model_kwargs" in args:
