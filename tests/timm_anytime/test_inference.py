@@ -134,6 +134,42 @@ def test_early_exit_when_every_input_leaves_at_stage_one() -> None:
     assert logits.shape == (10, 10)
 
 
+def test_confidence_scores_match_their_closed_forms() -> None:
+    p = torch.tensor([[0.5, 0.3, 0.2], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+    logits = p.log() + 7.0  # softmax ignores a shift
+    entropy = -(p * p.log()).sum(1)
+    expected = {"max_softmax": [0.5, 1 / 3], "margin": [0.2, 0.0], "neg_entropy": (-entropy).tolist()}
+    for name, values in expected.items():
+        torch.testing.assert_close(SCORES[name](logits).double(), torch.tensor(values, dtype=torch.float64))
+    certain = torch.tensor([[40.0, 0.0, 0.0]])  # one-hot to float32 precision
+    assert float(SCORES["margin"](certain)) == pytest.approx(1.0)
+    assert float(SCORES["neg_entropy"](certain)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("score", ["margin", "neg_entropy"])
+def test_early_exit_decides_with_the_chosen_score(score: str) -> None:
+    model = _model("anytime_cifar_resnet20_w124")
+    x = _data(40)[0][0]
+    with torch.no_grad():
+        stage_logits = model.forward_stages(x)
+    probs = [logits.softmax(-1) for logits in stage_logits]
+    if score == "margin":  # computed here, not by the library
+        confidence = [top.topk(2, -1).values[:, 0] - top.topk(2, -1).values[:, 1] for top in probs]
+    else:
+        confidence = [(q * q.log()).sum(-1) for q in probs]
+    # about half exit at each early stage; midway between two scores, so float32 rounding cannot flip one
+    thresholds = [float(c.sort().values[len(x) // 2 - 1 : len(x) // 2 + 1].mean()) for c in confidence[:-1]]
+    expected = torch.full((len(x),), 3)
+    for k in (1, 0):
+        expected[confidence[k] >= thresholds[k]] = k + 1
+    logits, stages = EarlyExit(model, thresholds, [0.1, 0.3, 1.0], score=score)(x)
+    assert 0 < int((stages == 1).sum()) < len(x)
+    assert (stages == 2).any()
+    torch.testing.assert_close(stages, expected)
+    for i, stage in enumerate(stages.tolist()):
+        torch.testing.assert_close(logits[i], stage_logits[stage - 1][i])
+
+
 def test_early_exit_errors_name_the_problem() -> None:
     model = _model("anytime_cifar_resnet20_w124")
     with pytest.raises(TypeError, match="no stages"):

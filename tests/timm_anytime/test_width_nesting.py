@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import timm_anytime  # noqa: F401  (registers the models)
 from tests.timm_anytime.batchnorm import nontrivial_batchnorm
 from timm_anytime import StripeSpec
-from timm_anytime.cost import stage_costs
+from timm_anytime.cost import StageCost, format_costs, stage_costs
 from timm_anytime.models.cifar_resnet import CifarResNet
 
 # Small members of every family and nesting keep the suite fast; the shapes are what matter.
@@ -196,6 +196,15 @@ def test_stage_flops_match_the_dense_fraction_formula(name, kwargs, size) -> Non
         assert cost.active_flops == counter.get_total_flops()  # set_active_stage runs the dense kernels
         assert cost.anytime_flops >= cost.flops
     assert costs[-1].flops > 2 * costs[0].flops  # the stages really grow
+
+
+def test_format_costs_prints_one_aligned_row_per_stage_in_millions_and_giga() -> None:
+    table = format_costs([StageCost(1, 1_994_000, 556_000_000, 556_100_000, 556_200_000), StageCost(2, 42, 1, 2, 3)])
+    header, first, second = table.splitlines()
+    assert header.split() == ["stage", "params", "(M)", "GFLOPs", "D_k", "GFLOPs", "anytime", "GFLOPs", "active"]
+    assert first.split() == ["1", "1.994", "0.5560", "0.5561", "0.5562"]
+    assert second.split() == ["2", "0.000", "0.0000", "0.0000", "0.0000"]
+    assert len(header) == len(first) == len(second)  # right-aligned columns
 
 
 def test_dense_fraction_values_from_the_spec() -> None:
