@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 import timm_anytime  # noqa: F401
-from tests.timm_anytime.runs import MODEL, tiny_config, weights
-from timm_anytime.data import InMemoryLoader, calibration_split, load_digits, load_held_out
+from tests.timm_anytime.runs import CIFAR_CLASSES, MODEL, tiny_config, toy_cifar, weights
+from timm_anytime.data import InMemoryLoader, calibration_split, load_cifar, load_digits, load_held_out
 from timm_anytime.train import TrainConfig, train
 
 
@@ -22,6 +24,25 @@ def test_held_out_images_follow_the_training_subset_of_each_class() -> None:
     for c in range(10):  # direct: the 17th to 26th image of each class, in dataset order
         expected = train_all.images[torch.nonzero(train_all.labels == c).flatten()[16:26]]
         assert torch.equal(held_out.images[held_out.labels == c], expected)
+
+
+def test_held_out_cifar_images_from_a_folder_tree_are_the_files_after_the_trained_ones(tmp_path: Path) -> None:
+    root = toy_cifar(tmp_path / "cifar", per_class=6)
+    held_out = load_held_out("cifar10", root, trained_per_class=4, progress=False)
+    trained, _, _ = load_cifar("cifar10", root, train_per_class=4, progress=False)
+    assert trained is not None
+    assert len(held_out) == 20
+    for label, name in enumerate(CIFAR_CLASSES):  # decoded here with PIL, files in name order
+        files = sorted((root / "train" / name).iterdir())
+        decoded = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+        assert torch.equal(held_out.images[held_out.labels == label], torch.stack(decoded[4:]))
+        assert torch.equal(trained.images[trained.labels == label], torch.stack(decoded[:4]))
+    with pytest.raises(ValueError, match="train has no images after the first 6 of each class"):
+        load_held_out("cifar10", root, trained_per_class=6, progress=False)
+    with pytest.raises(ValueError, match="not 'imagefolder': pass your own validation loader"):
+        load_held_out("imagefolder", root, trained_per_class=4)
+    with pytest.raises(ValueError, match="cifar100 has 100 classes, found 10 class folders"):
+        load_cifar("cifar100", root, progress=False)
 
 
 def test_calibration_split_never_uses_images_the_model_trained_on() -> None:
