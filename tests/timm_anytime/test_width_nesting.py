@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models.resnet import ResNet
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -403,3 +404,31 @@ def test_nested_batchnorm_inference_views_follow_every_change() -> None:
     bn(x[:, : bn.splits[2]]).sum().backward()
     assert bn.weight.grad is not None
     assert bn.weight.grad[: bn.splits[2]].abs().sum() > 0
+
+
+def test_a_biased_nested_conv_is_the_prefix_of_a_dense_block_triangular_conv() -> None:
+    """NestedConv2d(bias=True), which no registered model uses: every stage, every stripe range and
+    the ownership map against F.conv2d in float64 with the block lower-triangular weight built here."""
+    from timm_anytime.layers.nested import NestedConv2d
+
+    torch.manual_seed(0)
+    conv = NestedConv2d(8, 16, 3, padding=1, spec=StripeSpec.parse("w124"), bias=True).double()
+    with torch.no_grad():
+        conv.weight.normal_()  # including the structural zeros: the layer must mask them itself
+        conv.bias.normal_()
+    ins, outs = [0, 2, 4, 8], [0, 4, 8, 16]  # w124: stripes of 1/4, 1/4, 1/2
+    reference = torch.zeros_like(conv.weight)
+    for j in range(1, 4):
+        reference[outs[j - 1] : outs[j], : ins[j]] = conv.weight[outs[j - 1] : outs[j], : ins[j]]
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    full = F.conv2d(x, reference, conv.bias, padding=1)
+    with torch.no_grad():
+        for k in (1, 2, 3):
+            conv.stage = k
+            torch.testing.assert_close(conv(x[:, : ins[k]]), full[:, : outs[k]])
+        for lo, hi in ((1, 1), (2, 3), (3, 3)):
+            torch.testing.assert_close(conv.forward_stripes(x[:, : ins[hi]], lo, hi), full[:, outs[lo - 1] : outs[hi]])
+    owner = conv.stage_of_elements()
+    assert owner["bias"].tolist() == [1] * 4 + [2] * 4 + [3] * 8
+    assert int((owner["weight"] > 0).sum()) == int((reference != 0).sum())
+    assert "stripes=[0, 4, 8, 16]" in repr(conv)
