@@ -1,6 +1,7 @@
 """Every script under benchmarks/ and examples/ still imports what it uses and parses ``--help``.
 
-Their real runs are too long for CI (examples/ has its own tests for the parts users rely on), so
+Their real runs are too long for CI (examples/ has its own tests for the parts users rely on; two
+benchmarks that nothing else runs get a run at a tiny size here), so
 without this a refactor that moves a name breaks a benchmark silently, as one did
 (``OSGD_METHODS`` left ``train.config`` and ``benchmarks/train_step.py`` failed on import). The
 scripts run in this process (``runpy``), so torch and timm are imported once, not per script.
@@ -8,6 +9,7 @@ scripts run in this process (``runpy``), so torch and timm are imported once, no
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 import sys
@@ -35,6 +37,35 @@ def test_script_help(script: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
         runpy.run_path(str(script), run_name="__main__")
     assert exit_info.value.code in (0, None)
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "printed"),
+    [
+        ("benchmarks/stripe_convs.py", ["--threads=1", "--rounds=2", "--inner=1"], "| 64, 8x8 |"),
+        (
+            "benchmarks/osgd_step.py",
+            ["--batch=4", "--size=8", "--width=4", "--rounds=2", "--warmup=1", "--threads=1"],
+            "osgd: ",
+        ),
+    ],
+)
+def test_benchmarks_no_other_test_runs_complete_at_a_tiny_size(
+    script: str, args: list[str], printed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two benchmarks whose results docs quote and that no other test runs (seconds at this size)."""
+    import torch
+
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.syspath_prepend(str((ROOT / script).parent))
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)  # both set it for their own process
+    out = capsys.readouterr().out
+    assert printed in out
+    assert not re.search(r"\bnan\b", out, re.IGNORECASE), out
 
 
 @pytest.mark.parametrize("script", ["benchmarks/gpu_check.sh", "examples/gpu_session.sh"])
