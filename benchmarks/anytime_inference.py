@@ -22,7 +22,9 @@ dense k.
 ``--compile`` adds ``torch.compile`` (inductor) of the last stage alone and of all stages as one
 graph: how far fewer Python and per-operator costs would take the incremental path. ``--freeze``
 adds both compiled with inductor's ``freezing`` option as well (weights folded in as constants,
-convolutions prepacked for oneDNN: inductor's inference mode on CPU).
+convolutions prepacked for oneDNN: inductor's inference mode on CPU). ``--cpp-wrapper`` adds both
+compiled with inductor's ``cpp_wrapper`` option (the graph's kernels called from generated C++
+instead of a Python wrapper: less fixed cost per kernel).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ DEFAULTS = [
 
 
 def variants(
-    model: torch.nn.Module, x: torch.Tensor, compile: bool = False, freeze: bool = False
+    model: torch.nn.Module, x: torch.Tensor, compile: bool = False, freeze: bool = False, cpp_wrapper: bool = False
 ) -> dict[str, Callable[[], object]]:
     stages = model.num_stages
 
@@ -79,6 +81,8 @@ def variants(
     modes = {"compiled": {}} if compile else {}
     if freeze:
         modes["frozen"] = {"freezing": True}
+    if cpp_wrapper:  # the graph's kernels called from generated C++, not from a Python wrapper
+        modes["cpp"] = {"cpp_wrapper": True}
     for mode, options in modes.items():
         compiled_model = torch.compile(model, options=options)
         compiled_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)), options=options)
@@ -96,12 +100,19 @@ def variants(
 
 
 def measure(
-    name: str, size: int, batch: int, rounds: int, warmup: int, compile: bool = False, freeze: bool = False
+    name: str,
+    size: int,
+    batch: int,
+    rounds: int,
+    warmup: int,
+    compile: bool = False,
+    freeze: bool = False,
+    cpp_wrapper: bool = False,
 ) -> dict[str, float]:
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     x = torch.randn(batch, 3, size, size)
-    runs = variants(model, x, compile, freeze)
+    runs = variants(model, x, compile, freeze, cpp_wrapper)
     with torch.inference_mode():
         return _time(runs, rounds, warmup)
 
@@ -129,7 +140,7 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
     print(
         f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
     )
-    for mode in ("compiled", "frozen"):
+    for mode in ("compiled", "frozen", "cpp"):
         if f"anytime {mode}" not in median:
             continue
         full, anytime = median[f"full {mode}"], median[f"anytime {mode}"]
@@ -159,6 +170,9 @@ def main() -> None:
     parser.add_argument(
         "--freeze", action="store_true", help="also time both compiled with inductor's freezing option (inference)"
     )
+    parser.add_argument(
+        "--cpp-wrapper", action="store_true", help="also time both compiled with inductor's cpp_wrapper option"
+    )
     add_cpu_allocator_argument(parser)
     args = parser.parse_args()
     allocator = apply_cpu_allocator(args.cpu_allocator)
@@ -173,7 +187,12 @@ def main() -> None:
     for name, size in cases:
         size = size or timm.create_model(name).pretrained_cfg["input_size"][-1]
         for batch in args.batch:
-            report(name, size, batch, measure(name, size, batch, args.rounds, args.warmup, args.compile, args.freeze))
+            report(
+                name,
+                size,
+                batch,
+                measure(name, size, batch, args.rounds, args.warmup, args.compile, args.freeze, args.cpp_wrapper),
+            )
 
 
 if __name__ == "__main__":
