@@ -210,7 +210,7 @@ def tensorboard_scalars(run: Path) -> dict[tuple[str, int], float]:
     return scalars
 
 
-def test_trackers_log_every_epochs_metrics_into_the_run_folder(tmp_path: Path) -> None:
+def test_trackers_log_the_metrics_of_every_epoch_into_the_run_folder(tmp_path: Path) -> None:
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
