@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import timm_anytime  # noqa: F401
 from tests.shared_data import CIFAR10, needs_cifar10
-from tests.timm_anytime.runs import tiny_config
+from tests.timm_anytime.runs import tiny_config, toy_cifar
 from timm_anytime.cli.evaluate import main as eval_main
 from timm_anytime.cli.push import main as push_main
 from timm_anytime.hub import export_run, push_run
@@ -475,3 +475,30 @@ def test_the_export_publishes_the_weights_eval_json_measured(tmp_path: Path) -> 
     (run / "eval.json").write_text(json.dumps({**results, "weights": "gone.safetensors"}))
     with pytest.raises(FileNotFoundError, match=r"weights gone.safetensors, which are not there: evaluate"):
         export_run(run, tmp_path / "export_gone")
+
+
+def test_a_cifar10_run_exports_cifar10_preprocessing_and_class_names(tmp_path: Path) -> None:
+    """Against the published CIFAR-10 statistics and the shipped default card, which was exported
+    the same way: a loaded export gets timm's data config of the training data."""
+    data = toy_cifar(tmp_path / "cifar", per_class=2)
+    settings = dict(dataset="cifar10", data_dir=str(data), train_per_class=None, eval_per_class=None)
+    run = train(tiny_config(tmp_path / "run", batch_size=10, eval_batch_size=10, epochs=1, **settings))
+    evaluate_run(run, latency_inputs=1, device="cpu", progress=False)
+    folder = export_run(run, tmp_path / "export", repo_id="me/cifar")
+    card = json.loads((folder / "config.json").read_text())
+    published = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+    for key, value in published.items():
+        assert card["pretrained_cfg"][key] == pytest.approx(value)
+    assert card["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert card["label_names"][:3] == ["airplane", "automobile", "bird"]
+    shipped = json.loads(
+        (WEIGHTS_DIR / "anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200" / "config.json").read_text()
+    )
+    for key in ("mean", "std", "input_size", "crop_pct"):
+        assert card["pretrained_cfg"][key] == shipped["pretrained_cfg"][key], key
+    assert card["label_names"] == shipped["label_names"]
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True)  # the card's model_args: width 0.5
+    config = timm.data.resolve_data_config({}, model=loaded)
+    assert config["input_size"] == (3, 32, 32)
+    assert config["mean"] == pytest.approx(published["mean"])
+    assert config["crop_pct"] == 1.0
