@@ -89,3 +89,16 @@ def test_validation_needs_a_training_subset() -> None:
         TrainConfig(dataset="digits", val_per_class=10)
     with pytest.raises(ValueError, match="positive integer"):
         TrainConfig(dataset="digits", train_per_class=10, val_per_class=0)
+
+
+def test_data_settings_that_cannot_apply_are_refused_before_training(tmp_path: Path) -> None:
+    from timm_anytime.train import Trainer
+
+    with pytest.raises(ValueError, match="batch_size 500 is larger than the 160 training images"):
+        Trainer(tiny_config(tmp_path / "big", batch_size=500))  # 16 digits per class
+    folder = dict(dataset="imagefolder", data_dir=str(toy_cifar(tmp_path / "cifar", per_class=1)))
+    with pytest.raises(ValueError, match="train_per_class / eval_per_class / val_per_class apply to the in-memory"):
+        Trainer(tiny_config(tmp_path / "subset", eval_per_class=None, **folder))
+    with pytest.raises(ValueError, match="/ val_per_class apply to the in-memory datasets"):
+        Trainer(tiny_config(tmp_path / "val", train_per_class=1, eval_per_class=None, val_per_class=1, **folder))
+    assert not any((tmp_path / name).exists() for name in ("big", "subset", "val"))

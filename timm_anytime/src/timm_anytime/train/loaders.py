@@ -41,9 +41,8 @@ def load_sources(cfg: TrainConfig, progress: bool = True, train: bool = True) ->
     the held-out validation images when ``cfg.val_per_class`` is set and ``train``."""
     sources = _load_sources(cfg, progress, train)
     if train and cfg.val_per_class is not None:
-        if cfg.dataset not in ("digits", "cifar10", "cifar100"):
-            raise ValueError("val_per_class applies to the in-memory datasets (digits, cifar) only")
-        assert cfg.train_per_class is not None  # TrainConfig.validate
+        # TrainConfig.validate asks for train_per_class too, which _load_sources refuses for a folder
+        assert cfg.train_per_class is not None
         sources.validation = load_held_out(
             cfg.dataset,
             cfg.data_dir,
@@ -74,7 +73,9 @@ def _load_sources(cfg: TrainConfig, progress: bool, train: bool) -> Sources:
         )
         return Sources(spec, train_data, test, spec.num_classes, spec.in_chans)
     if cfg.train_per_class is not None or cfg.eval_per_class is not None:
-        raise ValueError("train_per_class / eval_per_class apply to the in-memory datasets (digits, cifar) only")
+        raise ValueError(
+            "train_per_class / eval_per_class / val_per_class apply to the in-memory datasets (digits, cifar) only"
+        )
     train_set, evaluation = image_folder_datasets(root)
     return Sources(None, train_set, evaluation, num_classes_of(train_set), 3)
 
