@@ -460,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def saved_run_config(output: str | Path) -> Path:
+    """The ``config.yaml`` of the run in ``output`` that ``--resume`` continues; an error if none."""
+    path = Path(output) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {output} holds no run to resume (no config.yaml)")
+    return path
+
+
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     """Defaults, then the ``--config`` file, then the flags given. ``--resume`` without
     ``--config`` starts from the run's own saved settings, so ``--output RUN --resume`` is enough."""
@@ -467,10 +475,8 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     if "config" in args:
         values = read_yaml(args.pop("config"))
     elif args.get("resume") and "output" in args:
-        saved = Path(args["output"]) / "config.yaml"
-        if not saved.is_file():  # say so now, not as an error about a default setting it would fill in
-            raise FileNotFoundError(f"--resume: {args['output']} holds no run to resume (no config.yaml)")
-        values = read_yaml(saved)
+        # said now, not as an error about a default setting the missing file would have replaced
+        values = read_yaml(saved_run_config(args["output"]))
     else:
         values = {}
     if "model_kwargs" in args:

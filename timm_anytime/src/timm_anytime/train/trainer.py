@@ -42,7 +42,7 @@ from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stag
 from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, saved_run_config
 from .environment import ENVIRONMENT_FILE, environment_report, run_starts
 from .initial_weights import load_initial_checkpoint, pretrained_record
 from .loaders import Sources, load_sources, make_loaders
@@ -256,9 +256,7 @@ class Trainer:
         """Refuse to reuse another run's folder, or to resume with settings that change the run."""
         cfg, out = self.cfg, self.out
         if cfg.resume:
-            if not (out / "config.yaml").is_file():
-                raise FileNotFoundError(f"--resume: {out} holds no run to resume (no config.yaml)")
-            changed = _differences(TrainConfig.load(out / "config.yaml"), cfg)
+            changed = _differences(TrainConfig.load(saved_run_config(out)), cfg)
             if changed:
                 raise ValueError(
                     f"--resume: these settings differ from the run in {out}: {'; '.join(changed)}. "
