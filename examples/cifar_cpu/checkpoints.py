@@ -34,6 +34,11 @@ target; it ships as ``anytime_cifar_resnet20_w124.osgd_cutout_cifar10_e200``.
 The 200-epoch Cutout run fit its training images to 2.02% and its gap widened again (9.36 points), so
 ``d_osgd_e200_cutout16_mixup1_s0`` adds Mixup (alpha 1.0, the Mixup paper's CIFAR-10 value) to it:
 paired with it on the test images, it measures what Mixup adds on top of Cutout at 200 epochs.
+
+Both 200-epoch Cutout runs ended above the target, so a second control,
+``control_resnet20_sgd_e200_cutout16_s0``, trains the plain ResNet-20 with their recipe: if it ends
+above 10% itself, the recipe and data, not the anytime network, keep them there; paired with
+each of them, it measures what the nesting and OSGD cost under that recipe.
 """
 
 from __future__ import annotations
@@ -82,6 +87,18 @@ CONTROLS = {
         ["--model=cifar_resnet20", "--method=sgd"],
         ("ResNet-20, He et al. 2016 (164 epochs)", [8.75]),
     ),
+    # The recipe of both shipped defaults (200 epochs, Cutout 16; --model-ema only watches, as in the
+    # width-nested run): what that recipe reaches on this data without nesting or OSGD. Registered
+    # after both e200 runs ended above the target (11.82 / 11.38%), before this control ran.
+    "control_resnet20_sgd_e200_cutout16_s0": (
+        ["--model=cifar_resnet20", "--method=sgd", "--epochs=200", "--cutout=16", "--model-ema"],
+        ("ResNet-20, He et al. 2016 (164 epochs, no Cutout)", [8.75]),
+    ),
+}
+#: Control -> the runs it is paired with on the test images: those trained with its recipe.
+CONTROL_PAIRED_WITH = {
+    "control_resnet20_sgd_s0": ("d_osgd_s0", "w_osgd_s0"),
+    "control_resnet20_sgd_e200_cutout16_s0": ("d_osgd_e200_cutout16_s0", "w_osgd_e200_cutout16_s0"),
 }
 
 
@@ -173,8 +190,9 @@ def checkpoints_summary(results: Path) -> str:
 
 
 def control_comparisons(done: list[Path]) -> str:
-    """Each control against each shipped run's last stage, and each candidate against the run it
-    builds on (a shipped run or an earlier candidate), paired on the same test images (exact McNemar, from
+    """Each control against the last stage of each run trained with its recipe
+    (``CONTROL_PAIRED_WITH``), and each candidate against the run it builds on (a shipped run or an
+    earlier candidate), paired on the same test images (exact McNemar, from
     ``eval_outputs.safetensors``); empty when no pair has its outputs. One run per side: the test
     covers the sampling of the test images, not the variation between seeds."""
     from safetensors.torch import load_file
@@ -185,9 +203,14 @@ def control_comparisons(done: list[Path]) -> str:
         return load_file(str(run / "eval_outputs.safetensors"))["correct"][-1].bool().tolist()
 
     have = [run for run in done if (run / "eval_outputs.safetensors").is_file()]
-    controls = [run for run in have if run.name in CONTROLS]
+    pairs = [
+        (control, run)
+        for control in have
+        if control.name in CONTROLS
+        for run in have
+        if run.name in CONTROL_PAIRED_WITH[control.name]
+    ]
     shipped = {run.name: run for run in have if run.name in SHIPPED_RUNS}
-    pairs = [(control, run) for control in controls for run in shipped.values()]
     bases = {**shipped, **{run.name: run for run in have if run.name in CANDIDATES}}
     pairs += [(run, bases[CANDIDATE_OF[run.name]]) for run in have if CANDIDATE_OF.get(run.name) in bases]
     lines = [

@@ -174,6 +174,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "w_osgd_s0",
         "d_osgd_s0",
         "control_resnet20_sgd_s0",
+        "control_resnet20_sgd_e200_cutout16_s0",
         "d_osgd_cutout16_s0",
         "d_osgd_e200_cutout16_s0",
         "w_osgd_e200_cutout16_s0",
@@ -202,6 +203,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "w_osgd_s0": runs.WIDTH,
         "d_osgd_s0": runs.DEPTH,
         "control_resnet20_sgd_s0": "cifar_resnet20",
+        "control_resnet20_sgd_e200_cutout16_s0": "cifar_resnet20",
         "d_osgd_cutout16_s0": runs.DEPTH,
         "d_osgd_e200_cutout16_s0": runs.DEPTH,
         "w_osgd_e200_cutout16_s0": runs.WIDTH,
@@ -211,6 +213,7 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
         "w_osgd_s0": 0,
         "d_osgd_s0": 0,
         "control_resnet20_sgd_s0": 0,
+        "control_resnet20_sgd_e200_cutout16_s0": 16,
         "d_osgd_cutout16_s0": 16,
         "d_osgd_e200_cutout16_s0": 16,
         "w_osgd_e200_cutout16_s0": 16,
@@ -220,7 +223,11 @@ def test_checkpoint_runs_train_osgd_on_all_images_with_the_papers_schedule_shape
     assert {name: alpha for name, alpha in mixups.items() if alpha} == {"d_osgd_e200_cutout16_mixup1_s0": 1.0}
     assert checkpoints.CANDIDATE_OF["d_osgd_e200_cutout16_mixup1_s0"] == "d_osgd_e200_cutout16_s0"
     # --model-ema watches only: the trained weights are the same without it
-    assert averaged == {"w_osgd_e200_cutout16_s0", "d_osgd_e200_cutout16_mixup1_s0"}
+    assert averaged == {
+        "w_osgd_e200_cutout16_s0",
+        "d_osgd_e200_cutout16_mixup1_s0",
+        "control_resnet20_sgd_e200_cutout16_s0",
+    }
 
 
 def test_the_checkpoint_control_is_the_last_stage_of_the_width_nested_checkpoint() -> None:
@@ -498,15 +505,21 @@ def test_checkpoints_summary_judges_the_target_per_run_and_plots(tmp_path: Path)
     assert checkpoints.plot_checkpoints(tmp_path).stat().st_size > 10_000
 
 
-def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test_images(tmp_path: Path) -> None:
+def test_checkpoints_summary_pairs_each_control_with_the_runs_of_its_recipe_on_the_test_images(
+    tmp_path: Path,
+) -> None:
     """Counted by hand: the control gets images 0-5 right, w 0-1 and 6-8, d all of 0-9, the d
     candidate 0-2 and 10-11 (against d: 2 vs 7), the e200 candidate 0-8 (against d: 0 vs 1), and
-    the Mixup candidate, which builds on the e200 one and is paired with it, 0-8 and 10-11 (2 vs 0)."""
+    the Mixup candidate, which builds on the e200 one and is paired with it, 0-8 and 10-11 (2 vs 0).
+    The e200 control gets all 12 right and is paired with the two e200 runs only (the width-nested
+    one gets 0-2: against its base w, 1 vs 3)."""
     from safetensors.torch import save_file
 
     right = {
         "control_resnet20_sgd_s0": range(6),
+        "control_resnet20_sgd_e200_cutout16_s0": range(12),
         "w_osgd_s0": [0, 1, 6, 7, 8],
+        "w_osgd_e200_cutout16_s0": [0, 1, 2],
         "d_osgd_s0": range(10),
         "d_osgd_cutout16_s0": [0, 1, 2, 10, 11],
         "d_osgd_e200_cutout16_s0": range(9),
@@ -525,26 +538,38 @@ def test_checkpoints_summary_pairs_the_control_with_each_shipped_run_on_the_test
         )
     paired = checkpoints.checkpoints_summary(tmp_path).split("\n\n")[2].splitlines()
     assert paired[1] == (
+        "- control_resnet20_sgd_e200_cutout16_s0 against d_osgd_e200_cutout16_s0, last stages: 3 vs 0 of 12 "
+        "inputs right in one only (exact McNemar p = 0.25)"  # 2 * (1/2)^3
+    )
+    assert paired[2] == (
+        "- control_resnet20_sgd_e200_cutout16_s0 against w_osgd_e200_cutout16_s0, last stages: 9 vs 0 of 12 "
+        "inputs right in one only (exact McNemar p = 0.0039)"  # 2 * (1/2)^9
+    )
+    assert paired[3] == (
         "- control_resnet20_sgd_s0 against d_osgd_s0, last stages: 0 vs 4 of 12 inputs right in one only "
         "(exact McNemar p = 0.12)"  # 2 * (1/2)^4
     )
-    assert paired[2] == (
+    assert paired[4] == (
         "- control_resnet20_sgd_s0 against w_osgd_s0, last stages: 4 vs 3 of 12 inputs right in one only "
         "(exact McNemar p = 1)"
     )
-    assert paired[3] == (
+    assert paired[5] == (
         "- d_osgd_cutout16_s0 against d_osgd_s0, last stages: 2 vs 7 of 12 inputs right in one only "
         "(exact McNemar p = 0.18)"  # 2 * (1 + 9 + 36) / 2^9
     )
-    assert paired[4] == (
+    assert paired[6] == (
         "- d_osgd_e200_cutout16_mixup1_s0 against d_osgd_e200_cutout16_s0, last stages: 2 vs 0 of 12 inputs right "
         "in one only (exact McNemar p = 0.5)"  # 2 * (1/2)^2
     )
-    assert paired[5] == (
+    assert paired[7] == (
         "- d_osgd_e200_cutout16_s0 against d_osgd_s0, last stages: 0 vs 1 of 12 inputs right in one only "
         "(exact McNemar p = 1)"
     )
-    assert len(paired) == 6
+    assert paired[8] == (
+        "- w_osgd_e200_cutout16_s0 against w_osgd_s0, last stages: 1 vs 3 of 12 inputs right in one only "
+        "(exact McNemar p = 0.62)"  # 2 * (1 + 3) / 2^4 = 0.625
+    )
+    assert len(paired) == 9
 
 
 def test_a_missing_results_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
