@@ -10,6 +10,11 @@ at batch 1, in inference, three ways side by side (interleaved rounds, medians):
 * ``unfold``: an alternative that never re-reads earlier stripes: the im2col columns of each new
   input stripe are appended to a buffer (``F.unfold``) and each output stripe is one matrix product
   with the columns of its prefix.
+* ``eager``: input-stationary: when input stripe k arrives, one convolution writes its contribution
+  to every output stripe >= k into an accumulator (stripe k is then complete; the later ones wait
+  for their own input stripes). Each input stripe is unfolded once and each call has a wide
+  output, the same FLOPs in all; but stopping after stage k has then also paid the later stripes'
+  share of stripes <= k, so an early exit costs more than D_k's FLOPs.
 * ``onednn``: the three stripe convolutions forced through oneDNN
   (``torch.ops.aten.mkldnn_convolution``). At batch 1 PyTorch sends a 3x3 convolution whose input
   has at most 20,480 elements (every stripe here) to its own im2col kernel instead
@@ -40,6 +45,8 @@ def variants(channels: int, size: int) -> dict[str, Callable[[], object]]:
     splits = [0, channels // 4, channels // 2, channels]
     stripe_weights = [weight[splits[k - 1] : splits[k], : splits[k]].contiguous() for k in (1, 2, 3)]
     stripe_matrices = [w.reshape(w.shape[0], -1) for w in stripe_weights]
+    # input stripe k -> output stripes >= k
+    eager_weights = [weight[splits[k - 1] :, splits[k - 1] : splits[k]].contiguous() for k in (1, 2, 3)]
 
     def dense() -> object:
         return F.conv2d(x, weight, padding=1)
@@ -55,6 +62,16 @@ def variants(channels: int, size: int) -> dict[str, Callable[[], object]]:
             outputs.append(torch.mm(stripe_matrices[k - 1], columns[: splits[k] * 9]).view(1, -1, size, size))
         return outputs
 
+    def eager() -> object:
+        accumulator = F.conv2d(x[:, : splits[1]], eager_weights[0], padding=1)
+        outputs = [accumulator[:, : splits[1]]]
+        for k in (2, 3):
+            accumulator[:, splits[k - 1] :] += F.conv2d(
+                x[:, splits[k - 1] : splits[k]], eager_weights[k - 1], padding=1
+            )
+            outputs.append(accumulator[:, splits[k - 1] : splits[k]])
+        return outputs
+
     no_bias, ones, pad = None, [1, 1], [1, 1]
 
     def onednn() -> object:
@@ -66,11 +83,18 @@ def variants(channels: int, size: int) -> dict[str, Callable[[], object]]:
     def dense_onednn() -> object:
         return torch.ops.aten.mkldnn_convolution(x, weight, no_bias, pad, ones, ones, 1)
 
-    for path in (unfold, onednn):  # every incremental path computes the same stripes
+    for path in (unfold, eager, onednn):  # every incremental path computes the same stripes
         for want, have in zip(stripes(), path(), strict=True):
             torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(dense_onednn(), dense(), rtol=1e-4, atol=1e-3)
-    return {"dense": dense, "stripes": stripes, "unfold": unfold, "onednn": onednn, "dense onednn": dense_onednn}
+    return {
+        "dense": dense,
+        "stripes": stripes,
+        "unfold": unfold,
+        "eager": eager,
+        "onednn": onednn,
+        "dense onednn": dense_onednn,
+    }
 
 
 def main() -> None:
@@ -81,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, batch 1")
-    names = ("dense", "stripes", "unfold", "onednn", "dense onednn")
+    names = ("dense", "stripes", "unfold", "eager", "onednn", "dense onednn")
     print(
         "| channels, size | "
         + " | ".join(f"{name} (us)" for name in names)
