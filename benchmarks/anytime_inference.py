@@ -48,6 +48,12 @@ DEFAULTS = [
 ]
 
 
+#: torch.compile (inductor) options of each compiled variant: "frozen" adds inductor's freezing
+#: (compiled on first call, in inference mode); "cpp" calls the graph's kernels from generated C++,
+#: not from a Python wrapper.
+COMPILE_MODES: dict[str, dict[str, bool]] = {"compiled": {}, "frozen": {"freezing": True}, "cpp": {"cpp_wrapper": True}}
+
+
 def variants(
     model: torch.nn.Module, x: torch.Tensor, compile: bool = False, freeze: bool = False, cpp_wrapper: bool = False
 ) -> dict[str, Callable[[], object]]:
@@ -76,14 +82,11 @@ def variants(
         "recompute": recompute,
         "switch": switch,
     }
-    # torch.compile (inductor) of the last stage alone and of all stages as one graph; "frozen" adds
-    # inductor's freezing option (compiled on first call, in inference mode)
-    modes = {"compiled": {}} if compile else {}
-    if freeze:
-        modes["frozen"] = {"freezing": True}
-    if cpp_wrapper:  # the graph's kernels called from generated C++, not from a Python wrapper
-        modes["cpp"] = {"cpp_wrapper": True}
-    for mode, options in modes.items():
+    # torch.compile of the last stage alone and of all stages as one graph, in each mode asked for
+    wanted = {"compiled": compile, "frozen": freeze, "cpp": cpp_wrapper}
+    for mode, options in COMPILE_MODES.items():
+        if not wanted[mode]:
+            continue
         compiled_model = torch.compile(model, options=options)
         compiled_anytime = torch.compile(lambda inp: list(model.forward_anytime(inp)), options=options)
 
@@ -140,7 +143,7 @@ def report(name: str, size: int, batch: int, median: dict[str, float]) -> None:
     print(
         f"  recompute every stage        {median['recompute']:.4f}  = {median['recompute'] / median['full']:.2f}x full"
     )
-    for mode in ("compiled", "frozen", "cpp"):
+    for mode in COMPILE_MODES:
         if f"anytime {mode}" not in median:
             continue
         full, anytime = median[f"full {mode}"], median[f"anytime {mode}"]

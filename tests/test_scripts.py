@@ -425,3 +425,35 @@ def test_early_exit_example_prints_what_docs_early_exit_records(
 
     assert kept(printed) == kept(recorded)
     assert "exact McNemar p = 3.1e-08" in "\n".join(printed)
+
+
+def test_anytime_inference_compiles_each_mode_asked_for_with_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--compile --cpp-wrapper`` (no ``--freeze``): the last stage and all stages compiled with no
+    options, then with ``cpp_wrapper``; no frozen variant, and the report prints both modes asked for."""
+    import contextlib
+    import io
+
+    import torch
+
+    inference = load_script("benchmarks/anytime_inference.py")
+    compiled_with: list[dict[str, bool]] = []
+
+    def fake_compile(fn: object, options: dict[str, bool]) -> object:
+        compiled_with.append(options)
+        return fn  # run eagerly: this test checks what is asked of inductor, not inductor
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = timm.create_model("anytime_cifar_resnet20_w124").eval()
+    runs = inference.variants(model, torch.randn(1, 3, 32, 32), compile=True, cpp_wrapper=True)
+    assert compiled_with == [{}, {}, {"cpp_wrapper": True}, {"cpp_wrapper": True}]
+    compiled = {name for name in runs if name.split()[-1] in ("compiled", "frozen", "cpp")}
+    assert compiled == {"full compiled", "anytime compiled", "full cpp", "anytime cpp"}
+    with torch.inference_mode():
+        medians = inference._time(runs, rounds=1, warmup=0)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        inference.report("anytime_cifar_resnet20_w124", 32, 1, medians)
+    printed = out.getvalue()
+    assert "anytime compiled, one graph" in printed
+    assert "anytime cpp, one graph" in printed
+    assert "frozen" not in printed
