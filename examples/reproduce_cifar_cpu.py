@@ -172,10 +172,10 @@ def main() -> None:
     if args.snapshot:
         results = Path(args.results or REPO / "results" / "cifar10_cpu_checkpoints")
         name = Path(args.snapshot).resolve().name
-        base_name = checkpoints.CANDIDATE_OF.get(name)  # the finished run a candidate builds on
-        base = None if base_name is None else results / base_name
-        built_on = base if base is not None and (base / "metrics.jsonl").is_file() else None
-        print(checkpoints.snapshot_run(Path(args.snapshot), results / "in_progress" / name, base=built_on))
+        # a candidate is read beside the run it builds on, a control beside the runs of its recipe
+        finished = [results / ref for ref in checkpoints.compared_with(name)]
+        references = [ref for ref in finished if (ref / "metrics.jsonl").is_file()]
+        print(checkpoints.snapshot_run(Path(args.snapshot), results / "in_progress" / name, references=references))
         return
     for folder in [*(args.summary or []), args.sweep_summary, args.converged_summary, args.checkpoints_summary]:
         if folder is not None and not Path(folder).is_dir():

@@ -43,6 +43,7 @@ each of them, it measures what the nesting and OSGD cost under that recipe.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -239,13 +240,21 @@ def _saved_epoch(weights: Path) -> int:
         return int((handle.metadata() or {})["epoch"])
 
 
-def snapshot_run(run: Path, into: Path, attempts: int = 5, base: Path | None = None) -> str:
+def compared_with(name: str) -> tuple[str, ...]:
+    """The finished runs a run of this protocol is read beside: for a candidate, the run it builds on;
+    for a control, the runs of its recipe (``CONTROL_PAIRED_WITH``); none for a shipped run."""
+    if name in CONTROL_PAIRED_WITH:
+        return CONTROL_PAIRED_WITH[name]
+    return (CANDIDATE_OF[name],) if name in CANDIDATE_OF else ()
+
+
+def snapshot_run(run: Path, into: Path, attempts: int = 5, references: Sequence[Path] = ()) -> str:
     """Copy the run folder ``run`` of a run still training into ``into`` (committable: no lock
     file, metrics cut at the checkpoint's epoch, ``learning_curves.png`` drawn, and
     ``progress.md``: the epoch, the starts and the readings), so that a session that starts on a
     fresh machine can resume it; returns the markdown readings table (test error per stage at every
-    reading, the weight average's beside it, and with ``base``, the finished run folder this one
-    builds on, that run's test error at the same epochs).
+    reading, the weight average's beside it, and for each of ``references``, finished run folders
+    (``compared_with``), that run's test error at the same epochs).
 
     The trainer replaces ``checkpoint/`` by renaming a complete new folder into place once an
     epoch, so a copy is consistent when the epoch in the run's weights is the same before and after
@@ -277,20 +286,21 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5, base: Path | None = N
         shutil.copy2(run / name, staging / name)
     (staging / "metrics.jsonl").write_text(metrics_through(run, epoch))
     curve = read_learning_curve(staging)
-    built_on = None if base is None else (Path(base).name, read_learning_curve(base))
+    beside = [(Path(ref).name, read_learning_curve(ref)) for ref in references]
     plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
-    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve, built_on))
+    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve, beside))
     shutil.rmtree(into, ignore_errors=True)
     staging.rename(into)
-    return f"{into.name}: epoch {epoch}\n\n{readings_table(curve, built_on)}"
+    return f"{into.name}: epoch {epoch}\n\n{readings_table(curve, beside)}"
 
 
 def progress_note(
-    run: Path, name: str, epoch: int, curve: LearningCurve, base: tuple[str, LearningCurve] | None = None
+    run: Path, name: str, epoch: int, curve: LearningCurve, references: Sequence[tuple[str, LearningCurve]] = ()
 ) -> str:
     """Markdown for ``progress.md`` of a snapshot: which epoch of how many the copy holds, each
     start of the run (time, commit, machine) from ``environment.jsonl``, and the readings table
-    (with ``base``: the name and curve of the run this one builds on, read at the same epochs)."""
+    (with ``references``: the names and curves of the runs it is read beside, ``compared_with``,
+    at the same epochs)."""
     from timm_anytime.train.config import TrainConfig
     from timm_anytime.train.environment import describe_commit, run_starts
 
@@ -311,24 +321,35 @@ def progress_note(
         "",
         f"Test error on {split} at each reading (progress only: nothing is chosen on it):",
         "",
-        readings_table(curve, base),
+        readings_table(curve, references),
         "",
     ]
-    if base is not None:
+    if references:
+        names = ", ".join(f"`{ref}`" for ref, _ in references)
+        if name in CONTROL_PAIRED_WITH:
+            what = [
+                f"The last rows are {names}, the finished runs trained with this control's recipe",
+                "(`CONTROL_PAIRED_WITH`; their last stage is what it is paired with), at the same epochs,",
+            ]
+        else:
+            what = [
+                f"The last row is {names}, the finished run this one builds on (it differs by the flags",
+                "`CANDIDATE_CHANGES` adds), at the same epochs,",
+            ]
         lines += [
-            f"The last row is `{base[0]}`, the finished run this one builds on (it differs by the flags",
-            "`CANDIDATE_CHANGES` adds), at the same epochs, from its committed `metrics.jsonl`. One run each:",
-            "before the learning rate decays, one reading moves by points from the next, so the rows show how",
-            "the run is going, not which is better (that is the paired test on the final weights).",
+            *what,
+            "from the committed `metrics.jsonl`. One run each: before the learning rate decays, one reading",
+            "moves by points from the next, so the rows show how the run is going, not which is better (that",
+            "is the paired test on the final weights).",
             "",
         ]
     return "\n".join(lines)
 
 
-def readings_table(curve: LearningCurve, base: tuple[str, LearningCurve] | None = None) -> str:
+def readings_table(curve: LearningCurve, references: Sequence[tuple[str, LearningCurve]] = ()) -> str:
     """Markdown: epoch, learning rate and test error per stage at each reading, with the weight
-    average's (``--model-ema``) below where it was read, and ``base`` (a name and its curve)'s
-    test error at the same epochs last ("-" where it has no reading)."""
+    average's (``--model-ema``) below where it was read, and each of ``references`` (a name and
+    its curve) with its test error at the same epochs last ("-" where it has no reading)."""
     epochs = sorted(curve.eval_err)
     if not epochs:
         return f"no test readings yet (epochs 1-{curve.epochs[-1]} trained; one every --eval-every epochs)"
@@ -341,8 +362,8 @@ def readings_table(curve: LearningCurve, base: tuple[str, LearningCurve] | None 
     if curve.ema_eval_err:
         average = curve.ema_eval_err
         rows.append(["its average", *(" / ".join(f"{v:.2f}" for v in average.get(e, [])) for e in epochs)])
-    if base is not None:
-        name, theirs = base[0], base[1].eval_err
+    for name, reference in references:
+        theirs = reference.eval_err
         rows.append([f"`{name}`", *(" / ".join(f"{v:.2f}" for v in theirs[e]) if e in theirs else "-" for e in epochs)])
     lines = [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])

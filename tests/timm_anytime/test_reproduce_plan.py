@@ -649,6 +649,27 @@ def test_a_snapshot_of_a_run_in_progress_resumes_to_the_uninterrupted_weights(
     assert f"| `{base}` | 11.00 | - |" in noted  # its epoch-1 reading; none at epoch 2
     assert f"The last row is `{base}`" in noted
 
+    # A control's snapshot reads the finished runs of its recipe, each in its own row, in that order.
+    control = "control_resnet20_sgd_e200_cutout16_s0"
+    width, depth = "w_osgd_e200_cutout16_s0", "d_osgd_e200_cutout16_s0"
+    for i, finished in enumerate((width, depth)):
+        (results / finished).mkdir(parents=True, exist_ok=True)
+        (results / finished / "metrics.jsonl").write_text(
+            "".join(json.dumps({**r, "eval_top1_err": [21.0 + i, 20.0 + i]}) + "\n" for r in base_lines)
+        )
+    shutil.copytree(run, tmp_path / control)
+    monkeypatch.setattr(
+        sys, "argv", ["reproduce_cifar_cpu.py", "--snapshot", str(tmp_path / control), "--results", str(results)]
+    )
+    reproduce.main()
+    noted = (results / "in_progress" / control / "progress.md").read_text().splitlines()
+    rows = [line for line in noted if line.startswith("| `")]
+    # CONTROL_PAIRED_WITH's order: depth (written second: 22 / 21) before width (21 / 20)
+    assert rows == [f"| `{depth}` | 22.00 / 21.00 | 22.00 / 21.00 |", f"| `{width}` | 21.00 / 20.00 | 21.00 / 20.00 |"]
+    assert any(
+        line.startswith(f"The last rows are `{depth}`, `{width}`, the finished runs trained with") for line in noted
+    )
+
     resumed = train(tiny_config(copy, resume=True, **settings))
     for file in ("model.safetensors", "model_ema.safetensors"):
         expected, got = weights(whole, file), weights(resumed, file)
@@ -681,6 +702,6 @@ def test_the_readings_table_says_when_there_are_no_readings_yet() -> None:
     curve.eval_err[2] = [12.345]
     assert checkpoints.readings_table(curve).splitlines()[-1] == "| test err % per stage | 12.35 |"
     base = LearningCurve(epochs=[1, 2], lr=[0.1, 0.1], train_loss=[[1.0], [0.9]], train_err=[[50.0], [40.0]])
-    assert checkpoints.readings_table(curve, ("base_s0", base)).splitlines()[-1] == "| `base_s0` | - |"
+    assert checkpoints.readings_table(curve, [("base_s0", base)]).splitlines()[-1] == "| `base_s0` | - |"
     base.eval_err[2] = [9.876]
-    assert checkpoints.readings_table(curve, ("base_s0", base)).splitlines()[-1] == "| `base_s0` | 9.88 |"
+    assert checkpoints.readings_table(curve, [("base_s0", base)]).splitlines()[-1] == "| `base_s0` | 9.88 |"
