@@ -3,6 +3,7 @@ the shipped pretrained tags, and clear errors for corrupt or mismatched checkpoi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -354,23 +355,58 @@ def test_push_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monk
     assert "made in a test" in (tmp_path / "dry" / "README.md").read_text()
 
     calls = []
+    monkeypatch.setattr("huggingface_hub.HfApi", hub_stand_in(calls))
+    assert push_run(run, "me/tiny", private=True) == "https://huggingface.co/me/tiny/commit/main"
+    assert ("create_repo", "me/tiny", True) in calls
+    upload = next(c for c in calls if c[0] == "upload_folder")
+    assert upload[1:3] == ("me/tiny", None)
+    assert upload[3] == sorted(p.name for p in (tmp_path / "dry").iterdir())
 
-    class FakeApi:  # records what would be sent; nothing leaves the machine
-        def __init__(self, token=None) -> None:
-            calls.append(("token", token))
+    # a branch that does not exist yet is created before the upload (the Hub refuses a commit to it)
+    assert push_main([str(run), "--repo-id=me/tiny", "--revision=v2", "--token=hf_test"]) == 0
+    assert "uploaded: https://huggingface.co/me/tiny/commit/v2" in capsys.readouterr().out
+    assert ("token", "hf_test") in calls
+    assert ("create_branch", "me/tiny", "v2") in calls
 
-        def create_repo(self, repo_id, private=False, exist_ok=False):
-            calls.append(("create", repo_id, private))
 
-        def upload_folder(self, repo_id, folder_path, revision=None, commit_message=""):
-            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
-            return "https://huggingface.co/me/tiny/commit/0"
+def hub_stand_in(calls: list[tuple]) -> type:
+    """A stand-in for ``huggingface_hub.HfApi`` that records what would be sent (nothing leaves the
+    machine). Each call is checked against the signature of the installed ``HfApi`` method of that
+    name, so an argument the real API would refuse fails here too; and, as the Hub does, it refuses
+    a commit to a branch that does not exist (``upload_folder`` answers 404; huggingface_hub#1841)."""
+    from huggingface_hub import HfApi
 
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
-    assert push_run(run, "me/tiny", private=True) == "https://huggingface.co/me/tiny/commit/0"
-    assert ("create", "me/tiny", True) in calls
-    upload = next(c for c in calls if c[0] == "upload")
-    assert upload[2] == sorted(p.name for p in (tmp_path / "dry").iterdir())
+    def checked(name: str, api: object, *args, **kwargs) -> inspect.BoundArguments:
+        bound = inspect.signature(getattr(HfApi, name)).bind(api, *args, **kwargs)
+        bound.apply_defaults()
+        return bound
+
+    class StandIn:
+        def __init__(self, *args, **kwargs) -> None:
+            calls.append(("token", checked("__init__", self, *args, **kwargs).arguments["token"]))
+            self.branches = {"main"}
+
+        def create_repo(self, *args, **kwargs) -> str:
+            a = checked("create_repo", self, *args, **kwargs).arguments
+            calls.append(("create_repo", a["repo_id"], a["private"]))
+            return f"https://huggingface.co/{a['repo_id']}"
+
+        def create_branch(self, *args, **kwargs) -> None:
+            a = checked("create_branch", self, *args, **kwargs).arguments
+            calls.append(("create_branch", a["repo_id"], a["branch"]))
+            self.branches.add(a["branch"])
+
+        def upload_folder(self, *args, **kwargs) -> str:
+            a = checked("upload_folder", self, *args, **kwargs).arguments
+            branch = a["revision"] or "main"
+            if branch not in self.branches:
+                raise RuntimeError(f"404 Client Error: Invalid rev id: {branch}")
+            calls.append(
+                ("upload_folder", a["repo_id"], a["revision"], sorted(p.name for p in Path(a["folder_path"]).iterdir()))
+            )
+            return f"https://huggingface.co/{a['repo_id']}/commit/{branch}"
+
+    return StandIn
 
 
 def test_the_card_names_every_commit_the_run_trained_under(run: Path, tmp_path: Path) -> None:

@@ -187,13 +187,18 @@ def push_run(
     commit_message: str = "Add anytime model",
     note: str | None = None,
 ) -> str:
-    """Export a run and upload it to ``repo_id`` (created if missing); returns the commit URL."""
+    """Export a run and upload it to ``repo_id`` (created if missing) on branch ``revision`` (created
+    from ``main`` if missing; default ``main``); returns the commit URL."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_run(run, Path(tmp) / "export", repo_id=repo_id, note=note)
         api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            # `upload_folder` commits only to an existing branch (the Hub answers 404 otherwise;
+            # huggingface_hub#1841); its `hf upload` command creates a missing one, and so do we.
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), revision=revision, commit_message=commit_message
         )

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="with --dry-run: replace a non-empty FOLDER")
     p.add_argument("--note", help="an extra paragraph for the model card (e.g. how the training data was prepared)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--revision", help="branch to upload to (default: main)")
+    p.add_argument("--revision", help="branch to upload to, created from main if missing (default: main)")
     p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or `hf auth login`)")
     return p
 
