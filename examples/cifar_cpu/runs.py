@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from timm_anytime.learning_curves import metric_records
+
 WIDTH, DEPTH = "anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124"
 
 
@@ -33,8 +35,7 @@ def final_errors(run: Path) -> tuple[dict, list[float], int]:
 
     result = json.loads((run / "eval.json").read_text())
     errors, epoch = [s["top1_err"] for s in result["stages"]], int(result.get("epoch") or 0)
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for _, record in metric_records(run):
         if "eval_top1_err" in record and int(record["epoch"]) > epoch:
             errors, epoch = record["eval_top1_err"], int(record["epoch"])
     return yaml.safe_load((run / "config.yaml").read_text()), errors, epoch
@@ -44,8 +45,7 @@ def last_validation_errors(run: Path) -> list[float] | None:
     """The per-stage validation errors of a run's last evaluation (runs with ``--val-per-class``),
     or None when it has none yet."""
     last = None
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for _, record in metric_records(run):
         if "val_top1_err" in record:
             last = record["val_top1_err"]
     return last

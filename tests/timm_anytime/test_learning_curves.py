@@ -197,3 +197,22 @@ def test_metrics_through_keeps_the_epochs_a_checkpoint_has_seen(tmp_path: Path) 
     assert metrics_through(tmp_path / "metrics.jsonl", 2) == expected  # or the file itself
     assert metrics_through(tmp_path, 0) == ""
     assert metrics_through(tmp_path, 4).count("\n") == 5  # every line but the blank one
+
+
+def test_a_record_still_being_written_is_left_out_and_a_damaged_one_named(tmp_path: Path) -> None:
+    """A run killed (or read by a snapshot) while it logs leaves its last line without a newline:
+    that record is not there yet. A damaged line before the last is an error naming it."""
+    complete = [record(e, 0.1, 1.0 / e, 50.0 / e) for e in (1, 2)]
+    path = tmp_path / "metrics.jsonl"
+    written = "".join(json.dumps(r) + "\n" for r in complete)
+    path.write_text(written + json.dumps(record(3, 0.1, 0.3, 10.0))[:25])  # epoch 3 cut off mid-line
+    assert metrics_through(tmp_path, 5) == written
+    assert read_learning_curve(tmp_path).epochs == [1, 2]
+    path.write_text(written + "\n" + json.dumps(record(3, 0.1, 0.3, 10.0)))  # a whole last line, no newline
+    assert read_learning_curve(tmp_path).epochs == [1, 2, 3]
+    path.write_text(
+        json.dumps(complete[0]) + "\n" + '{"epoch": 2, "tr\n' + json.dumps(record(3, 0.1, 0.3, 10.0)) + "\n"
+    )
+    for reader in (read_learning_curve, lambda p: metrics_through(p, 5)):
+        with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2, is not a JSON record .*delete that line"):
+            reader(tmp_path)

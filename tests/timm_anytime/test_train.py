@@ -119,6 +119,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     whole = train(tiny_config(tmp_path / "whole", **settings))
     interrupt_in_epoch(tiny_config(tmp_path / "split", **settings), 2, monkeypatch)  # in the third epoch
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())  # epoch 2 saved
+    with (tmp_path / "split" / "metrics.jsonl").open("a") as handle:
+        handle.write('{"epoch": 3, "lr": 0.0')  # the kill landed while the third epoch was logged
     resumed = train(tiny_config(tmp_path / "split", resume=True, **settings))
 
     for file in ("model.safetensors", "model_ema.safetensors"):

@@ -27,6 +27,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -75,20 +76,42 @@ def _metrics_file(path: str | Path) -> Path:
     return path
 
 
+def metric_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Each record of a ``metrics.jsonl`` (or the run folder holding it) with its line, blank lines
+    skipped. A last line without its newline that does not parse is a record still being written (a
+    run logging now) or cut off by a crash; it is left out, since the trainer logs an epoch before it
+    saves that epoch's checkpoint and a resume repeats it. Any other line that does not parse raises
+    an error naming the file and the line."""
+    file = _metrics_file(path)
+    lines = file.read_text().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((line, json.loads(line)))
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: an unfinished write
+                break
+            raise ValueError(
+                f"{file}, line {number}, is not a JSON record ({error.msg}): the file is damaged; "
+                "delete that line (its epoch's numbers are lost) to read the rest"
+            ) from None
+    return records
+
+
 def metrics_through(path: str | Path, epoch: int) -> str:
     """The lines of a ``metrics.jsonl`` (or the run folder holding it) up to and including ``epoch``,
     as text to write back: what a checkpoint of that epoch has seen (a resumed run, or a snapshot of
     a run still training, drops the epochs logged after its checkpoint)."""
-    lines = _metrics_file(path).read_text().splitlines()
-    return "".join(line + "\n" for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch)
+    return "".join(line + "\n" for line, record in metric_records(path) if record["epoch"] <= epoch)
 
 
 def read_learning_curve(path: str | Path) -> LearningCurve:
     """Read a ``metrics.jsonl`` (or the run folder holding it); greedy's per-stage phases and any
     record without training numbers are skipped."""
     curve = LearningCurve([], [], [], [])
-    for line in _metrics_file(path).read_text().splitlines():
-        record = json.loads(line)
+    for _, record in metric_records(path):
         if "train_top1_err" not in record or "epoch" not in record:
             continue
         epoch = int(record["epoch"])
