@@ -24,8 +24,9 @@ def label(name: str) -> str:
 
 
 def finished_runs(results: Path) -> list[Path]:
-    """The run folders in ``results`` that ``anytime-eval`` finished (an ``eval.json``), by name."""
-    return sorted(p for p in results.iterdir() if (p / "eval.json").is_file())
+    """The run folders in ``results`` that ``anytime-eval`` finished (an ``eval.json``), by name; not
+    the hidden ``.NAME.partial`` folder of a copy that was cut off."""
+    return sorted(p for p in results.iterdir() if not p.name.startswith(".") and (p / "eval.json").is_file())
 
 
 def final_errors(run: Path) -> tuple[dict, list[float], int]:

@@ -311,6 +311,19 @@ def test_anytime_eval_measures_an_exported_folder_as_it_measured_the_run(
     )
 
 
+def test_an_interrupted_evaluation_leaves_no_eval_json(run: Path, tmp_path: Path, monkeypatch) -> None:
+    """eval.json marks an evaluation as done (anytime-push and the reproduction scripts read it so):
+    it is written last, whole, so one cut off before the end leaves none behind."""
+
+    def cut_off(*args, **kwargs) -> None:
+        raise KeyboardInterrupt  # the kill lands while the per-input results are written
+
+    monkeypatch.setattr("timm_anytime.run_evaluation.save_file", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, output=tmp_path / "out", latency_inputs=1, device="cpu", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
 def test_anytime_eval_reads_a_hub_repository_from_the_cache_offline(run: Path, exported: Path, tmp_path: Path) -> None:
     cache = _hub_cache(tmp_path / "hub", "me/tiny", exported)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}

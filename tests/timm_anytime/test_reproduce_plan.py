@@ -264,6 +264,36 @@ def test_converged_seeds_follow_the_lr_chosen_on_the_validation_split(tmp_path: 
     assert "w_sgd_lr0.025_s1" not in plan
 
 
+def test_a_run_s_results_appear_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_one copies a finished run's files into results/NAME, whose eval.json says "done" to every
+    later worker: a copy cut off halfway must not look done, and the next worker's copy replaces it."""
+    run_dirs, results = tmp_path / "runs", tmp_path / "results"
+    (run_dirs / "w_osgd_s0").mkdir(parents=True)
+    files = ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl")
+    for file in files:
+        (run_dirs / "w_osgd_s0" / file).write_text(file)
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda *args, **kwargs: None)  # trained and evaluated
+    flags = underfit.plan()["w_osgd_s0"]
+    copy = reproduce.shutil.copy2
+
+    def cut_off(source, target):
+        if Path(source).name == "environment.jsonl":
+            raise KeyboardInterrupt
+        return copy(source, target)
+
+    monkeypatch.setattr(reproduce.shutil, "copy2", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run_one("w_osgd_s0", flags, "DATA", run_dirs, results, [], "repro")
+    assert not reproduce.is_done(results, "w_osgd_s0")
+    assert runs.finished_runs(results) == []  # nor does the cut-off copy count as a finished run
+
+    monkeypatch.setattr(reproduce.shutil, "copy2", copy)
+    reproduce.run_one("w_osgd_s0", flags, "DATA", run_dirs, results, [], "repro")
+    assert reproduce.is_done(results, "w_osgd_s0")
+    assert sorted(p.name for p in results.iterdir()) == ["w_osgd_s0"]
+    assert sorted(p.name for p in (results / "w_osgd_s0").iterdir()) == sorted([*files, "commands.txt"])
+
+
 def test_a_claimed_run_is_skipped_by_other_workers(tmp_path: Path) -> None:
     lock = reproduce.claim(tmp_path / "runs" / "w_sgd_lr0.05_s0.lock")
     assert lock is not None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,12 @@ def evaluate_run(
         }
     out = Path(output) if output is not None else run
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     save_file({"correct": top1.to(torch.uint8), "finish_s": finish}, str(out / "eval_outputs.safetensors"))
+    # eval.json marks the evaluation as done (anytime-push, the reproduction scripts): written last,
+    # whole or not at all, so an interrupted evaluation never leaves a partial one behind
+    partial = out / "eval.json.partial"
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, out / "eval.json")
     return result
 
 
