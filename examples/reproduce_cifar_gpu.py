@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def run_campaign(args: argparse.Namespace) -> None:
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     for carried in sorted(CAMPAIGN.glob("*")) if CAMPAIGN.is_dir() else []:  # resume what came back earlier
-        if carried.is_dir() and not (runs_dir / carried.name).exists():
+        if carried.is_dir() and not carried.name.startswith(".") and not (runs_dir / carried.name).exists():
             shutil.copytree(carried, runs_dir / carried.name)
     if args.list:
         for name in plan():
@@ -295,11 +296,11 @@ def collect(args: argparse.Namespace) -> None:
         print(f"GPU measurements -> {dest / 'gpu_check'}")
     for name, state in campaign["runs"].items():
         run = runs_dir / name
-        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
         if state != "finished":
-            shutil.copytree(run, CAMPAIGN / name)
+            _fill_and_replace(CAMPAIGN / name, lambda staging, run=run: shutil.copytree(run, staging))
             print(f"{name}: unfinished, kept in {CAMPAIGN / name} for the next run")
             continue
+        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)  # an earlier call's copy: the run is done
         if args.data_dir is not None:
             subprocess.run(
                 [
@@ -313,14 +314,28 @@ def collect(args: argparse.Namespace) -> None:
                 ],
                 check=True,
             )
-        keep = results / name
-        keep.mkdir(parents=True, exist_ok=True)
-        for item in ("config.yaml", "environment.jsonl", "metrics.jsonl", "eval.json", "eval_outputs.safetensors"):
-            if (run / item).exists():
-                shutil.copy2(run / item, keep / item)
-        (keep / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
-        print(f"{name}: finished -> {keep}")
+
+        def keep_results(staging: Path, run: Path = run) -> None:
+            staging.mkdir()
+            for item in ("config.yaml", "environment.jsonl", "metrics.jsonl", "eval.json", "eval_outputs.safetensors"):
+                if (run / item).exists():
+                    shutil.copy2(run / item, staging / item)
+            (staging / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
+
+        _fill_and_replace(results / name, keep_results)
+        print(f"{name}: finished -> {results / name}")
     warn_if_too_big_to_carry()
+
+
+def _fill_and_replace(target: Path, fill: Callable[[Path], object]) -> None:
+    """``fill`` a hidden sibling of the folder ``target``, then rename it into place: a collect cut
+    off halfway leaves the earlier copy whole (and a rerun of it finishes the job)."""
+    staging = target.parent / f".{target.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fill(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def _size(path: Path) -> int:

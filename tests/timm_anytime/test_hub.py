@@ -324,6 +324,23 @@ def test_an_interrupted_evaluation_leaves_no_eval_json(run: Path, tmp_path: Path
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
 
 
+def test_a_re_evaluation_cut_off_keeps_the_earlier_results(run: Path, tmp_path: Path, monkeypatch) -> None:
+    """Evaluating a folder again and being killed while the per-input results are written leaves the
+    earlier eval.json and eval_outputs.safetensors as they were (a matching pair)."""
+    out = tmp_path / "out"
+    evaluate_run(run, output=out, latency_inputs=1, device="cpu", progress=False)
+    before = {name: (out / name).read_bytes() for name in ("eval.json", "eval_outputs.safetensors")}
+
+    def cut_off(tensors, filename) -> None:
+        Path(filename).write_bytes(b"\x08\x00\x00\x00")  # the first bytes are out, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("timm_anytime.run_evaluation.save_file", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, output=out, latency_inputs=1, device="cpu", progress=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
 def test_anytime_eval_reads_a_hub_repository_from_the_cache_offline(run: Path, exported: Path, tmp_path: Path) -> None:
     cache = _hub_cache(tmp_path / "hub", "me/tiny", exported)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}

@@ -124,6 +124,57 @@ def test_collect_keeps_unfinished_runs_for_the_next_call(tmp_path: Path, monkeyp
     assert not (tmp_path / "res" / "d_sgd_s0").exists()
 
 
+def test_a_collect_cut_off_halfway_keeps_the_earlier_copies(tmp_path: Path, monkeypatch) -> None:
+    """Collecting again and failing midway (a kill, a full disk) leaves the earlier copies of an
+    unfinished run and of a finished run's results whole: each is filled aside and renamed."""
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    machine, out = tmp_path / "machine", tmp_path / "out"
+    for name in ("w_sgd_s0", "d_sgd_s0"):
+        (machine / name / "checkpoint").mkdir(parents=True)
+        for item in ("config.yaml", "metrics.jsonl", "checkpoint/state.json"):
+            (machine / name / item).write_text(f"{name} {item}")
+    gpu.bundle(machine, ["w_sgd_s0", "d_sgd_s0"], out)
+    runs = {"d_sgd_s0": "started", "w_sgd_s0": "finished"}  # collected in this order
+    (out / "campaign.json").write_text(json.dumps({"commit": "abc", "runs": runs}))
+    args = ["collect", str(out), "--runs-dir", str(tmp_path / "here"), "--results", str(tmp_path / "res")]
+    args += ["--data-dir", ""]
+    gpu.main(args)
+    copies = {"campaign": tmp_path / "campaign" / "d_sgd_s0", "results": tmp_path / "res" / "w_sgd_s0"}
+
+    def contents() -> dict[str, dict[str, str]]:
+        return {
+            key: {str(f.relative_to(d)): f.read_text() for f in d.rglob("*") if f.is_file()}
+            for key, d in copies.items()
+        }
+
+    before = contents()
+    assert before["campaign"]["checkpoint/state.json"] == "d_sgd_s0 checkpoint/state.json"
+    assert before["results"]["metrics.jsonl"] == "w_sgd_s0 metrics.jsonl"
+
+    real_copy, real_copytree = shutil.copy2, shutil.copytree
+    # copies 1-3 are the unfinished run's (config, metrics, checkpoint state), 4-5 the results'
+    for fail_at in (2, 3, 4, 5):
+        copied: list[str] = []
+
+        def copy_or_fail(source, target, *a, copied=copied, fail_at=fail_at, **k):
+            if len(copied) == fail_at - 1:
+                raise OSError("No space left on device")
+            copied.append(source)
+            return real_copy(source, target, *a, **k)
+
+        def copytree(source, target, symlinks=False, ignore=None, copy_function=None, *rest, **k):
+            return real_copytree(source, target, symlinks, ignore, copy_or_fail, *rest, **k)
+
+        monkeypatch.setattr(shutil, "copy2", copy_or_fail)
+        monkeypatch.setattr(shutil, "copytree", copytree)
+        with pytest.raises(OSError, match="No space left"):
+            gpu.main(args)
+        monkeypatch.setattr(shutil, "copy2", real_copy)
+        monkeypatch.setattr(shutil, "copytree", real_copytree)
+        assert contents() == before, fail_at
+        assert len(copied) == fail_at - 1, fail_at  # the failure came where it was meant to
+
+
 def test_a_stopped_run_resumes_on_a_fresh_machine(tmp_path: Path, monkeypatch) -> None:
     """A run stopped after epoch 1 of 2 (made by training one epoch and restoring what the budget
     stop leaves: a checkpoint and no final weights), carried in the campaign folder, is resumed on

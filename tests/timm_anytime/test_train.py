@@ -121,6 +121,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())  # epoch 2 saved
     with (tmp_path / "split" / "metrics.jsonl").open("a") as handle:
         handle.write('{"epoch": 3, "lr": 0.0')  # the kill landed while the third epoch was logged
+    with (tmp_path / "split" / "environment.jsonl").open("a") as handle:
+        handle.write('{"time_utc": "2026-')  # and an earlier kill while a start was recorded
     resumed = train(tiny_config(tmp_path / "split", resume=True, **settings))
 
     for file in ("model.safetensors", "model_ema.safetensors"):
@@ -130,7 +132,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
             assert torch.equal(expected[name], got[name]), (file, name)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(whole)]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
-    assert len((resumed / "environment.jsonl").read_text().splitlines()) == 2  # one record per start
+    starts = [json.loads(line) for line in (resumed / "environment.jsonl").read_text().splitlines()]
+    assert len(starts) == 2  # one whole record per start (json.loads refuses the fragment)
 
 
 def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:

@@ -21,13 +21,14 @@ learning-rate drops and measure the drop, not a trend.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .jsonl_log import read_records
 
 
 @dataclass
@@ -81,23 +82,8 @@ def metric_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     skipped. A last line without its newline that does not parse is a record still being written (a
     run logging now) or cut off by a crash; it is left out, since the trainer logs an epoch before it
     saves that epoch's checkpoint and a resume repeats it. Any other line that does not parse raises
-    an error naming the file and the line."""
-    file = _metrics_file(path)
-    lines = file.read_text().split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((line, json.loads(line)))
-        except json.JSONDecodeError as error:
-            if number == len(lines):  # no newline after it: an unfinished write
-                break
-            raise ValueError(
-                f"{file}, line {number}, is not a JSON record ({error.msg}): the file is damaged; "
-                "delete that line (its epoch's numbers are lost) to read the rest"
-            ) from None
-    return records
+    an error naming the file and the line (:func:`timm_anytime.jsonl_log.read_records`)."""
+    return read_records(_metrics_file(path))
 
 
 def metrics_through(path: str | Path, epoch: int) -> str:

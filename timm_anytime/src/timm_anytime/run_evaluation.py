@@ -196,12 +196,16 @@ def evaluate_run(
         }
     out = Path(output) if output is not None else run
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"correct": top1.to(torch.uint8), "finish_s": finish}, str(out / "eval_outputs.safetensors"))
-    # eval.json marks the evaluation as done (anytime-push, the reproduction scripts): written last,
-    # whole or not at all, so an interrupted evaluation never leaves a partial one behind
-    partial = out / "eval.json.partial"
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(partial, out / "eval.json")
+    # Both files are written whole beside their final names, then renamed: an evaluation cut off while
+    # it writes leaves the folder's earlier pair as it was. eval.json marks the evaluation as done
+    # (anytime-push, the reproduction scripts), so it is renamed last; only a kill between the two
+    # renames leaves new per-input results beside the old eval.json.
+    outputs = out / "eval_outputs.safetensors.partial"
+    save_file({"correct": top1.to(torch.uint8), "finish_s": finish}, str(outputs))
+    summary = out / "eval.json.partial"
+    summary.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(outputs, out / "eval_outputs.safetensors")
+    os.replace(summary, out / "eval.json")
     return result
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -14,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..jsonl_log import read_records
+
 PACKAGES = ("timm-anytime", "osgd", "torch", "torchvision", "timm", "accelerate", "safetensors", "numpy")
 
 #: The run folder's log of starts: one :func:`environment_report` record (JSON) per line, appended
@@ -22,11 +23,12 @@ ENVIRONMENT_FILE = "environment.jsonl"
 
 
 def run_starts(run: str | Path) -> list[dict[str, Any]]:
-    """Every start recorded in the run folder's :data:`ENVIRONMENT_FILE`, oldest first ([] without one)."""
+    """Every start recorded in the run folder's :data:`ENVIRONMENT_FILE`, oldest first ([] without
+    one); a record cut off by a killed start is left out (:func:`~timm_anytime.jsonl_log.read_records`)."""
     path = Path(run) / ENVIRONMENT_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in read_records(path)]
 
 
 def _version(package: str) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import random
@@ -37,6 +36,7 @@ from osgd import OSGD
 from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
+from ..jsonl_log import append_record
 from ..learning_curves import metrics_through
 from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stage_logits
 from ..models.pretrained import SHIPPED
@@ -293,8 +293,7 @@ class Trainer:
                     f"warning: resuming {out}, started at commit {previous}, under commit {report['git_commit']}: "
                     "recorded in environment.jsonl"
                 )
-            with (out / ENVIRONMENT_FILE).open("a") as handle:
-                handle.write(json.dumps(report) + "\n")
+            append_record(out / ENVIRONMENT_FILE, report)
         self.accelerator.wait_for_everyone()
 
     def _load_initial_weights(self) -> dict[str, Any] | None:
@@ -525,8 +524,7 @@ class Trainer:
     # ------------------------------------------------------------------ records
     def _log(self, record: dict[str, Any]) -> None:
         if self.is_main:
-            with (self.out / "metrics.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_record(self.out / "metrics.jsonl", record)
             summary = " ".join(
                 f"{key} {'/'.join(f'{v:.2f}' for v in value)}"
                 for key, value in record.items()

@@ -1,0 +1,54 @@
+"""The append-only JSON-lines logs of a run folder (``metrics.jsonl``, ``environment.jsonl``).
+
+A process killed while it appends leaves a last line without its newline (a record cut off), and a
+reader may see a line still being written. Both are handled here, once for every log: reading leaves
+an unterminated last line that does not parse out, and appending first drops such a line, so that
+the next record starts on a line of its own instead of gluing itself onto the fragment (which would
+damage both). A damaged line anywhere else is an error naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_records(file: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Each record of a JSON-lines ``file`` with its line, blank lines skipped; an unterminated last
+    line that does not parse (cut off, or still being written) is left out. Any other line that does
+    not parse raises ``ValueError`` naming the file and the line."""
+    file = Path(file)
+    lines = file.read_text().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((line, json.loads(line)))
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: an unfinished write
+                break
+            raise ValueError(
+                f"{file}, line {number}, is not a JSON record ({error.msg}): the file is damaged; "
+                "delete that line (its record is lost) to read the rest"
+            ) from None
+    return records
+
+
+def append_record(file: str | Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line of ``file`` (created if missing). A last line that a killed
+    writer left without its newline is dropped first, or ended with one if it is a whole record
+    (what :func:`read_records` reads of it)."""
+    file = Path(file)
+    with file.open("a+b") as handle:
+        handle.seek(0)
+        content = handle.read()
+        if content and not content.endswith(b"\n"):
+            complete = content.rfind(b"\n") + 1
+            try:  # a whole record that lacks only its newline is kept, as read_records keeps it
+                json.loads(content[complete:])
+                handle.write(b"\n")
+            except ValueError:  # a cut-off record (or one cut inside a character): drop it
+                handle.truncate(complete)
+        handle.write((json.dumps(record) + "\n").encode())
