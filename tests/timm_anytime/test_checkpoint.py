@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 from timm_anytime.train import checkpoint
-from timm_anytime.train.checkpoint import CheckpointError, load_state, load_weights, save_checkpoint
+from timm_anytime.train.checkpoint import (
+    CheckpointError,
+    load_state,
+    load_weights,
+    recover_checkpoint,
+    save_checkpoint,
+)
 
 
 def _trained(opt: str) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -98,6 +105,37 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch
         save_checkpoint(tmp_path / "ckpt", model, {"epoch": 2}, {})
     monkeypatch.undo()
     assert load_state(tmp_path / "ckpt") == {"epoch": 1}
+
+
+def test_a_save_cut_between_its_renames_is_mended_from_the_old_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = _trained("sgd")
+    folder = tmp_path / "ckpt"
+    assert not recover_checkpoint(folder)  # nothing saved yet: nothing to mend
+    save_checkpoint(folder, model, {"epoch": 1}, {})
+    real_replace = os.replace
+
+    def killed_before_the_new_copy_is_in_place(source, target) -> None:
+        if str(source).endswith(".partial"):
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_new_copy_is_in_place)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(folder, model, {"epoch": 2}, {})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.old", "ckpt.partial"]
+    save_checkpoint(folder, model, {"epoch": 3}, {})  # the next save, say, with no resume in between
+    assert load_state(folder) == {"epoch": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    monkeypatch.setattr(os, "replace", killed_before_the_new_copy_is_in_place)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(folder, model, {"epoch": 4}, {})
+    monkeypatch.undo()
+    assert recover_checkpoint(folder)
+    assert load_state(folder) == {"epoch": 3}
+    assert not recover_checkpoint(folder)  # in place: nothing more to do
 
 
 def test_corrupt_or_incomplete_state_is_reported(tmp_path: Path) -> None:

@@ -136,6 +136,63 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     assert len(starts) == 2  # one whole record per start (json.loads refuses the fragment)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitwise equality holds on the CPU; CUDA kernels vary run to run")
+def test_a_save_killed_between_its_renames_resumes_from_the_checkpoint_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """save_checkpoint moves the old checkpoint aside, then renames the new one into place; a kill
+    between the two leaves no checkpoint/ folder, only checkpoint.old. The resume puts it back and
+    repeats one epoch, instead of starting the run over (and the next save deleting the old copy)."""
+    import os
+
+    settings = dict(method="osgd", epochs=3, decay_milestones=[1, 2])
+    whole = train(tiny_config(tmp_path / "whole", **settings))
+    real_replace, renames_into_place = os.replace, []
+
+    def killed_at_the_second_save(source, target) -> None:
+        if str(source).endswith("checkpoint.partial"):
+            renames_into_place.append(target)
+            if len(renames_into_place) == 2:  # epoch 2's save, after epoch 1's moved aside
+                raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "split", **settings))
+    monkeypatch.setattr(os, "replace", real_replace)
+    split = tmp_path / "split"
+    assert not (split / "checkpoint").exists()
+    assert (split / "checkpoint.old").is_dir()
+    first_epoch = (split / "metrics.jsonl").read_text().splitlines()[0]
+
+    resumed = train(tiny_config(split, resume=True, **settings))
+    assert (resumed / "metrics.jsonl").read_text().splitlines()[0] == first_epoch  # epoch 1 not trained again
+    expected, got = weights(whole), weights(resumed)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(whole)]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_without_repeating_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer logs an epoch, then saves its checkpoint: a kill in between during the first
+    epoch leaves a record and no checkpoint. The resume starts over, and logs that epoch once."""
+    from timm_anytime.train import trainer
+
+    def killed(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "run", method="sgd", epochs=2))
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    resumed = train(tiny_config(tmp_path / "run", method="sgd", epochs=2, resume=True))
+    assert [r["epoch"] for r in _metrics(resumed)] == [1, 2]
+
+
 def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
     """Any ImageFolder tree (images of different sizes) streams through timm's dataset and transforms,
     and CutMix (timm's Mixup) mixes the streamed batches."""

@@ -88,6 +88,23 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _retired(folder: Path) -> Path:
+    """Where :func:`save_checkpoint` moves the previous checkpoint while it puts the new one in place."""
+    return folder.with_name(folder.name + ".old")
+
+
+def recover_checkpoint(folder: str | Path) -> bool:
+    """Put the previous checkpoint back if a save was killed between its two renames (``folder``
+    missing, its ``.old`` complete beside it); returns whether it did. The resume then repeats one
+    epoch. :func:`save_checkpoint` and a resume of ``anytime-train`` call this first."""
+    folder = Path(folder)
+    retired = _retired(folder)
+    if folder.exists() or not retired.is_dir():
+        return False
+    os.replace(retired, folder)
+    return True
+
+
 def save_checkpoint(
     folder: str | Path,
     model: nn.Module,
@@ -98,6 +115,7 @@ def save_checkpoint(
     """Write ``model``'s weights (and ``ema``'s, the averaged copy, if given) and ``state`` to
     ``folder``, replacing an older checkpoint there only once the new one is complete."""
     folder = Path(folder)
+    recover_checkpoint(folder)  # else the line that clears the old copy below would delete the only one
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -108,11 +126,11 @@ def save_checkpoint(
     tree = _flatten(state, tensors)
     save_file(tensors, str(staging / STATE_TENSORS))
     (staging / STATE_JSON).write_text(json.dumps(tree))
-    retired = folder.with_name(folder.name + ".old")
+    retired = _retired(folder)
     shutil.rmtree(retired, ignore_errors=True)
     if folder.exists():
         os.replace(folder, retired)
-    os.replace(staging, folder)
+    os.replace(staging, folder)  # a kill before this leaves no folder: recover_checkpoint mends it
     shutil.rmtree(retired, ignore_errors=True)
     return folder
 

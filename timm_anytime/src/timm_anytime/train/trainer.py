@@ -41,7 +41,7 @@ from ..learning_curves import metrics_through
 from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stage_logits
 from ..models.pretrained import SHIPPED
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
-from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, save_checkpoint
+from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, recover_checkpoint, save_checkpoint
 from .config import TrainConfig, saved_run_config
 from .environment import ENVIRONMENT_FILE, environment_report, run_starts
 from .initial_weights import load_initial_checkpoint, pretrained_record
@@ -248,7 +248,7 @@ class Trainer:
                 self.scheduler.load_state_dict(resumed["scheduler"])
                 self.rule.load_state_dict(resumed["rule"])
             _set_rng_state(resumed["rng"])
-        if resumed is not None:
+        if cfg.resume:  # with no checkpoint yet (killed before the first save) that is every line
             self._truncate_metrics(self.start_epoch)
 
     # ------------------------------------------------------------------ setup
@@ -256,6 +256,9 @@ class Trainer:
         """Refuse to reuse another run's folder, or to resume with settings that change the run."""
         cfg, out = self.cfg, self.out
         if cfg.resume:
+            if self.is_main and recover_checkpoint(out / "checkpoint"):
+                tqdm.write(f"{out / 'checkpoint'}: a save was cut off; resuming from the checkpoint before it")
+            self.accelerator.wait_for_everyone()
             changed = _differences(TrainConfig.load(saved_run_config(out)), cfg)
             if changed:
                 raise ValueError(
