@@ -193,6 +193,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_without_repeating_reco
     assert [r["epoch"] for r in _metrics(resumed)] == [1, 2]
 
 
+def test_a_run_killed_while_it_copies_its_final_weights_does_not_read_as_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run folder's model.safetensors marks a finished run (the GPU campaign, anytime-push): the
+    trainer writes it last (after the weight average) and whole, so a kill during the final copies
+    leaves none, and the resume writes both."""
+    import shutil
+
+    def cut_off(source, target, *args, **kwargs) -> None:
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfile", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "run", method="sgd", epochs=1, model_ema=True))
+    monkeypatch.undo()
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    run = train(tiny_config(tmp_path / "run", method="sgd", epochs=1, model_ema=True, resume=True))
+    for file in ("model.safetensors", "model_ema.safetensors"):
+        assert (run / file).read_bytes() == (run / "checkpoint" / file).read_bytes()
+
+
 def test_streamed_image_folder_trains_and_evaluates(tmp_path: Path) -> None:
     """Any ImageFolder tree (images of different sizes) streams through timm's dataset and transforms,
     and CutMix (timm's Mixup) mixes the streamed batches."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .jsonl_log import read_records
+from .run_files import read_records
 
 
 @dataclass
@@ -82,7 +82,7 @@ def metric_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     skipped. A last line without its newline that does not parse is a record still being written (a
     run logging now) or cut off by a crash; it is left out, since the trainer logs an epoch before it
     saves that epoch's checkpoint and a resume repeats it. Any other line that does not parse raises
-    an error naming the file and the line (:func:`timm_anytime.jsonl_log.read_records`)."""
+    an error naming the file and the line (:func:`timm_anytime.run_files.read_records`)."""
     return read_records(_metrics_file(path))
 
 

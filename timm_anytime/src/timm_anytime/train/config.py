@@ -16,6 +16,7 @@ import yaml
 
 from ..cpu_allocator import CPU_ALLOCATORS, add_cpu_allocator_argument
 from ..models.pretrained import EXPORTED_TRAIN_CONFIG
+from ..run_files import atomic_write_text
 from .methods import OPTIONAL_SETTINGS, TABLE
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -278,7 +279,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the settings as YAML, whole (a kill while a resume rewrites a run's config.yaml
+        leaves the earlier one)."""
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:

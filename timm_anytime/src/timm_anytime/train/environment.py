@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..jsonl_log import read_records
+from ..run_files import read_records
 
 PACKAGES = ("timm-anytime", "osgd", "torch", "torchvision", "timm", "accelerate", "safetensors", "numpy")
 
@@ -24,7 +24,7 @@ ENVIRONMENT_FILE = "environment.jsonl"
 
 def run_starts(run: str | Path) -> list[dict[str, Any]]:
     """Every start recorded in the run folder's :data:`ENVIRONMENT_FILE`, oldest first ([] without
-    one); a record cut off by a killed start is left out (:func:`~timm_anytime.jsonl_log.read_records`)."""
+    one); a record cut off by a killed start is left out (:func:`~timm_anytime.run_files.read_records`)."""
     path = Path(run) / ENVIRONMENT_FILE
     if not path.is_file():
         return []

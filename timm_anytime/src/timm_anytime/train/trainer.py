@@ -36,10 +36,10 @@ from osgd import OSGD
 from .. import __version__
 from ..cpu_allocator import apply_cpu_allocator
 from ..evaluate import stage_correct
-from ..jsonl_log import append_record
 from ..learning_curves import metrics_through
 from ..models.anytime import AnytimeModel, is_anytime_model, num_stages_of, stage_logits
 from ..models.pretrained import SHIPPED
+from ..run_files import append_record, atomic_copy, atomic_write_text
 from .batch_augment import build_mixup, build_random_erasing, dominant_labels, mixup_active
 from .checkpoint import EMA_FILE, MODEL_FILE, load_state, load_weights, recover_checkpoint, save_checkpoint
 from .config import TrainConfig, saved_run_config
@@ -376,9 +376,9 @@ class Trainer:
                 self._save_checkpoint(epoch + 1)
         if self._anytime is not None:
             self._anytime.set_active_stage(self.num_stages)
-        if self.is_main:
-            for file in (MODEL_FILE, EMA_FILE) if self.ema is not None else (MODEL_FILE,):
-                shutil.copyfile(self.out / "checkpoint" / file, self.out / file)
+        if self.is_main:  # the final model.safetensors marks the run as finished: it comes last, whole
+            for file in (EMA_FILE, MODEL_FILE) if self.ema is not None else (MODEL_FILE,):
+                atomic_copy(self.out / "checkpoint" / file, self.out / file)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return self.out
@@ -566,7 +566,7 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not self.is_main or not path.is_file():
             return
-        path.write_text(metrics_through(path, epochs_done))
+        atomic_write_text(path, metrics_through(path, epochs_done))  # a kill here must not lose the log
 
 
 def train(cfg: TrainConfig) -> Path:

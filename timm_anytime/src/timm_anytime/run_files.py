@@ -1,15 +1,22 @@
-"""The append-only JSON-lines logs of a run folder (``metrics.jsonl``, ``environment.jsonl``).
+"""A run folder's files, written so that a kill at any point leaves none of them half-written.
 
-A process killed while it appends leaves a last line without its newline (a record cut off), and a
-reader may see a line still being written. Both are handled here, once for every log: reading leaves
-an unterminated last line that does not parse out, and appending first drops such a line, so that
-the next record starts on a line of its own instead of gluing itself onto the fragment (which would
-damage both). A damaged line anywhere else is an error naming the file and the line.
+* Whole files (``config.yaml``, the final weights, ``eval.json``): :func:`atomic_write_text` and
+  :func:`atomic_copy` write beside the file under a ``.partial`` name and rename it into place, so
+  the folder holds the earlier file or the new one, never part of one. Where a file marks work as
+  done (``eval.json``, the final ``model.safetensors``), write it last.
+* The append-only JSON-lines logs (``metrics.jsonl``, ``environment.jsonl``): a process killed while
+  it appends leaves a last line without its newline, and a reader may see a line still being
+  written. Reading (:func:`read_records`) leaves an unterminated last line that does not parse out;
+  appending (:func:`append_record`) first drops such a line, so that the next record starts on a
+  line of its own instead of gluing itself onto the fragment (which would damage both). A damaged
+  line anywhere else is an error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +59,23 @@ def append_record(file: str | Path, record: dict[str, Any]) -> None:
             except ValueError:  # a cut-off record (or one cut inside a character): drop it
                 handle.truncate(complete)
         handle.write((json.dumps(record) + "\n").encode())
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: under ``path.partial`` first, then renamed into place."""
+    path = Path(path)
+    partial = _partial(path)
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> None:
+    """Copy the file ``source`` to ``target`` whole: under ``target.partial`` first, then renamed."""
+    target = Path(target)
+    partial = _partial(target)
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)

@@ -1,0 +1,94 @@
+"""A run folder's files survive a writer killed halfway (timm_anytime.run_files)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from timm_anytime.run_files import append_record, atomic_copy, atomic_write_text, read_records
+from timm_anytime.train.environment import run_starts
+
+
+def test_an_append_after_a_cut_line_drops_the_fragment_and_starts_its_own_line(tmp_path: Path) -> None:
+    log = tmp_path / "environment.jsonl"
+    log.write_text('{"start": 1}\n{"start": 2, "cpu": "AM')  # the second start was killed mid-write
+    assert [record for _, record in read_records(log)] == [{"start": 1}]
+    append_record(log, {"start": 3})
+    assert log.read_text() == '{"start": 1}\n{"start": 3}\n'
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\n{"epoch": 2}')
+    assert [record for _, record in read_records(log)] == [{"epoch": 1}, {"epoch": 2}]
+    append_record(log, {"epoch": 3})
+    assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
+
+
+def test_appends_create_the_file_and_a_single_fragment_leaves_an_empty_log(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    append_record(log, {"epoch": 1})
+    assert log.read_text() == '{"epoch": 1}\n'
+    log.write_text('{"epo')
+    assert read_records(log) == []
+    append_record(log, {"epoch": 1, "lr": 0.1})
+    assert log.read_text() == '{"epoch": 1, "lr": 0.1}\n'
+
+
+def test_run_starts_reads_past_a_cut_start_and_names_a_damaged_one(tmp_path: Path) -> None:
+    (tmp_path / "environment.jsonl").write_text('{"git_commit": "a"}\n\n{"git_commit": "b", "py')
+    assert run_starts(tmp_path) == [{"git_commit": "a"}]
+    (tmp_path / "environment.jsonl").write_text('{"git_commit": "a"}\n{"git_co\n{"git_commit": "b"}\n')
+    with pytest.raises(ValueError, match=r"environment\.jsonl, line 2, is not a JSON record .*delete that line"):
+        run_starts(tmp_path)
+
+
+def _cut_halfway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every text write and file copy stop halfway, as a kill would."""
+
+    def half_text(self: Path, text: str, *args, **kwargs) -> int:
+        with self.open("w") as handle:
+            handle.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    def half_copy(source, target, *args, **kwargs) -> None:
+        data = Path(source).read_bytes()
+        Path(target).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_text)
+    monkeypatch.setattr(shutil, "copyfile", half_copy)
+
+
+def test_whole_file_writes_cut_off_leave_the_earlier_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text, copy, source = tmp_path / "config.yaml", tmp_path / "model.safetensors", tmp_path / "source"
+    atomic_write_text(text, "epochs: 10\nlr: 0.1\n")
+    source.write_bytes(b"new weights" * 100)
+    copy.write_bytes(b"old weights")
+    _cut_halfway(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(text, "epochs: 20\nlr: 0.2\n")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_copy(source, copy)
+    monkeypatch.undo()
+    assert text.read_text() == "epochs: 10\nlr: 0.1\n"
+    assert copy.read_bytes() == b"old weights"
+    atomic_copy(source, copy)  # uncut, each replaces the file (and the fragment beside it)
+    atomic_write_text(text, "epochs: 20\n")
+    assert (copy.read_bytes(), text.read_text()) == (b"new weights" * 100, "epochs: 20\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "model.safetensors", "source"]
+
+
+def test_a_config_rewritten_on_resume_and_cut_off_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.timm_anytime.runs import tiny_config
+    from timm_anytime.train import TrainConfig
+
+    config = tiny_config(tmp_path / "run", epochs=7)
+    config.save(tmp_path / "config.yaml")
+    _cut_halfway(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_config(tmp_path / "run", epochs=7, eval_every=2).save(tmp_path / "config.yaml")
+    monkeypatch.undo()
+    assert TrainConfig.load(tmp_path / "config.yaml") == config
