@@ -9,7 +9,9 @@ Sparse ResNet-26 d124 with seed 0, then seeds 1 and 2, then the paper's own arch
 
 The device machine sees only this repository, so the data travels packed (the JPEG bytes of the
 50,000 training images and the first ``--test-per-class`` test images per class, about 47 MB) in
-``.device_data/``, which git ignores and the device call carries. Three steps:
+``.device_data/``, which git ignores and the device call carries. Unfinished runs come back to
+``results/cifar10_gpu_in_progress/``, which is committed, so that a later session, on a fresh
+machine, resumes them. Three steps:
 
     # here, once: pack the shared JPEG copy
     python examples/reproduce_cifar_gpu.py pack --data-dir ../shared/datasets/cifar10
@@ -18,7 +20,7 @@ The device machine sees only this repository, so the data travels packed (the JP
     python3 examples/reproduce_cifar_gpu.py run --budget-s 540 --out $OUT
     # here, with the files that came back: finished runs -> runs/cifar10_gpu/<run> (weights
     # included) and results/cifar10_gpu/<run> (no weights); unfinished runs' checkpoints ->
-    # .device_data/campaign/, which the next ``run`` resumes
+    # results/cifar10_gpu_in_progress/ (commit it), which the next ``run`` resumes
     python examples/reproduce_cifar_gpu.py collect /work/.device/<files_at>
 
 Evaluation on the full 10,000-image test split runs here, on CPU, after ``collect``
@@ -54,7 +56,17 @@ DEVICE_DATA = REPO / ".device_data"
 # xz-compressed: 32x32 JPEGs repeat the same ~600 bytes of tables, so 47.8 MB packs into 15 MB and
 # the repository plus the pack fit the 64 MiB a device call carries.
 PACK = DEVICE_DATA / "cifar10_pack.safetensors.xz"
-CAMPAIGN = DEVICE_DATA / "campaign"  # unfinished runs' folders, carried back to the device to resume
+# Unfinished runs' folders (checkpoints), carried back to the device to resume. Committed, not in
+# .device_data: a later session may start on a fresh machine, where only the repository is left.
+CAMPAIGN = REPO / "results" / "cifar10_gpu_in_progress"
+CAMPAIGN_README = """# GPU campaign runs in progress
+
+Each folder is a run of `examples/reproduce_cifar_gpu.py` that a device call stopped at its budget:
+the run folder as `anytime-train` left it (`checkpoint/` holds the last finished epoch, as
+safetensors and JSON). `collect` puts it here and the next `run` (the device call carries the
+repository) resumes it; when it finishes, `collect` moves its results to `results/cifar10_gpu/`
+and deletes its folder here. Commit this folder after each `collect`. See docs/reproduction.md.
+"""
 TAR_LIMIT = 15 * 2**20  # what comes back from the device: files of at most 16 MiB each
 DEVICE_FILES = 8  # the most files that come back from one device call
 CARRY_LIMIT = 64 * 2**20  # what a device call may carry: the repository's files and .device_data
@@ -272,7 +284,8 @@ def collect(args: argparse.Namespace) -> None:
     """Unpack the files that came back. A finished run goes to ``runs/cifar10_gpu/<run>`` (with
     its weights), is evaluated there on the full test split (``anytime-eval``, on this machine),
     and its results without weights go to ``results/cifar10_gpu/<run>``. An unfinished run's
-    folder goes to ``.device_data/campaign/<run>``, which the next ``run`` resumes."""
+    folder goes to ``results/cifar10_gpu_in_progress/<run>`` (to commit), which the next ``run``
+    resumes."""
     source = Path(args.files)
     runs_dir, results = Path(args.runs_dir), Path(args.results)
     campaign = json.loads((source / "campaign.json").read_text())
@@ -297,7 +310,8 @@ def collect(args: argparse.Namespace) -> None:
     for name, state in campaign["runs"].items():
         run = runs_dir / name
         if state != "finished":
-            _fill_and_replace(CAMPAIGN / name, lambda staging, run=run: shutil.copytree(run, staging))
+            _fill_and_replace(CAMPAIGN / name, lambda staging, run=run: _copy_to_resume(run, staging))
+            (CAMPAIGN / "README.md").write_text(CAMPAIGN_README)
             print(f"{name}: unfinished, kept in {CAMPAIGN / name} for the next run")
             continue
         shutil.rmtree(CAMPAIGN / name, ignore_errors=True)  # an earlier call's copy: the run is done
@@ -327,6 +341,16 @@ def collect(args: argparse.Namespace) -> None:
     warn_if_too_big_to_carry()
 
 
+def _copy_to_resume(run: Path, target: Path) -> None:
+    """Copy what a resume of ``run`` needs: no half-written ``.partial`` folder of a save that the
+    stop cut off, and the previous checkpoint put back if the stop came between a save's renames."""
+    from timm_anytime.train.checkpoint import recover_checkpoint  # here, in collect: the trainer's imports
+
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.partial"))
+    recover_checkpoint(target / "checkpoint")
+    shutil.rmtree(target / "checkpoint.old", ignore_errors=True)
+
+
 def _fill_and_replace(target: Path, fill: Callable[[Path], object]) -> None:
     """``fill`` a hidden sibling of the folder ``target``, then rename it into place: a collect cut
     off halfway leaves the earlier copy whole (and a rerun of it finishes the job)."""
@@ -349,10 +373,12 @@ def _on_disk(files: list[Path]) -> int:
 
 
 def warn_if_too_big_to_carry() -> int:
-    """The next device call carries the repository and .device_data: say so if that will not fit.
+    """The next device call carries the repository (its tracked files and the untracked ones git
+    does not ignore, such as runs just collected) and .device_data: say so if that will not fit.
     Returns what it would carry, in bytes on disk."""
-    tracked = [REPO / f for f in _git("ls-files", "-z").split("\0") if f]
-    total = _on_disk(tracked) + _on_disk(list(DEVICE_DATA.rglob("*")) if DEVICE_DATA.exists() else [])
+    listed = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    carried = [REPO / f for f in listed if f]
+    total = _on_disk(carried) + _on_disk(list(DEVICE_DATA.rglob("*")) if DEVICE_DATA.exists() else [])
     if total > 0.9 * CARRY_LIMIT:
         runs = sorted(CAMPAIGN.glob("*"), key=_size, reverse=True) if CAMPAIGN.is_dir() else []
         listing = ", ".join(f"{r.name} ({_size(r) / 2**20:.1f} MiB)" for r in runs)

@@ -124,6 +124,30 @@ def test_collect_keeps_unfinished_runs_for_the_next_call(tmp_path: Path, monkeyp
     assert not (tmp_path / "res" / "d_sgd_s0").exists()
 
 
+def test_unfinished_runs_are_kept_where_a_commit_takes_them_to_the_next_session(tmp_path: Path, monkeypatch) -> None:
+    """A later session may start on a fresh machine with only the repository: the campaign folder
+    must not be git-ignored (it was .device_data/campaign). A run the budget stopped between a
+    save's two renames (checkpoint.old and a half-written checkpoint.partial, no checkpoint/) is kept
+    with its previous checkpoint back in place and neither leftover."""
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(gpu.CAMPAIGN / "w_sgd_s0" / "config.yaml")], cwd=gpu.REPO
+    )
+    assert ignored.returncode == 1  # 1: not ignored (0 would be ignored)
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    machine, out = tmp_path / "machine", tmp_path / "out"
+    for folder, content in (("checkpoint.old", "epoch 3"), ("checkpoint.partial", "epoch 4, half")):
+        (machine / "w_sgd_s0" / folder).mkdir(parents=True)
+        (machine / "w_sgd_s0" / folder / "state.json").write_text(content)
+    (machine / "w_sgd_s0" / "config.yaml").write_text("epochs: 30")
+    gpu.bundle(machine, ["w_sgd_s0"], out)
+    (out / "campaign.json").write_text(json.dumps({"commit": "abc", "runs": {"w_sgd_s0": "started"}}))
+    gpu.main(["collect", str(out), "--runs-dir", str(tmp_path / "here"), "--results", str(tmp_path / "res")])
+    kept = tmp_path / "campaign" / "w_sgd_s0"
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint", "config.yaml"]
+    assert (kept / "checkpoint" / "state.json").read_text() == "epoch 3"
+    assert (tmp_path / "campaign" / "README.md").is_file()  # says what the committed folder is
+
+
 def test_a_collect_cut_off_halfway_keeps_the_earlier_copies(tmp_path: Path, monkeypatch) -> None:
     """Collecting again and failing midway (a kill, a full disk) leaves the earlier copies of an
     unfinished run and of a finished run's results whole: each is filled aside and renamed."""
@@ -225,7 +249,8 @@ def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path:
     monkeypatch.setattr(gpu, "CARRY_LIMIT", 100 * 2**20)
     gpu.warn_if_too_big_to_carry()
     assert capsys.readouterr().err == ""
-    repository = sum((gpu.REPO / f).stat().st_size for f in gpu._git("ls-files", "-z").split("\0") if f)
+    listed = gpu._git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    repository = sum((gpu.REPO / f).stat().st_size for f in listed if f)
     monkeypatch.setattr(gpu, "CARRY_LIMIT", repository + 2**19)
     gpu.warn_if_too_big_to_carry()
     assert "w_osgd_s0 (1.0 MiB)" in capsys.readouterr().err
