@@ -1,9 +1,10 @@
 """A run folder's files, written so that a kill at any point leaves none of them half-written.
 
-* Whole files (``config.yaml``, the final weights, ``eval.json``): :func:`atomic_write_text` and
-  :func:`atomic_copy` write beside the file under a ``.partial`` name and rename it into place, so
-  the folder holds the earlier file or the new one, never part of one. Where a file marks work as
-  done (``eval.json``, the final ``model.safetensors``), write it last.
+* Whole files (``config.yaml``, a resume's cut of ``metrics.jsonl``, the final weights):
+  :func:`atomic_write_text` and :func:`atomic_copy` write beside the file under a ``.partial`` name
+  and rename it into place, so the folder holds the earlier file or the new one, never part of one.
+  Where a file marks work as done (the final ``model.safetensors``; ``eval.json``, which
+  ``anytime-eval`` writes the same way after its per-input results), write it last.
 * The append-only JSON-lines logs (``metrics.jsonl``, ``environment.jsonl``): a process killed while
   it appends leaves a last line without its newline, and a reader may see a line still being
   written. Reading (:func:`read_records`) leaves an unterminated last line that does not parse out;
