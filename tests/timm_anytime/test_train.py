@@ -209,7 +209,9 @@ def test_a_run_killed_while_it_copies_its_final_weights_does_not_read_as_finishe
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tmp_path / "run", method="sgd", epochs=1, model_ema=True))
     monkeypatch.undo()
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]  # the cut came after the training
     assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run" / "model_ema.safetensors").exists()
     run = train(tiny_config(tmp_path / "run", method="sgd", epochs=1, model_ema=True, resume=True))
     for file in ("model.safetensors", "model_ema.safetensors"):
         assert (run / file).read_bytes() == (run / "checkpoint" / file).read_bytes()
