@@ -51,6 +51,8 @@ from typing import TextIO
 from cifar_cpu import checkpoints, converged, underfit
 from cifar_cpu.runs import is_sweep, label
 
+from timm_anytime.run_files import replace_folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -250,18 +252,16 @@ def run_one(
     print(f"== {name}: {shlex.join(steps[0])}", flush=True)
     for step in steps:
         subprocess.run(_module(step), check=True, cwd=REPO)
-    # results/NAME appears whole or not at all (is_done reads it): filled under another name, then renamed
-    target, staging = results / name, results / f".{name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
-        if file.startswith("eval") and is_sweep(name):
-            continue
-        shutil.copy2(runs / name / file, staging / file)
     full = commands(name, flags, "DATA_DIR", Path("runs") / runs_name, protocol)
-    (staging / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")
-    shutil.rmtree(target, ignore_errors=True)  # what an earlier, interrupted copy left (not done: no marker)
-    staging.rename(target)
+
+    def keep_results(staging: Path) -> None:
+        staging.mkdir()
+        for file in ("config.yaml", "metrics.jsonl", "eval.json", "eval_outputs.safetensors", "environment.jsonl"):
+            if not (file.startswith("eval") and is_sweep(name)):
+                shutil.copy2(runs / name / file, staging / file)
+        (staging / "commands.txt").write_text("\n".join(shlex.join(c) for c in full) + "\n")
+
+    replace_folder(results / name, keep_results)  # results/NAME appears whole or not at all (is_done reads it)
     print(f"== {name} done in {time.time() - start:.0f} s", flush=True)
 
 

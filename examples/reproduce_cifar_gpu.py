@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +49,7 @@ import torch
 from safetensors.torch import load, save
 
 from timm_anytime.data.memory import list_image_folder
+from timm_anytime.run_files import replace_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_DATA = REPO / ".device_data"
@@ -310,7 +310,7 @@ def collect(args: argparse.Namespace) -> None:
     for name, state in campaign["runs"].items():
         run = runs_dir / name
         if state != "finished":
-            _fill_and_replace(CAMPAIGN / name, lambda staging, run=run: _copy_to_resume(run, staging))
+            replace_folder(CAMPAIGN / name, lambda staging, run=run: _copy_to_resume(run, staging))
             (CAMPAIGN / "README.md").write_text(CAMPAIGN_README)
             print(f"{name}: unfinished, kept in {CAMPAIGN / name} for the next run")
             continue
@@ -336,7 +336,7 @@ def collect(args: argparse.Namespace) -> None:
                     shutil.copy2(run / item, staging / item)
             (staging / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
 
-        _fill_and_replace(results / name, keep_results)
+        replace_folder(results / name, keep_results)
         print(f"{name}: finished -> {results / name}")
     warn_if_too_big_to_carry()
 
@@ -349,17 +349,6 @@ def _copy_to_resume(run: Path, target: Path) -> None:
     shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.partial"))
     recover_checkpoint(target / "checkpoint")
     shutil.rmtree(target / "checkpoint.old", ignore_errors=True)
-
-
-def _fill_and_replace(target: Path, fill: Callable[[Path], object]) -> None:
-    """``fill`` a hidden sibling of the folder ``target``, then rename it into place: a collect cut
-    off halfway leaves the earlier copy whole (and a rerun of it finishes the job)."""
-    staging = target.parent / f".{target.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fill(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
 
 
 def _size(path: Path) -> int:

@@ -262,35 +262,37 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5, references: Sequence[
     import shutil
 
     from timm_anytime.learning_curves import metrics_through, plot_learning_curves, read_learning_curve
+    from timm_anytime.run_files import replace_folder
     from timm_anytime.train.checkpoint import EMA_FILE, MODEL_FILE
 
     run, into = Path(run), Path(into)
     if not (run / "config.yaml").is_file() or not (run / "checkpoint" / MODEL_FILE).is_file():
         raise SystemExit(f"{run} is not a run folder with a checkpoint (anytime-train --output): nothing to snapshot")
-    staging = into.with_name(into.name + ".partial")
-    for _ in range(attempts):
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            epoch = _saved_epoch(run / "checkpoint" / MODEL_FILE)
-            shutil.copytree(run / "checkpoint", staging / "checkpoint", ignore=shutil.ignore_patterns("*.lock"))
-            after = _saved_epoch(run / "checkpoint" / MODEL_FILE)
-        except FileNotFoundError:  # caught between the trainer's two renames
-            continue
-        copies = [staging / "checkpoint" / name for name in (MODEL_FILE, EMA_FILE)]
-        if after == epoch and all(_saved_epoch(f) == epoch for f in copies if f.is_file()):
-            break
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise SystemExit(f"{run}/checkpoint changed during each of {attempts} copies: try again (or pause the run)")
-    for name in ("config.yaml", "environment.jsonl"):
-        shutil.copy2(run / name, staging / name)
-    (staging / "metrics.jsonl").write_text(metrics_through(run, epoch))
-    curve = read_learning_curve(staging)
     beside = [(Path(ref).name, read_learning_curve(ref)) for ref in references]
-    plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
-    (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve, beside))
-    shutil.rmtree(into, ignore_errors=True)
-    staging.rename(into)
+
+    def fill(staging: Path) -> tuple[int, LearningCurve]:
+        for _ in range(attempts):
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                epoch = _saved_epoch(run / "checkpoint" / MODEL_FILE)
+                shutil.copytree(run / "checkpoint", staging / "checkpoint", ignore=shutil.ignore_patterns("*.lock"))
+                after = _saved_epoch(run / "checkpoint" / MODEL_FILE)
+            except FileNotFoundError:  # caught between the trainer's two renames
+                continue
+            copies = [staging / "checkpoint" / name for name in (MODEL_FILE, EMA_FILE)]
+            if after == epoch and all(_saved_epoch(f) == epoch for f in copies if f.is_file()):
+                break
+        else:
+            raise SystemExit(f"{run}/checkpoint changed during each of {attempts} copies: try again (or pause the run)")
+        for name in ("config.yaml", "environment.jsonl"):
+            shutil.copy2(run / name, staging / name)
+        (staging / "metrics.jsonl").write_text(metrics_through(run, epoch))
+        curve = read_learning_curve(staging)
+        plot_learning_curves({into.name: curve}, staging / "learning_curves.png")
+        (staging / "progress.md").write_text(progress_note(staging, into.name, epoch, curve, beside))
+        return epoch, curve
+
+    epoch, curve = replace_folder(into, fill)
     return f"{into.name}: epoch {epoch}\n\n{readings_table(curve, beside)}"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from timm_anytime.run_files import append_record, atomic_copy, atomic_write_text, read_records
+from timm_anytime.run_files import append_record, atomic_copy, atomic_write_text, read_records, replace_folder
 from timm_anytime.train.environment import run_starts
 
 
@@ -92,3 +92,85 @@ def test_a_config_rewritten_on_resume_and_cut_off_still_loads(tmp_path: Path, mo
         tiny_config(tmp_path / "run", epochs=7, eval_every=2).save(tmp_path / "config.yaml")
     monkeypatch.undo()
     assert TrainConfig.load(tmp_path / "config.yaml") == config
+
+
+def _folder(path: Path) -> dict[str, str] | None:
+    return {str(f.relative_to(path)): f.read_text() for f in path.rglob("*") if f.is_file()} if path.exists() else None
+
+
+def _fill_with(files: dict[str, str]):
+    def fill(staging: Path) -> int:
+        for name, text in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_text(text)
+        return len(files)
+
+    return fill
+
+
+def test_a_folder_replacement_killed_at_any_step_never_shows_half_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed at each rename and each delete in turn (a delete killed halfway: one file gone), the
+    name holds the earlier folder or the new one, or nothing with the earlier one set aside, which
+    the next call puts back even when that call's own fill fails."""
+    earlier = {"eval.json": "old", "checkpoint/model.safetensors": "old weights", "metrics.jsonl": "1\n"}
+    new = {"eval.json": "new", "checkpoint/model.safetensors": "new weights"}
+    real_rename, real_rmtree = Path.rename, shutil.rmtree
+    kills = 0
+    for kill_at in range(20):
+        target = tmp_path / f"try{kill_at}" / "run"
+        replace_folder(target, _fill_with(earlier))
+        calls = 0
+
+        def killed(real, *args, kill_at=kill_at, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == kill_at + 1:
+                files = [f for f in Path(args[0]).rglob("*") if f.is_file()] if real is real_rmtree else []
+                if files:
+                    files[0].unlink()  # a delete cut off after its first file
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(Path, "rename", lambda *a, **k: killed(real_rename, *a, **k))
+        monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: killed(real_rmtree, *a, **k))
+        try:
+            replace_folder(target, _fill_with(new))
+        except KeyboardInterrupt:
+            kills += 1
+        else:
+            monkeypatch.undo()
+            break
+        finally:
+            monkeypatch.undo()
+        seen = _folder(target)
+        assert seen in (earlier, new) or (seen is None and _folder(target.with_name(".run.old")) == earlier), kill_at
+
+        def full_disk(staging: Path) -> None:
+            raise OSError("No space left on device")
+
+        with pytest.raises(OSError, match="No space"):
+            replace_folder(target, full_disk)
+        assert _folder(target) == (new if seen == new else earlier), kill_at
+        assert replace_folder(target, _fill_with(new)) == 2
+        assert _folder(target) == new, kill_at
+        assert [p.name for p in target.parent.iterdir()] == ["run"], kill_at
+    assert kills == 5  # each of a replacement's three deletes and two renames was cut once
+
+
+def test_a_fill_that_fails_or_makes_no_folder_leaves_the_earlier_folder(tmp_path: Path) -> None:
+    target = tmp_path / "results" / "w_osgd_s0"  # the parent is created
+    replace_folder(target, _fill_with({"eval.json": "old"}))
+
+    def half(staging: Path) -> None:
+        staging.mkdir()
+        (staging / "eval.json").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(target, half)
+    with pytest.raises(RuntimeError, match="must create and fill"):
+        replace_folder(target, lambda staging: None)
+    assert _folder(target) == {"eval.json": "old"}
+    assert [p.name for p in target.parent.iterdir()] == ["w_osgd_s0"]  # no staging left behind

@@ -11,6 +11,11 @@
   appending (:func:`append_record`) first drops such a line, so that the next record starts on a
   line of its own instead of gluing itself onto the fragment (which would damage both). A damaged
   line anywhere else is an error naming the file and the line.
+* Whole folders (a run's copy in a results tree, a snapshot of a run in progress):
+  :func:`replace_folder` fills a hidden ``.NAME.partial`` sibling, sets the earlier folder aside
+  under ``.NAME.old`` and renames the new one into place, so the name holds the earlier folder
+  whole or the new one whole (or, for the instant between the two renames, nothing, which the next
+  call repairs), never a half-filled or half-deleted one.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+Filled = TypeVar("Filled")
 
 
 def read_records(file: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -80,3 +88,31 @@ def atomic_copy(source: str | Path, target: str | Path) -> None:
     partial = _partial(target)
     shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def replace_folder(target: str | Path, fill: Callable[[Path], Filled]) -> Filled:
+    """Put a new folder in place of ``target`` (created if missing) whole: ``fill(staging)`` creates
+    and fills the hidden sibling ``staging`` (``.NAME.partial``); the earlier ``target`` is renamed
+    to ``.NAME.old``, ``staging`` renamed into place, and the old one deleted last. A ``fill`` that
+    raises leaves ``target`` as it was (and removes ``staging``); a process killed at any point
+    leaves ``target`` whole, or missing with its earlier copy in ``.NAME.old``, which the next call
+    puts back before it starts. Returns what ``fill`` returned."""
+    target = Path(target)
+    staging, old = target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() and old.is_dir():  # a call killed between its two renames
+        old.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        filled = fill(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not staging.is_dir():
+        raise RuntimeError(f"replace_folder: fill did not create {staging}; it must create and fill that folder")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return filled
