@@ -307,14 +307,15 @@ def collect(args: argparse.Namespace) -> None:
         with tarfile.open(source / "gpu_check.tar") as tar:
             tar.extractall(dest, filter="data")
         print(f"GPU measurements -> {dest / 'gpu_check'}")
+    if any(state != "finished" for state in campaign["runs"].values()):
+        CAMPAIGN.mkdir(parents=True, exist_ok=True)
+        (CAMPAIGN / "README.md").write_text(CAMPAIGN_README)
     for name, state in campaign["runs"].items():
         run = runs_dir / name
         if state != "finished":
             replace_folder(CAMPAIGN / name, lambda staging, run=run: _copy_to_resume(run, staging))
-            (CAMPAIGN / "README.md").write_text(CAMPAIGN_README)
             print(f"{name}: unfinished, kept in {CAMPAIGN / name} for the next run")
             continue
-        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)  # an earlier call's copy: the run is done
         if args.data_dir is not None:
             subprocess.run(
                 [
@@ -337,6 +338,9 @@ def collect(args: argparse.Namespace) -> None:
             (staging / "campaign.json").write_text(json.dumps(campaign, indent=1) + "\n")
 
         replace_folder(results / name, keep_results)
+        # an earlier call's copy to resume from, deleted only now that the results are stored: a
+        # failed evaluation leaves it (runs_dir, where the finished run is, may not outlive the session)
+        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
         print(f"{name}: finished -> {results / name}")
     warn_if_too_big_to_carry()
 

@@ -199,6 +199,40 @@ def test_a_collect_cut_off_halfway_keeps_the_earlier_copies(tmp_path: Path, monk
         assert len(copied) == fail_at - 1, fail_at  # the failure came where it was meant to
 
 
+def test_a_finished_run_whose_evaluation_fails_keeps_its_copy_to_resume(tmp_path: Path, monkeypatch) -> None:
+    """The committed copy of a run is what a fresh machine resumes from: collecting the run as
+    finished deletes that copy only after its results are stored, not before its evaluation."""
+    monkeypatch.setattr(gpu, "CAMPAIGN", tmp_path / "campaign")
+    machine, out = tmp_path / "machine", tmp_path / "out"
+    (machine / "w_sgd_s0" / "checkpoint").mkdir(parents=True)
+    for item in ("config.yaml", "metrics.jsonl", "checkpoint/state.json"):
+        (machine / "w_sgd_s0" / item).write_text(item)
+    gpu.bundle(machine, ["w_sgd_s0"], out)
+    args = ["collect", str(out), "--runs-dir", str(tmp_path / "here"), "--results", str(tmp_path / "res")]
+    (out / "campaign.json").write_text(json.dumps({"commit": "abc", "runs": {"w_sgd_s0": "started"}}))
+    gpu.main([*args, "--data-dir", ""])
+    kept = tmp_path / "campaign" / "w_sgd_s0" / "checkpoint" / "state.json"
+    assert kept.is_file()
+
+    real_run = subprocess.run
+
+    def evaluation_fails(command, **kwargs):
+        if "timm_anytime.cli.evaluate" in command:
+            raise subprocess.CalledProcessError(1, command)
+        return real_run(command, **kwargs)  # git
+
+    (out / "campaign.json").write_text(json.dumps({"commit": "abc", "runs": {"w_sgd_s0": "finished"}}))
+    monkeypatch.setattr(gpu.subprocess, "run", evaluation_fails)
+    with pytest.raises(subprocess.CalledProcessError):
+        gpu.main([*args, "--data-dir", str(tmp_path / "cifar10")])
+    assert kept.is_file()
+    assert not (tmp_path / "res" / "w_sgd_s0").exists()
+    monkeypatch.setattr(gpu.subprocess, "run", real_run)
+    gpu.main([*args, "--data-dir", ""])  # collected again without the evaluation: stored, then dropped
+    assert (tmp_path / "res" / "w_sgd_s0" / "metrics.jsonl").is_file()
+    assert not kept.parent.parent.exists()
+
+
 def test_a_stopped_run_resumes_on_a_fresh_machine(tmp_path: Path, monkeypatch) -> None:
     """A run stopped after epoch 1 of 2 (made by training one epoch and restoring what the budget
     stop leaves: a checkpoint and no final weights), carried in the campaign folder, is resumed on
