@@ -25,6 +25,10 @@ from timm_anytime.train.stage_passes import (
 )
 
 MODELS = ["anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124", "anytime_cifar_sparse_resnet50_wd_sim"]
+#: What inductor compiles in the compile tests: ResNet-20 w124 with one block per stage instead of three
+#: (ResNet-8), the same nesting and the same kinds of blocks and shortcuts; the compile time grows with
+#: the blocks (a two-epoch tiny run of osgd's two pass kinds took 206 s with ResNet-20 on 2 cores).
+SHALLOW = {"width": 0.5, "layers": [1, 1, 1]}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -64,7 +68,7 @@ def _losses(run: Path) -> list[list[float]]:
 @pytest.mark.slow
 def test_compiled_forward_gives_the_eager_outputs_and_gradients() -> None:
     torch.manual_seed(0)
-    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, in_chans=1, width=0.5).train()
+    model = timm.create_model("anytime_cifar_resnet20_w124", num_classes=10, in_chans=1, **SHALLOW).train()
     compiled = torch.compile(model.forward_stages)
     params = list(model.parameters())
     for _ in range(2):  # the second step runs on updated weights (the graph must not bake them in)
@@ -84,8 +88,9 @@ def test_compiled_forward_gives_the_eager_outputs_and_gradients() -> None:
 
 @pytest.mark.slow
 def test_trainer_runs_with_channels_last_and_compile(tmp_path: Path) -> None:
-    plain = _losses(train(tiny_config(tmp_path / "plain", method="sgd", epochs=1)))
-    fast = _losses(train(tiny_config(tmp_path / "fast", method="sgd", epochs=1, channels_last=True, compile=True)))
+    cfg = dict(method="sgd", epochs=1, model_kwargs=SHALLOW)
+    plain = _losses(train(tiny_config(tmp_path / "plain", **cfg)))
+    fast = _losses(train(tiny_config(tmp_path / "fast", **cfg, channels_last=True, compile=True)))
     # Not bitwise: the compiled run drifts from the eager one by about 2e-3 in four steps, as timm's own
     # resnet10t does under torch.compile with this torch (docs/training.md).
     torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)
@@ -161,7 +166,7 @@ def test_trainer_compiles_the_per_stage_methods(tmp_path: Path) -> None:
     """osgd with the single pass (graphs kept between the stages' backward passes) and with the
     separate passes, compiled, follows the eager run (the single pass where torch compiles it)."""
     for passes in ("single", "separate") if torch.__version__ >= KEPT_GRAPH_COMPILE_MIN_TORCH else ("separate",):
-        cfg = dict(method="osgd", epochs=1, stage_passes=passes)
+        cfg = dict(method="osgd", epochs=1, stage_passes=passes, model_kwargs=SHALLOW)
         plain = _losses(train(tiny_config(tmp_path / f"plain_{passes}", **cfg)))
         fast = _losses(train(tiny_config(tmp_path / f"fast_{passes}", **cfg, channels_last=True, compile=True)))
         torch.testing.assert_close(torch.tensor(fast), torch.tensor(plain), rtol=0, atol=1e-2)
