@@ -233,8 +233,8 @@ def run_campaign(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown runs {unknown}; `run --list` shows the plan")
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for carried in sorted(CAMPAIGN.glob("*")) if CAMPAIGN.is_dir() else []:  # resume what came back earlier
-        if carried.is_dir() and not carried.name.startswith(".") and not (runs_dir / carried.name).exists():
+    for carried in _campaign_runs():  # resume what came back earlier
+        if not (runs_dir / carried.name).exists():
             shutil.copytree(carried, runs_dir / carried.name)
     if args.list:
         for name in plan():
@@ -355,6 +355,14 @@ def _copy_to_resume(run: Path, target: Path) -> None:
     shutil.rmtree(target / "checkpoint.old", ignore_errors=True)
 
 
+def _campaign_runs() -> list[Path]:
+    """The run folders kept in ``CAMPAIGN``, by name: not its README, nor the hidden staging folders
+    of a ``collect`` that was cut off."""
+    if not CAMPAIGN.is_dir():
+        return []
+    return sorted(p for p in CAMPAIGN.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
@@ -373,7 +381,7 @@ def warn_if_too_big_to_carry() -> int:
     carried = [REPO / f for f in listed if f]
     total = _on_disk(carried) + _on_disk(list(DEVICE_DATA.rglob("*")) if DEVICE_DATA.exists() else [])
     if total > 0.9 * CARRY_LIMIT:
-        runs = sorted(CAMPAIGN.glob("*"), key=_size, reverse=True) if CAMPAIGN.is_dir() else []
+        runs = sorted(_campaign_runs(), key=_size, reverse=True)
         listing = ", ".join(f"{r.name} ({_size(r) / 2**20:.1f} MiB)" for r in runs)
         print(
             f"warning: the next device call would carry {total / 2**20:.1f} MiB (limit "

@@ -286,8 +286,11 @@ def test_collect_warns_when_the_next_call_could_not_carry_the_campaign(tmp_path:
     listed = gpu._git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     repository = sum((gpu.REPO / f).stat().st_size for f in listed if f)
     monkeypatch.setattr(gpu, "CARRY_LIMIT", repository + 2**19)
+    (tmp_path / "data" / "campaign" / "README.md").write_text("what this folder is")
+    (tmp_path / "data" / "campaign" / ".d_osgd_s0.partial").mkdir()  # a collect cut off
     gpu.warn_if_too_big_to_carry()
-    assert "w_osgd_s0 (1.0 MiB)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.endswith("start again from scratch): w_osgd_s0 (1.0 MiB)\n")  # the runs only
     # counted in 4 KiB blocks as du does (no tracked files here): 1 MiB fits 3 MiB; 600 more one-byte
     # files are 2.3 MiB on disk, not 600 bytes, and no longer fit
     monkeypatch.setattr(gpu, "_git", lambda *args: "")
