@@ -49,7 +49,7 @@ import torch
 from safetensors.torch import load, save
 
 from timm_anytime.data.memory import list_image_folder
-from timm_anytime.run_files import replace_folder
+from timm_anytime.run_files import remove_folder, replace_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_DATA = REPO / ".device_data"
@@ -340,7 +340,7 @@ def collect(args: argparse.Namespace) -> None:
         replace_folder(results / name, keep_results)
         # an earlier call's copy to resume from, deleted only now that the results are stored: a
         # failed evaluation leaves it (runs_dir, where the finished run is, may not outlive the session)
-        shutil.rmtree(CAMPAIGN / name, ignore_errors=True)
+        remove_folder(CAMPAIGN / name)
         print(f"{name}: finished -> {results / name}")
     warn_if_too_big_to_carry()
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from timm_anytime.run_files import append_record, atomic_copy, atomic_write_text, read_records, replace_folder
+from timm_anytime.run_files import (
+    append_record,
+    atomic_copy,
+    atomic_write_text,
+    read_records,
+    remove_folder,
+    replace_folder,
+)
 from timm_anytime.train.environment import run_starts
 
 
@@ -174,3 +181,28 @@ def test_a_fill_that_fails_or_makes_no_folder_leaves_the_earlier_folder(tmp_path
         replace_folder(target, lambda staging: None)
     assert _folder(target) == {"eval.json": "old"}
     assert [p.name for p in target.parent.iterdir()] == ["w_osgd_s0"]  # no staging left behind
+
+
+def test_a_folder_removal_killed_halfway_leaves_nothing_under_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run folder that a later step would resume from (a GPU campaign's copy of a finished run):
+    its delete cut off after one file must not leave the rest of it under the run's name."""
+    target = tmp_path / "campaign" / "w_sgd_s0"
+    replace_folder(target, _fill_with({"config.yaml": "epochs: 30", "checkpoint/state.json": "{}"}))
+    real_rmtree = shutil.rmtree
+
+    def cut_off(path, *args, **kwargs):
+        files = [f for f in Path(path).rglob("*") if f.is_file()]
+        if files:
+            files[0].unlink()
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        remove_folder(target)
+    monkeypatch.undo()
+    assert not target.exists()
+    remove_folder(target)  # the next call clears what the kill left, and a missing folder is no error
+    assert list(target.parent.iterdir()) == []

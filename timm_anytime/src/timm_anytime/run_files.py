@@ -15,7 +15,8 @@
   :func:`replace_folder` fills a hidden ``.NAME.partial`` sibling, sets the earlier folder aside
   under ``.NAME.old`` and renames the new one into place, so the name holds the earlier folder
   whole or the new one whole (or, for the instant between the two renames, nothing, which the next
-  call repairs), never a half-filled or half-deleted one.
+  call repairs), never a half-filled or half-deleted one. :func:`remove_folder` deletes a folder
+  under a hidden name, so that a kill during the delete leaves no half folder under the real one.
 """
 
 from __future__ import annotations
@@ -116,3 +117,15 @@ def replace_folder(target: str | Path, fill: Callable[[Path], Filled]) -> Filled
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return filled
+
+
+def remove_folder(target: str | Path) -> None:
+    """Delete the folder ``target`` (if there): renamed to the hidden ``.NAME.deleted`` first, so that
+    a kill during the delete leaves nothing under ``target`` that a reader would take for the folder;
+    a later call deletes what such a kill left."""
+    target = Path(target)
+    doomed = target.with_name(f".{target.name}.deleted")
+    shutil.rmtree(doomed, ignore_errors=True)
+    if target.exists():
+        target.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
