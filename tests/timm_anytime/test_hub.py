@@ -265,6 +265,26 @@ def test_export_refuses_unfinished_runs_and_full_folders(run: Path, exported: Pa
     assert (exported / "model.safetensors").read_bytes() == before  # nothing saved is lost
 
 
+def test_an_overwrite_export_that_fails_halfway_keeps_the_earlier_export(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--overwrite replaces an export only once the new one is complete: a failure after the
+    weights were written (here, the model card) leaves the earlier folder as it was."""
+    import timm_anytime.hub as hub
+
+    folder = export_run(run, tmp_path / "me--tiny")
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+
+    def card_fails(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(hub, "model_card", card_fails)
+    with pytest.raises(OSError, match="No space"):
+        export_run(run, folder, overwrite=True, note="a second export")
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["me--tiny"]  # nothing half-written beside it
+
+
 def test_push_names_a_corrupt_or_foreign_run_checkpoint(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

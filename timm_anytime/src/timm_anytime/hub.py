@@ -22,6 +22,7 @@ from timm.models import save_for_hf
 
 from .model_card import model_card
 from .models.pretrained import EXPORTED_TRAIN_CONFIG
+from .run_files import replace_folder
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -157,23 +158,25 @@ def export_run(
     }
     model.pretrained_cfg = pretrained_cfg  # type: ignore[assignment]  # a plain dict, as timm keeps it
     model_args = {**cfg.model_kwargs, "in_chans": pretrained_cfg.get("input_size", (3,))[0]}
-    if folder.exists() and overwrite:
-        shutil.rmtree(folder)
-    labels = _label_names(cfg.dataset)
-    model_config = {"label_names": labels} if labels and len(labels) == model.num_classes else None
-    save_for_hf(model, str(folder), model_config=model_config, model_args=model_args, safe_serialization=True)
-    shutil.copy2(Path(run) / "config.yaml", folder / EXPORTED_TRAIN_CONFIG)
-    shutil.copy2(Path(run) / "eval.json", folder / "eval.json")
-    card = model_card(
-        name,
-        cfg,
-        results,
-        repo_id=repo_id,
-        environment=training_environment(run),
-        note=note,
-        train_config=(folder / EXPORTED_TRAIN_CONFIG).read_text(),
-    )
-    (folder / "README.md").write_text(card)
+
+    def write(staging: Path) -> None:
+        labels = _label_names(cfg.dataset)
+        model_config = {"label_names": labels} if labels and len(labels) == model.num_classes else None
+        save_for_hf(model, str(staging), model_config=model_config, model_args=model_args, safe_serialization=True)
+        shutil.copy2(Path(run) / "config.yaml", staging / EXPORTED_TRAIN_CONFIG)
+        shutil.copy2(Path(run) / "eval.json", staging / "eval.json")
+        card = model_card(
+            name,
+            cfg,
+            results,
+            repo_id=repo_id,
+            environment=training_environment(run),
+            note=note,
+            train_config=(staging / EXPORTED_TRAIN_CONFIG).read_text(),
+        )
+        (staging / "README.md").write_text(card)
+
+    replace_folder(folder, write)  # with overwrite, an export that fails halfway keeps the earlier one
     return folder
 
 
