@@ -275,13 +275,15 @@ def test_predict_within_is_late_by_at_most_one_stage_and_never_empty_when_stage_
 
 
 def test_predict_within_on_a_real_model_measures_latencies_itself() -> None:
-    model = _model("anytime_cifar_resnet20_w124").float()
+    model = _model("anytime_cifar_resnet20_w124").float().train()  # left in training mode by a user
     x = torch.randn(1, 3, 32, 32)
     latencies = measure_stage_seconds(model, x, repeats=3)
     assert len(latencies) == 3
     assert all(t > 0 for t in latencies)
+    model.train()
     logits, stage = predict_within(model, x, seconds=60.0)
     assert stage == 3
+    assert not model.training  # inference: BatchNorm's running statistics, as the docstring says
     with torch.no_grad():
         assert torch.allclose(logits, model.forward_stages(x)[-1], atol=1e-5)
     with pytest.raises(ValueError, match="positive"):

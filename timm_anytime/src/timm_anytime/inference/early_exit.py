@@ -234,7 +234,8 @@ class EarlyExit:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits ``[batch, classes]`` of each input's exit stage, and that stage ``[batch]``."""
+        """Logits ``[batch, classes]`` of each input's exit stage, and that stage ``[batch]``. Puts
+        the model in eval mode (as inference needs) and leaves it there."""
         self.model.eval()
         run = self._stages.forward_anytime(x)
         logits = next(run)

@@ -29,7 +29,7 @@ def _synchronize(device: torch.device) -> None:
 @torch.no_grad()
 def measure_stage_seconds(model: nn.Module, x: Tensor, *, repeats: int = 10, warmup: int = 3) -> list[float]:
     """The median wall time each stage of ``forward_anytime(x)`` adds, on this machine and device,
-    in seconds (stage k: from stage k-1's output to stage k's)."""
+    in seconds (stage k: from stage k-1's output to stage k's). Leaves ``model`` in eval mode."""
     if not is_anytime_model(model):
         raise not_anytime_error(model)
     if repeats < 1:
@@ -72,7 +72,8 @@ def predict_within(
     k+1 starts only if the time spent so far plus its latency fits the deadline. The latencies are
     ``stage_seconds`` (what each stage adds, in seconds), else measured on this machine for inputs
     shaped like ``x`` on the first call (:func:`measure_stage_seconds`) and remembered.
-    ``clock`` reads the time in seconds (a fake clock makes the behaviour testable).
+    ``clock`` reads the time in seconds (a fake clock makes the behaviour testable). Puts ``model``
+    in eval mode (running BatchNorm statistics, no dropout), as inference needs, and leaves it there.
     """
     if not is_anytime_model(model):
         raise not_anytime_error(model)
