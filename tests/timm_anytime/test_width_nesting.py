@@ -258,6 +258,9 @@ def test_bad_names_specs_and_stages_give_clear_errors() -> None:
         timm.create_model("anytime_cifar_resnet20_w124", nesting="x12")
     with pytest.raises(ValueError, match=r"must be a\s+multiple of 4"):
         timm.create_model("anytime_cifar_resnet20_w124", width=0.3)
+    for empty in (0, -1, 0.01):  # 0 built a model that failed only in its first forward
+        with pytest.raises(ValueError, match=rf"width={empty} leaves a stage with no channels"):
+            timm.create_model("anytime_cifar_resnet20_w124", width=empty)
     model = timm.create_model("anytime_cifar_resnet20_w124")
     for bad in (0, 4, -1, 1.5, "2"):
         with pytest.raises(ValueError, match=r"stage must be an integer in 1\.\.3"):

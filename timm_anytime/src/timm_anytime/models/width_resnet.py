@@ -256,6 +256,8 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
 
         scaled = [round(c * width) for c in channels]
         inplanes = round(stem_width * width)
+        if min(*scaled, inplanes) < 1:  # as the plain and Sparse ResNets say it
+            raise ValueError(f"width={width} leaves a stage with no channels")
         self.widths = tuple(scaled)
         self.stem_channels = inplanes
         if stem == "imagenet":
