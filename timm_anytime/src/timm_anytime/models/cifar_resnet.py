@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..layers.checkpointing import checkpoint_blocks
+from ..layers.sparse_body import scaled_widths
 from ..layers.stochastic_depth import block_drop_paths
 from .cfgs import cifar_cfg
 from .heads import SingleHeadMixin
@@ -81,9 +82,7 @@ class CifarResNet(FeatureIntermediatesMixin, SingleHeadMixin, nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        widths = [round(c * width) for c in channels]
-        if min(widths) < 1:
-            raise ValueError(f"width={width} leaves a stage with no channels")
+        widths = scaled_widths(channels, width)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate

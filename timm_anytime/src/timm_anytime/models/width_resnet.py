@@ -27,6 +27,7 @@ from ..layers.nested import (
     prefix_of,
     zero_pad_stripe,
 )
+from ..layers.sparse_body import scaled_widths
 from ..layers.stochastic_depth import block_drop_paths
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin, keep_rows
@@ -254,10 +255,7 @@ class NestedResNet(FeatureIntermediatesMixin, MultiHeadMixin, AnytimeMixin, nn.M
         self.grad_checkpointing = False
         self.block_type, self.layer_sizes, self.stem_type, self.shortcut_type = block, tuple(layers), stem, shortcut
 
-        scaled = [round(c * width) for c in channels]
-        inplanes = round(stem_width * width)
-        if min(*scaled, inplanes) < 1:  # as the plain and Sparse ResNets say it
-            raise ValueError(f"width={width} leaves a stage with no channels")
+        inplanes, *scaled = scaled_widths((stem_width, *channels), width)  # the stem, then every stage
         self.widths = tuple(scaled)
         self.stem_channels = inplanes
         if stem == "imagenet":
