@@ -20,14 +20,6 @@ from .nested import init_conv_weights
 STEMS = ("cifar", "imagenet")
 
 
-def scaled_widths(channels: tuple[int, ...], width: float) -> list[int]:
-    """Every resolution stage's width times ``width``, rounded; refuses a stage left empty."""
-    widths = [round(c * width) for c in channels]
-    if min(widths) < 1:
-        raise ValueError(f"width={width} leaves a stage with no channels")
-    return widths
-
-
 class SparseBodyMixin(MixinBase):
     """The body builder, stem forward and timm's layer-grouping and gradient-checkpointing API
     shared by every Sparse ResNet family (mixed into an ``nn.Module``)."""

@@ -14,12 +14,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..layers.checkpointing import checkpoint_blocks
-from ..layers.sparse_body import scaled_widths
 from ..layers.stochastic_depth import block_drop_paths
 from .cfgs import cifar_cfg
 from .heads import SingleHeadMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
+from .widths import scaled_widths
 
 CIFAR_DEPTHS = {20: 3, 42: 7, 56: 9}  # basic blocks per stage
 

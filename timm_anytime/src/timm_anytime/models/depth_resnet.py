@@ -18,7 +18,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from ..layers.sparse_blocks import InterlacedStage, LevelTransitions
-from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_widths
+from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key
 from ..sparse import unit_levels
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg, imagenet_cfg
@@ -26,6 +26,7 @@ from .heads import NormedHeadsMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
 from .sparse_resnet import SparseResNet
+from .widths import scaled_widths
 
 
 class DepthNestedSparseResNet(

@@ -16,12 +16,13 @@ from torch import Tensor, nn
 
 from ..layers.checkpointing import checkpointed
 from ..layers.sparse_blocks import SparseStage, Transition
-from ..layers.sparse_body import SparseBodyMixin, scaled_widths
+from ..layers.sparse_body import SparseBodyMixin
 from .anytime import AnytimeMixin, keep_rows
 from .cfgs import cifar_cfg
 from .heads import NormedHeadsMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
+from .widths import scaled_widths
 
 
 def exit_units(total_units: int, num_exits: int) -> list[int]:

@@ -19,11 +19,12 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from ..layers.sparse_blocks import SparseStage, Transition
-from ..layers.sparse_body import SparseBodyMixin, scaled_widths
+from ..layers.sparse_body import SparseBodyMixin
 from .cfgs import cifar_cfg, imagenet_cfg
 from .heads import SingleHeadMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
+from .widths import scaled_widths
 
 
 class SparseResNet(FeatureIntermediatesMixin, SparseBodyMixin, SingleHeadMixin, nn.Module):

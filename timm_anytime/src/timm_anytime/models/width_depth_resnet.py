@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..layers.nested import NestedBatchNorm2d, NestedConv2d, dense_state, grow, prefix_of
 from ..layers.sparse_blocks import InterlacedStage, LevelTransitions, NestedSparseUnit, NestedTransition
-from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key, scaled_widths
+from ..layers.sparse_body import InterlacedBodyMixin, interlaced_key
 from ..sparse import unit_levels
 from ..stripes import StripeSpec
 from ..width_depth import WidthDepthSchedule
@@ -31,6 +31,7 @@ from .depth_resnet import depth_level_network
 from .heads import NormedHeadsMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model, hook_feature_cfg
+from .widths import scaled_widths
 
 if TYPE_CHECKING:
     from .depth_resnet import DepthNestedSparseResNet

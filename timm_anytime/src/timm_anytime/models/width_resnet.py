@@ -27,7 +27,6 @@ from ..layers.nested import (
     prefix_of,
     zero_pad_stripe,
 )
-from ..layers.sparse_body import scaled_widths
 from ..layers.stochastic_depth import block_drop_paths
 from ..stripes import StripeSpec
 from .anytime import AnytimeMixin, keep_rows
@@ -36,6 +35,7 @@ from .cifar_resnet import CIFAR_DEPTHS, CifarResNet
 from .heads import MultiHeadMixin
 from .intermediates import FeatureIntermediatesMixin
 from .pretrained import anytime_default_cfgs, build_anytime_model
+from .widths import scaled_widths
 
 
 def _conv_bn_stripe(conv: NestedConv2d, bn: NestedBatchNorm2d, x: Tensor, k: int) -> Tensor:
