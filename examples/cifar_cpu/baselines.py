@@ -30,7 +30,7 @@ from timm_anytime.report import (
     mean_std,
 )
 
-from .runs import DEPTH, WIDTH, finished_runs, label
+from .runs import DEPTH, WIDTH, design_tag, finished_runs, label
 
 #: Per design tag: (run-name prefix, model) of its anytime baseline.
 BASELINES: dict[str, tuple[str, str]] = {
@@ -50,7 +50,7 @@ def evaluated(results: Path, tag: str) -> dict[str, dict[str, RunResult]]:
     """The finished runs of one design with their evaluation outputs: setting -> seed -> run."""
     runs: dict[str, dict[str, RunResult]] = {}
     for run in finished_runs(results):
-        if run.name[0] == tag and (run / "eval_outputs.safetensors").is_file():
+        if design_tag(run.name) == tag and (run / "eval_outputs.safetensors").is_file():
             runs.setdefault(label(run.name), {})[run.name.rsplit("_s", 1)[1]] = load_results([run])[0]
     return runs
 

@@ -7,7 +7,8 @@ The plan, in order: sgd and osgd at lr 0.05, 0.1 and 0.025 (seed 0), seeds 1 and
 lrs, the rest of the 2x2 ablation at lr 0.05 (sgd on the summed losses, osgd on the mean), the
 width-nested design first, then the depth-nested one; then, at lr 0.05 with 3 seeds, Oracles
 matched to each stage's FLOPs, greedy with the whole schedule for every stage, osgd's priority
-orders, and the anytime baselines (even-width, EANN; ``baselines``). ``converged_summary``,
+orders, and the anytime baselines (even-width, EANN; ``baselines``); last, the width-depth designs
+(``wdsim``, ``wdalt``: osgd and sgd at lr 0.05, 3 seeds). ``converged_summary``,
 ``provenance`` and ``plot_converged`` report it; ``write_summary`` keeps the report beside the
 runs as ``summary.md``.
 """
@@ -22,7 +23,18 @@ from timm_anytime.report import errorbar_mean_std, mean_std
 from timm_anytime.train.environment import describe_commit, is_clean_commit, run_starts
 
 from .baselines import BASELINES, deadline_summary, flops_summary, is_baseline, plot_baselines, welch_cell
-from .runs import DEPTH, WIDTH, final_errors, finished_runs, label, last_validation_errors
+from .runs import (
+    DEPTH,
+    DESIGNS,
+    WIDTH,
+    WIDTH_DEPTH_ALT,
+    WIDTH_DEPTH_SIM,
+    design_tag,
+    final_errors,
+    finished_runs,
+    label,
+    last_validation_errors,
+)
 
 #: The converged protocol: 1,000 training images, 300 epochs at batch 64; images 101-200 of each
 #: class validate. Its learning rates run in this order (the pilot's 0.05 first).
@@ -126,6 +138,18 @@ def converged_plan(results: Path | None = None) -> dict[str, list[str]]:
                     f"--lr={ABLATION_LR}",
                     f"--seed={seed}",
                 ]
+    # The paper's width-depth designs (Table 1, bottom), registered on 2026-12-07 before any of them
+    # ran: osgd and sgd at ABLATION_LR, 3 seeds (seed 0 of both designs first). No lr sweep: at
+    # 20-45 minutes a run (2 threads) the six sweep runs would cost more than the comparison.
+    for seed in seeds:
+        for tag, model in (("wdsim", WIDTH_DEPTH_SIM), ("wdalt", WIDTH_DEPTH_ALT)):
+            for method in ("osgd", "sgd"):
+                runs[f"{tag}_{method}_lr{ABLATION_LR}_s{seed}"] = [
+                    f"--model={model}",
+                    f"--method={method}",
+                    f"--lr={ABLATION_LR}",
+                    f"--seed={seed}",
+                ]
     return runs
 
 
@@ -168,7 +192,9 @@ def collect_runs(results: Path) -> dict[tuple[str, str], dict[str, list]]:
 
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for run in finished_runs(results):
-        group = groups.setdefault((run.name[0], label(run.name)), {"test": [], "val": [], "converged": [], "seeds": []})
+        group = groups.setdefault(
+            (design_tag(run.name), label(run.name)), {"test": [], "val": [], "converged": [], "seeds": []}
+        )
         group["test"].append(final_errors(run)[1])
         group["val"].append(last_validation_errors(run))
         group["converged"].append(convergence(read_learning_curve(run)).converged)
@@ -200,7 +226,7 @@ def converged_summary(results: Path) -> str:
         "| design | comparison | a - b, test err % per stage: difference (95% CI; Welch; detectable) |",
         "|---|---|---|",
     ]
-    for tag in ("w", "d"):
+    for tag in DESIGNS:
         chosen = {m: chosen_lr(results, tag, m) for m in ("sgd", "osgd")}
         for what, a, b in CONVERGED_COMPARISONS:
             if "{" in a and None in chosen.values():
@@ -339,7 +365,8 @@ def plot_converged(results: Path) -> list[Path]:
 
     groups = collect_runs(results)
     designs: dict[str, dict[str, list]] = {}
-    for tag in ("w", "d"):
+    # a row per design: width and depth always, a width-depth design once it has a finished run
+    for tag in [t for t in DESIGNS if t in ("w", "d") or any(g == t for g, _ in groups)]:
         # the baselines' stages sit at other FLOPs than the nested ones: they are in baselines.png
         variants = {
             v: g["test"]
@@ -357,10 +384,11 @@ def plot_converged(results: Path) -> list[Path]:
     # a setting keeps its style in every panel; the reference pair's two colours are theirs alone
     styles = panel_styles([[*_REFERENCE, *names] for _, names in columns])
     fig, axes = plt.subplots(
-        2, len(columns), figsize=(4.2 * len(columns), 7.6), squeeze=False, sharey="row", sharex=True
+        len(designs), len(columns), figsize=(4.2 * len(columns), 3.8 * len(designs)), squeeze=False, sharey="row"
     )
-    for row, (tag, design) in zip(axes, (("w", WIDTH), ("d", DEPTH)), strict=True):
+    for row, tag in zip(axes, designs, strict=True):
         variants = designs[tag]
+        num_stages = max((len(errors[0]) for errors in variants.values()), default=3)
         for ax, (question, names) in zip(row, columns, strict=True):
             shown = [s for s in names if s in variants]
             for i, variant in enumerate(shown):
@@ -368,7 +396,7 @@ def plot_converged(results: Path) -> list[Path]:
                 x = [k + 1 + 0.05 * (i - (len(shown) - 1) / 2) for k in range(len(stages))]
                 label = f"{variant} (n={len(variants[variant])})"
                 errorbar_mean_std(ax, x, stages, label=label, **styles[variant])
-            ax.set(title=f"{design}\n{question}", xticks=[1, 2, 3])
+            ax.set(title=f"{DESIGNS[tag]}\n{question}", xticks=range(1, num_stages + 1))
             ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)
             if shown:

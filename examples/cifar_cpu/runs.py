@@ -10,6 +10,11 @@ from pathlib import Path
 from timm_anytime.learning_curves import metric_records
 
 WIDTH, DEPTH = "anytime_cifar_resnet20_w124", "anytime_cifar_sparse_resnet26_d124"
+#: The CPU-sized members of the paper's width-depth designs (Table 1, bottom; Figures 7 and 6).
+WIDTH_DEPTH_SIM, WIDTH_DEPTH_ALT = "anytime_cifar_sparse_resnet50_wd_sim", "anytime_cifar_sparse_resnet50_wd_alt"
+
+#: Design tag (a run name's first field) -> the nested model its runs train.
+DESIGNS = {"w": WIDTH, "d": DEPTH, "wdsim": WIDTH_DEPTH_SIM, "wdalt": WIDTH_DEPTH_ALT}
 
 
 def is_sweep(name: str) -> bool:
@@ -17,10 +22,18 @@ def is_sweep(name: str) -> bool:
     return name.startswith("sweep_")
 
 
+def design_tag(name: str) -> str | None:
+    """The design tag of a run (``w_osgd_s1`` -> ``w``, ``wdalt_sgd_lr0.05_s0`` -> ``wdalt``), or
+    None when its name starts with no tag of ``DESIGNS`` (``oracle_w0.25_s0``)."""
+    first = name.removeprefix("sweep_").split("_", 1)[0]
+    return first if first in DESIGNS else None
+
+
 def label(name: str) -> str:
     """The report label of a run: its setting without the seed and the design prefix (``w_osgd_s1``
     -> ``osgd``, ``oracle_w0.25_s0`` -> ``oracle_w0.25``); seeds of one setting share it."""
-    return re.sub(r"^(sweep_)?[wd]_", "", re.sub(r"_s\d+$", "", name))
+    setting = re.sub(r"_s\d+$", "", name).removeprefix("sweep_")
+    return setting.split("_", 1)[1] if design_tag(name) else setting
 
 
 def finished_runs(results: Path) -> list[Path]:

@@ -395,6 +395,50 @@ def test_converged_summary_compares_greedy_and_the_priority_orders_with_osgd(tmp
     assert "priority order 2,1,3" not in table  # no runs of that order: no row
 
 
+def test_converged_plan_ends_with_the_width_depth_designs_seed_by_seed() -> None:
+    plan = converged.converged_plan()
+    names = list(plan)
+    width_depth = [n for n in names if runs.design_tag(n) in ("wdsim", "wdalt")]
+    assert names[-len(width_depth) :] == width_depth  # registered after every earlier run
+    assert width_depth[:4] == [
+        "wdsim_osgd_lr0.05_s0",
+        "wdsim_sgd_lr0.05_s0",
+        "wdalt_osgd_lr0.05_s0",
+        "wdalt_sgd_lr0.05_s0",
+    ]
+    assert len(width_depth) == 12  # 2 designs x 2 methods x 3 seeds
+    assert f"--model={runs.WIDTH_DEPTH_ALT}" in plan["wdalt_sgd_lr0.05_s2"]
+    assert "--seed=2" in plan["wdalt_sgd_lr0.05_s2"]
+
+
+def test_run_names_map_to_their_design_and_setting() -> None:
+    assert (runs.design_tag("w_osgd_lr0.05_s1"), runs.label("w_osgd_lr0.05_s1")) == ("w", "osgd_lr0.05")
+    assert (runs.design_tag("wdalt_sgd_lr0.05_s0"), runs.label("wdalt_sgd_lr0.05_s0")) == ("wdalt", "sgd_lr0.05")
+    assert (runs.design_tag("sweep_d_sgd_lr0.1"), runs.label("sweep_d_sgd_lr0.1")) == ("d", "sgd_lr0.1")
+    # no design prefix: the name is the setting (underfit Oracles, the controls)
+    assert (runs.design_tag("oracle_w0.25_s0"), runs.label("oracle_w0.25_s0")) == (None, "oracle_w0.25")
+    assert runs.design_tag("dense_s0") is None
+
+
+def test_converged_summary_keeps_a_width_depth_design_apart_from_the_width_design(tmp_path: Path) -> None:
+    for seed in range(3):
+        _converged_run(tmp_path, f"w_osgd_lr0.05_s{seed}", [60.0, 50.0, 40.0 + seed], 0.5)
+        _converged_run(tmp_path, f"w_sgd_lr0.05_s{seed}", [60.0, 50.0, 40.0 + seed], 0.5)
+        five = [70.0, 60.0, 50.0, 45.0, 40.0 + seed]
+        _converged_run(tmp_path, f"wdalt_osgd_lr0.05_s{seed}", five, 0.5)
+        _converged_run(tmp_path, f"wdalt_sgd_lr0.05_s{seed}", [e + 3 for e in five], 0.5)
+    table = converged.converged_summary(tmp_path)
+    assert "| w | osgd_lr0.05 | 0,1,2 |" in table  # the width design's runs alone (three stages)
+    assert "| wdalt | osgd_lr0.05 | 0,1,2 |" in table
+    rows = [x for x in table.splitlines() if "osgd vs sgd at lr 0.05" in x]
+    assert [r.split(" |")[0] for r in rows] == ["| w", "| wdalt"]
+    # wdalt: every stage 3.00 lower with osgd (equal sd), five stages; w: no difference
+    assert all(f"stage {k}: -3.00" in rows[1] for k in range(1, 6))
+    assert "stage 3: +0.00" in rows[0]
+    paths = converged.plot_converged(tmp_path)  # a third row of panels, five stages wide
+    assert paths[0].stat().st_size > 10_000
+
+
 def test_converged_oracles_match_each_stages_flops() -> None:
     from timm_anytime.cost import model_costs, stage_costs
 
