@@ -40,7 +40,7 @@ Both 200-epoch Cutout runs ended above the target, so a second control,
 above 10% itself, the recipe and data, not the anytime network, keep them there; paired with
 each of them, it measures what the nesting and OSGD cost under that recipe. It ended at 10.28%
 (above, by 0.28 points, one run), better than both nested runs on the paired test images, so no
-further 200-epoch run of these architectures chases the target (the Mixup candidate is finished).
+further 200-epoch run of these architectures chases the target (the Mixup candidate still trains to its end).
 """
 
 from __future__ import annotations
