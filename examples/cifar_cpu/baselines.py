@@ -30,15 +30,13 @@ from timm_anytime.report import (
     mean_std,
 )
 
-from .runs import DEPTH, WIDTH, design_tag, finished_runs, label
+from .runs import DESIGNS, design_tag, finished_runs, label
 
 #: Per design tag: (run-name prefix, model) of its anytime baseline.
 BASELINES: dict[str, tuple[str, str]] = {
     "w": ("even", "anytime_cifar_resnet20_e1234"),
     "d": ("eann", "eann_cifar_sparse_resnet50"),
 }
-
-_DESIGNS = {"w": WIDTH, "d": DEPTH}
 
 
 def is_baseline(setting: str) -> bool:
@@ -159,7 +157,7 @@ def deadline_summary(results: Path, lr: str) -> str:
             continue
         header = " | ".join(f"{d / 1e6:.1f}" for d in deadlines)
         lines += [
-            f"`{_DESIGNS[tag]}` and its baseline, error % at FLOPs deadlines (MFLOPs; 0.5x to 1x the whole "
+            f"`{DESIGNS[tag]}` and its baseline, error % at FLOPs deadlines (MFLOPs; 0.5x to 1x the whole "
             "nested network's cost):",
             "",
             f"| scheme | seeds | {header} |",
@@ -222,7 +220,7 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
             stages = [[run.errors()[0] for run in runs[o].values()] for o in oracles]
             errorbar_mean_std(top, x, stages, label="oracle (FLOP-matched)", **styles["oracle (FLOP-matched)"])
         top.set(xlabel="MFLOPs per image (cumulative to the stage)", ylabel="test top-1 error (%), mean ± sd")
-        top.set_title(f"{_DESIGNS[tag]}: error against FLOPs", fontsize=9)
+        top.set_title(f"{DESIGNS[tag]}: error against FLOPs", fontsize=9)
         deadlines, table = deadline_errors(runs, tag, lr)
         for scheme, seeds in table.items():
             x = [d / 1e6 for d in deadlines]
@@ -230,7 +228,7 @@ def plot_baselines(results: Path, lr: str, path: Path) -> Path:
                 bottom, x, list(zip(*seeds.values(), strict=True)), label=f"{scheme} (n={len(seeds)})", **styles[scheme]
             )
         bottom.set(xlabel="deadline (MFLOPs per image)", ylabel="error (%), mean ± sd")
-        bottom.set_title(f"{_DESIGNS[tag]}: at FLOPs deadlines", fontsize=9)
+        bottom.set_title(f"{DESIGNS[tag]}: at FLOPs deadlines", fontsize=9)
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
             if ax.lines:
