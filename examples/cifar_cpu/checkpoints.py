@@ -298,6 +298,13 @@ def snapshot_run(run: Path, into: Path, attempts: int = 5, references: Sequence[
     return f"{into.name}: epoch {epoch}\n\n{readings_table(curve, beside)}"
 
 
+def _resumed_at(start: dict) -> str:
+    """ ", resumed after epoch N" for a start that resumed from the checkpoint of epoch N, "" for a
+    first start or a record from before the trainer kept ``start_epoch``."""
+    epoch = start.get("start_epoch")
+    return f", resumed after epoch {epoch}" if epoch else ""
+
+
 def progress_note(
     run: Path, name: str, epoch: int, curve: LearningCurve, references: Sequence[tuple[str, LearningCurve]] = ()
 ) -> str:
@@ -319,7 +326,7 @@ def progress_note(
         "",
         *(
             f"{i}. {start.get('time_utc', '?')}: commit {describe_commit(start.get('git_commit'))}, "
-            f"{start.get('cpu', '?')}, {start.get('torch_threads', '?')} threads"
+            f"{start.get('cpu', '?')}, {start.get('torch_threads', '?')} threads{_resumed_at(start)}"
             for i, start in enumerate(starts, 1)
         ),
         "",

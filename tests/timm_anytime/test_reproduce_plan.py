@@ -748,6 +748,16 @@ def test_a_snapshot_of_a_run_in_progress_resumes_to_the_uninterrupted_weights(
     for file in ("model.safetensors", "model_ema.safetensors"):
         expected, got = weights(whole, file), weights(resumed, file)
         assert all(torch.equal(expected[name], got[name]) for name in expected), file
+    # Its starts, as a later snapshot lists them: the resume names the epoch it continued from.
+    checkpoints.snapshot_run(resumed, tmp_path / "later" / "run")
+    starts = [
+        line
+        for line in (tmp_path / "later" / "run" / "progress.md").read_text().splitlines()
+        if line[:3] in ("1. ", "2. ")
+    ]
+    assert len(starts) == 2
+    assert starts[0].endswith(" threads")
+    assert starts[1].endswith(" threads, resumed after epoch 2")
 
 
 def test_a_snapshot_refuses_a_folder_without_a_checkpoint_or_with_mixed_epochs(

@@ -134,6 +134,23 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(resumed)] == strip
     starts = [json.loads(line) for line in (resumed / "environment.jsonl").read_text().splitlines()]
     assert len(starts) == 2  # one whole record per start (json.loads refuses the fragment)
+    assert [start["start_epoch"] for start in starts] == [0, 2]  # where each start took the run up
+
+
+def test_a_corrupt_checkpoint_stops_the_resume_and_leaves_the_run_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--resume on a checkpoint whose state file is damaged stops with an error that names it and
+    the fix, before anything in the run folder is written: no start recorded, no metrics cut."""
+    from timm_anytime.train.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    interrupt_in_epoch(tiny_config(run), 1, monkeypatch)  # epoch 1 saved
+    (run / "checkpoint" / "state.json").write_text('{"epoch": 1, "glob')  # damaged on disk
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"checkpoint .*run/checkpoint is corrupt .*delete it to restart"):
+        Trainer(tiny_config(run, resume=True))
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bitwise equality holds on the CPU; CUDA kernels vary run to run")

@@ -223,12 +223,13 @@ class Trainer:
                 f"{cfg.batch_size} / {self.accelerator.num_processes} must be even"
             )
         self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
-        self._write_folder(sources)  # only once every setting has been checked
         self.start_epoch, self.global_step, resumed = 0, 0, None
+        # Loaded before the start is recorded (it records the epoch): a corrupt checkpoint stops here.
         if cfg.resume and (self.out / "checkpoint").is_dir():
             load_weights(self.out / "checkpoint", self.model)
             resumed = load_state(self.out / "checkpoint")
             self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
+        self._write_folder(sources)  # only once every setting has been checked
         outputs = StageOutputs(self.model)
         if cfg.compile:  # compiles StageOutputs' call in place: the model's state dict keys are unchanged
             outputs.compile(options=compile_options(cfg.method, self.stage_passes))
@@ -288,6 +289,7 @@ class Trainer:
                 report["initial_weights"] = self.initial_weights
             report["stage_passes"] = self.stage_passes
             report["cpu_allocator"] = self.cpu_allocator
+            report["start_epoch"] = self.start_epoch  # epochs already trained: 0, or the checkpoint's epoch
             starts = run_starts(out) if cfg.resume else []
             previous = starts[-1].get("git_commit") if starts else None  # the latest start's
             if previous is not None and previous != report["git_commit"]:
