@@ -55,12 +55,15 @@ class PretrainedWeightsError(ValueError):
 
 
 def with_pretrained_tags(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | PretrainedCfg]:
-    """``cfgs`` plus a tagged ``pretrained_cfg`` for every shipped checkpoint of these architectures."""
+    """``cfgs`` with a tagged ``pretrained_cfg`` for every shipped checkpoint of these architectures,
+    in :data:`SHIPPED` order. As in timm, an architecture with weights keeps no untagged entry: it
+    would be listed by ``timm.list_pretrained`` beside its tags, as a checkpoint of its own."""
     out: dict[str, dict[str, Any] | PretrainedCfg] = dict(cfgs)
     for name in SHIPPED:
         architecture = name.split(".", 1)[0]
         if architecture in cfgs:
             file = WEIGHTS_DIR / name / "model.safetensors"
+            out.pop(architecture, None)
             out[name] = {**cfgs[architecture], "hf_hub_id": f"{HUB_ORG}/{name}", "file": str(file)}
     return out
 
