@@ -244,3 +244,16 @@ def test_a_tracker_that_is_not_installed_stops_the_run_before_it_starts(
     argv = tiny_args(tmp_path / "r", "--epochs=1", "--log-with", "wandb")
     _fails(train_main, argv, capsys, "tracker(s) ['wandb'] are not installed", "pip install wandb")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "push", "queue", "report"])
+def test_help_states_each_default_once_and_never_none(command: str) -> None:
+    """``--help`` shows a flag's default where it means something, and once: not "(default: None)"
+    for a flag that is off unless given, nor a second "(default: ...)" after one written in words."""
+    import importlib
+    import re
+
+    help_text = importlib.import_module(f"timm_anytime.cli.{command}").build_parser().format_help()
+    flat = re.sub(r"\s+", " ", help_text)
+    assert "(default: None)" not in flat
+    assert not re.search(r"\(default: [^)]*\) \(default:", flat), flat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -9,6 +10,16 @@ from ..train.checkpoint import CheckpointError
 
 #: Errors caused by the user's input: reported in one line, without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError, ImportError, FloatingPointError)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default, except where the help already says it in words
+    ("(default: the run's)") or the default is None (the flag is off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def run(prog: str, main: Callable[[], None]) -> int:

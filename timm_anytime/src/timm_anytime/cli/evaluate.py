@@ -7,7 +7,7 @@ import sys
 
 from ..cpu_allocator import add_cpu_allocator_argument
 from ..run_evaluation import CALIBRATION_PER_CLASS, evaluate_run, format_early_exit, format_stages
-from . import run
+from . import DefaultsHelpFormatter, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="anytime-eval",
         description="Evaluate a run folder of anytime-train (or a published checkpoint) as an anytime predictor; "
         "writes eval.json and eval_outputs.safetensors (per-input results for the deadline simulation).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "run",

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..hub import export_run, push_run
-from . import run
+from . import DefaultsHelpFormatter, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upload a run folder of anytime-train (finished and evaluated with anytime-eval) to the "
         "Hugging Face Hub: config.json, model.safetensors, a model card with the per-stage results. "
         'Load it with timm.create_model("hf-hub:REPO_ID", pretrained=True) after `import timm_anytime`.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("run", help="run folder written by anytime-train and evaluated by anytime-eval")
     p.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME (e.g. me/anytime_resnet20.osgd)")

@@ -6,19 +6,19 @@ import argparse
 import sys
 
 from ..train.queue import read_commands, run_queue
-from . import run
+from . import DefaultsHelpFormatter, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anytime-queue",
         description="Run the shell commands of a file (one per line), keeping K in flight.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("commands", help="file with one shell command per line (# starts a comment)")
     p.add_argument("--jobs", "-j", type=int, default=2, help="commands in flight at once")
     p.add_argument("--logs", default="runs/queue", help="folder for each command's log and queue.json")
-    p.add_argument("--budget-s", type=float, help="stop everything after this many seconds")
+    p.add_argument("--budget-s", type=float, help="stop everything after this many seconds (default: no limit)")
     p.add_argument("--margin-s", type=float, default=0.0, help="start nothing in the last MARGIN_S of the budget")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
