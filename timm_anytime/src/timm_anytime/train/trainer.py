@@ -225,7 +225,7 @@ class Trainer:
         self.phases = plan_phases(cfg.method, cfg.epochs, self.num_stages)
         self.start_epoch, self.global_step, resumed = 0, 0, None
         # Loaded before the start is recorded (it records the epoch): a corrupt checkpoint stops here.
-        if cfg.resume and (self.out / "checkpoint").is_dir():
+        if not starting:  # a resume with a checkpoint (decided above, before the model was built)
             load_weights(self.out / "checkpoint", self.model)
             resumed = load_state(self.out / "checkpoint")
             self.start_epoch, self.global_step = int(resumed["epoch"]), int(resumed["global_step"])
